@@ -1,0 +1,1 @@
+"""ncnn IR: parse, edit and write ncnn .param/.bin models."""

@@ -1,0 +1,1 @@
+"""Rewrite passes over the ncnn IR and the ONNX/Paddle side."""
