@@ -1,0 +1,61 @@
+"""Atomic file writes and the never-overwrite-the-input rule."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import NcnnpassError
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when both paths name the same existing file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwrite(out: str | os.PathLike, inputs: list[str | os.PathLike], overwrite: bool) -> None:
+    """Raise unless ``out`` is not one of ``inputs`` or the caller explicitly allowed it."""
+    if overwrite:
+        return
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise NcnnpassError(f"refusing to overwrite the input file {out} (pass overwrite=True / --overwrite)")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
+
+    If the body raises (or the process dies) the previous ``path`` is left untouched and the
+    temporary file is removed.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise NcnnpassError(f"output directory does not exist: {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory + rename)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
