@@ -1,0 +1,173 @@
+"""Build a :class:`Graph` from parsed ``.param`` records and a memory-mapped ``.bin``."""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from . import schema as _schema
+from .errors import ParamSemanticError, WeightError
+from .graph import Graph, Layer
+from .params import ARRAY_KEY_BASE, MAX_PARAM_ID, ParamDict
+from .parser import MAGIC, RawLayer, RawParam_File, columns_of, parse_param
+from .splits import absorb_splits
+from .weights import read_weight, weight_slots
+
+
+def _col(text_lines: list[str], layer: RawLayer, token_index: int) -> int:
+    cols = columns_of(text_lines[layer.line - 1])
+    return cols[token_index] if token_index < len(cols) else 1
+
+
+def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
+    """Raise :class:`ParamSemanticError` for a network ncnn would reject or misread."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if pf.magic != MAGIC:
+        raise ParamSemanticError(f"wrong magic {pf.magic}: an ncnn text .param starts with {MAGIC}",
+                                 file, pf.header_lines[0], pf.header_cols[0])
+    if pf.layer_count != len(pf.layers):
+        raise ParamSemanticError(f"header says {pf.layer_count} layers but the file has {len(pf.layers)}",
+                                 file, pf.header_lines[1], pf.header_cols[1])
+    produced: dict[str, RawLayer] = {}
+    names: dict[str, RawLayer] = {}
+    all_blobs: set[str] = set()
+    future: dict[str, RawLayer] = {}
+    for ly in pf.layers:
+        for b in ly.outputs:
+            future.setdefault(b, ly)
+    for ly in pf.layers:
+        if ly.name in names:
+            raise ParamSemanticError(f"duplicate layer name {ly.name!r} (first on line {names[ly.name].line})",
+                                     file, ly.line, _col(lines, ly, 1))
+        names[ly.name] = ly
+        for tok in (ly.type, ly.name, *ly.inputs, *ly.outputs):
+            if len(tok.encode("utf-8", "surrogateescape")) > 255:
+                raise ParamSemanticError(f"name {tok[:40]!r}... is longer than ncnn's 255-byte limit", file, ly.line)
+        for k, b in enumerate(ly.inputs):
+            if b not in produced:
+                p = future.get(b)
+                msg = (f"blob {b!r} is used by layer {ly.name!r} before layer {p.name!r} (line {p.line}) produces it"
+                       if p is not None else f"blob {b!r} used by layer {ly.name!r} is never produced")
+                raise ParamSemanticError(msg, file, ly.line, _col(lines, ly, 4 + k))
+        for k, b in enumerate(ly.outputs):
+            if b in produced:
+                raise ParamSemanticError(f"blob {b!r} is produced twice: by {produced[b].name!r} "
+                                         f"(line {produced[b].line}) and {ly.name!r}",
+                                         file, ly.line, _col(lines, ly, 4 + len(ly.inputs) + k))
+            produced[b] = ly
+        all_blobs.update(ly.inputs)
+        all_blobs.update(ly.outputs)
+        for p in ly.params:
+            if not (0 <= p.key <= MAX_PARAM_ID or ARRAY_KEY_BASE - MAX_PARAM_ID <= p.key <= ARRAY_KEY_BASE):
+                raise ParamSemanticError(f"param id {p.key} is out of range (0..{MAX_PARAM_ID}, or "
+                                         f"{ARRAY_KEY_BASE}-id for arrays)", file, ly.line, p.column)
+    if pf.blob_count != len(all_blobs):
+        raise ParamSemanticError(f"header says {pf.blob_count} blobs but the layers use {len(all_blobs)}",
+                                 file, pf.header_lines[1], pf.header_cols[2])
+
+
+def _make_layer(raw: RawLayer) -> Layer:
+    values, spelling = {}, {}
+    for p in raw.params:
+        pid = ARRAY_KEY_BASE - p.key if p.key <= ARRAY_KEY_BASE else p.key
+        values.pop(pid, None)  # last one wins, as in ncnn; keep file order otherwise
+        values[pid] = p.value
+        spelling[pid] = p.text
+    params = ParamDict._from_parsed(values, spelling, _schema.float_ids(raw.type))
+    return Layer(raw.type, raw.name, raw.inputs, raw.outputs, params, line=raw.line)
+
+
+def graph_from_records(pf: RawParam_File) -> Graph:
+    g = Graph()
+    g._split_names_retired = set()
+    g.outputs_hint = set()
+    for raw in pf.layers:
+        ly = _make_layer(raw)
+        ly.graph = g
+        g.layers.append(ly)
+        g._by_name[ly.name] = ly
+        g._by_type.setdefault(ly.type, {})[ly] = None
+        g._link(ly)
+    # protected outputs: what ncnn itself reports as outputs (no consumer), before Split absorption
+    g._outputs = g.dangling_blobs()
+    g.outputs_hint = set(g._outputs)
+    absorb_splits(g)
+    return g
+
+
+def load_weights(g: Graph, buf: memoryview, file: str, strict: bool = True) -> None:
+    offset = 0
+    for ly in g.layers:
+        slots = weight_slots(ly.type, ly.params, ly.name)
+        ws = {}
+        for s in slots:
+            w, offset = read_weight(buf, offset, s, ly.name, file)
+            ws[s.name] = w
+        ly.weights = ws
+    if strict and offset != len(buf):
+        raise WeightError(f"{file}: {len(buf) - offset} bytes left over after the last weight "
+                          f"(read {offset} of {len(buf)} bytes): the .bin does not belong to this .param")
+
+
+def graph_from_text(text: str, bin_data=None, *, file: str = "<string>", bin_file: str = "<bin>",
+                    strict_bin: bool = True) -> Graph:
+    pf = parse_param(text, file)
+    check_semantics(pf, text, file)
+    g = graph_from_records(pf)
+    if bin_data is not None:
+        load_weights(g, memoryview(bin_data), bin_file, strict_bin)
+    return g
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
+
+
+def map_file(path: str) -> memoryview:
+    """A read-only memory map of ``path`` (empty files give an empty view)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return memoryview(b"")
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return memoryview(mm)
+
+
+def load_graph(param: str, bin: str | None = None, *, strict_bin: bool = True) -> Graph:
+    param, bin = os.fspath(param), (os.fspath(bin) if bin is not None else None)
+    text = _read_text(param)
+    buf = map_file(bin) if bin is not None else None
+    g = graph_from_text(text, buf, file=param, bin_file=bin or "<bin>", strict_bin=strict_bin)
+    g.source = (param, bin)
+    return g
+
+
+def copy_graph(g: Graph) -> Graph:
+    from .weights import Weight
+
+    new = Graph()
+    new._split_names_retired = set(g._split_names_retired)
+    new.outputs_hint = set(g.outputs_hint)
+    mapping = {}
+    for ly in g.layers:
+        c = Layer(ly.type, ly.name, ly.inputs, ly.outputs, ly.params.copy(), line=ly.line)
+        c.weights = {k: Weight(w.name, w.count, w.tagged, w.storage, w.tag, w._raw, w._data)
+                     for k, w in ly.weights.items()}
+        mapping[ly] = c
+        new.insert(c)
+    for name, b in g.blobs.items():
+        if b.shape is not None and name in new.blobs:
+            new.blobs[name].shape = b.shape
+    new._outputs = list(g._outputs) if g._outputs is not None else None
+    from .splits import SplitRecord
+
+    for blob, rec in g.splits.items():
+        new.splits[blob] = SplitRecord(rec.layer_name, list(rec.top_names),
+                                       [(mapping[s[0]], s[1]) if s else None for s in rec.slots], list(rec.params))
+    new.source = g.source
+    return new

@@ -1,0 +1,222 @@
+"""Parse ncnn's text ``.param`` into :class:`RawLayer` records.
+
+The language is defined by ``grammar/ncnn_param.lark`` and parsed with lark (LALR, contextual
+lexer). Because lark's per-token cost caps it near 3k layers/s, well-formed lines first take a
+fast path (``str.split`` plus the same token regexes); whenever the fast path meets anything it
+does not accept, the whole text is re-parsed by lark, which either accepts it or reports the
+error with line, column and the expected tokens. Tests check that both paths agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from ncnnpass import grammar
+
+from .errors import ParamSyntaxError
+from .params import INT_RE, ParamValue, ValueError_, parse_value
+
+MAGIC = 7767517
+_KEY_RE = re.compile(r"([+-]?[0-9]+)=")
+_WS_RE = re.compile(r"\S+")
+
+
+@dataclass
+class RawParam:
+    key: int
+    value: ParamValue
+    text: str  # "key=value" as written
+    column: int
+
+
+@dataclass
+class RawLayer:
+    type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    params: list[RawParam]
+    line: int
+    columns: list[int] = field(default_factory=list)  # column of each whitespace token on the line
+
+
+@dataclass
+class RawParam_File:
+    magic: int
+    layer_count: int
+    blob_count: int
+    layers: list[RawLayer]
+    header_lines: tuple[int, int]
+    header_cols: tuple[int, int, int]
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar.load("ncnn_param.lark"), parser="lalr", lexer="contextual",
+                propagate_positions=False, maybe_placeholders=False)
+
+
+def columns_of(line_text: str) -> list[int]:
+    """1-based columns of each whitespace-separated token on a line."""
+    return [m.start() + 1 for m in _WS_RE.finditer(line_text)]
+
+
+class _FastPathMiss(Exception):
+    pass
+
+
+def _make_param(tok: str, col: int, file: str, lineno: int) -> RawParam:
+    m = _KEY_RE.match(tok)
+    if m is None:
+        raise _FastPathMiss
+    key = int(m.group(1))
+    vtext = tok[m.end():]
+    try:
+        value = parse_value(key, vtext)
+    except ValueError_ as exc:
+        raise ParamSyntaxError(str(exc), file, lineno, col + m.end() + exc.offset) from None
+    return RawParam(key, value, tok, col)
+
+
+def _fast(text: str, file: str) -> RawParam_File:
+    lines = text.split("\n")
+    it = ((i + 1, ln) for i, ln in enumerate(lines) if ln.strip())
+    try:
+        l1, magic_line = next(it)
+        l2, count_line = next(it)
+    except StopIteration:
+        raise _FastPathMiss from None
+    mt, ct = magic_line.split(), count_line.split()
+    if len(mt) != 1 or len(ct) != 2 or not all(INT_RE.match(t) for t in (*mt, *ct)):
+        raise _FastPathMiss
+    layers = []
+    for lineno, ln in it:
+        if '"' in ln:
+            raise _FastPathMiss
+        toks = ln.split()
+        if len(toks) < 4 or not INT_RE.match(toks[2]) or not INT_RE.match(toks[3]):
+            raise _FastPathMiss
+        nin, nout = int(toks[2]), int(toks[3])
+        nb = 4 + nin + nout
+        if nin < 0 or nout < 0 or len(toks) < nb:
+            raise _FastPathMiss
+        blobs = toks[4:nb]
+        for b in blobs:
+            if _KEY_RE.match(b):
+                raise _FastPathMiss
+        if _KEY_RE.match(toks[0]) or _KEY_RE.match(toks[1]):
+            raise _FastPathMiss
+        params = []
+        if len(toks) > nb:
+            cols = columns_of(ln)
+            for k in range(nb, len(toks)):
+                params.append(_make_param(toks[k], cols[k], file, lineno))
+        layers.append(RawLayer(toks[0], toks[1], blobs[:nin], blobs[nin:], params, lineno))
+    c1 = columns_of(magic_line)
+    c2 = columns_of(count_line)
+    return RawParam_File(int(mt[0]), int(ct[0]), int(ct[1]), layers, (l1, l2), (c1[0], c2[0], c2[1]))
+
+
+class _Build(Transformer):
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__()
+        self.lines = text.split("\n")
+        self.file = file
+
+    def header(self, items: list[Token]):
+        return items
+
+    def layers(self, items):
+        return [x for x in items if isinstance(x, RawLayer)]
+
+    def value(self, items):
+        return items
+
+    def param(self, items):
+        key_tok: Token = items[0]
+        values: list[Token] = items[1]
+        last = values[-1]
+        line = self.lines[key_tok.line - 1]
+        start = key_tok.column - 1
+        end = last.end_column - 1 if last.line == key_tok.line else len(line)
+        return _make_param(line[start:end], key_tok.column, self.file, key_tok.line)
+
+    def layer(self, items):
+        type_tok, name_tok, nin_tok, nout_tok = items[:4]
+        blobs = [t for t in items[4:] if isinstance(t, Token)]
+        params = [p for p in items[4:] if isinstance(p, RawParam)]
+        nin, nout = int(nin_tok), int(nout_tok)
+        if nin < 0 or nout < 0:
+            bad = nin_tok if nin < 0 else nout_tok
+            raise ParamSyntaxError("blob counts must not be negative", self.file, bad.line, bad.column)
+        if len(blobs) != nin + nout:
+            where = blobs[nin + nout] if len(blobs) > nin + nout else (params[0] if params else None)
+            col = where.column if where is not None else len(self.lines[type_tok.line - 1]) + 1
+            raise ParamSyntaxError(
+                f"layer {str(name_tok)!r} declares {nin} inputs + {nout} outputs but lists {len(blobs)} blob names",
+                self.file, type_tok.line, col)
+        return RawLayer(str(type_tok), str(name_tok), [str(b) for b in blobs[:nin]],
+                        [str(b) for b in blobs[nin:]], params, type_tok.line)
+
+    def start(self, items):
+        header, layers = items
+        magic, lc, bc = header
+        return RawParam_File(int(magic), int(lc), int(bc), layers, (magic.line, lc.line),
+                             (magic.column, lc.column, bc.column))
+
+
+_TOKEN_NAMES = {
+    "INT": "an integer", "FLOAT": "a float", "STRING": "a string", "NAME": "a name", "KEY": "a param key",
+    "_NL": "end of line", "EQUAL": "'='", "COMMA": "','", "$END": "end of file", "TRAILING_COMMA": "','",
+}
+
+
+def _expected(names) -> str:
+    return ", ".join(sorted({_TOKEN_NAMES.get(n, n) for n in names}))
+
+
+def parse_lark(text: str, file: str = "<string>") -> RawParam_File:
+    """Parse with the lark grammar only (the reference path; slower)."""
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedToken as exc:
+        tok = exc.token
+        what = "end of file" if tok.type == "$END" else f"{str(tok)!r}"
+        raise ParamSyntaxError(f"unexpected {what}; expected {_expected(exc.accepts or exc.expected)}",
+                               file, exc.line if exc.line > 0 else None, exc.column if exc.column > 0 else None) from None
+    except UnexpectedCharacters as exc:
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        raise ParamSyntaxError(f"unexpected character {ch!r}; expected {_expected(exc.allowed or [])}",
+                               file, exc.line, exc.column) from None
+    except UnexpectedEOF as exc:
+        raise ParamSyntaxError(f"unexpected end of file; expected {_expected(exc.expected)}", file) from None
+    except UnexpectedInput as exc:  # pragma: no cover - other lark errors
+        raise ParamSyntaxError(str(exc).splitlines()[0], file, getattr(exc, "line", None),
+                               getattr(exc, "column", None)) from None
+    except ParamSyntaxError:
+        raise
+    except Exception as exc:  # lark wraps transformer errors in VisitError
+        orig = getattr(exc, "orig_exc", None)
+        if isinstance(orig, ParamSyntaxError):
+            raise orig from None
+        raise
+    return _Build(text, file).transform(tree)
+
+
+def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> RawParam_File:
+    """Parse ``.param`` text. ``engine``: ``auto`` (fast path, lark on anything unusual) or ``lark``."""
+    if engine not in ("auto", "lark"):
+        raise ValueError(f"unknown engine {engine!r}")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    text = text.replace("\r\n", "\n")
+    if engine == "auto":
+        try:
+            return _fast(text, file)
+        except _FastPathMiss:
+            pass
+    return parse_lark(text, file)

@@ -1,0 +1,113 @@
+"""Absorb converter-inserted ``Split`` layers on load; regenerate them on write.
+
+ncnn needs a ``Split`` wherever a blob feeds more than one input slot. The graph hides them: a
+blob just has several consumers. On write a Split is generated after the producer for every blob
+with two or more consumer slots, reusing the original layer and top names when the set of
+consumers is the one that was loaded, and ``<blob>_splitncnn_<k>`` names otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .graph import Graph, Layer
+
+
+@dataclass
+class SplitRecord:
+    """How a blob's Split looked when loaded: layer name and, per top, the consumer slot it fed."""
+
+    layer_name: str
+    top_names: list[str]
+    slots: list[tuple[Layer, int] | None]  # (consumer layer, input index) per top; None if unused
+    params: list[str]
+
+
+def absorb_splits(graph: Graph) -> None:
+    """Remove every Split whose tops are all consumed, rewiring consumers to the Split's input."""
+    for split in [ly for ly in graph.layers if ly.type == "Split"]:
+        if len(split.inputs) != 1 or not split.outputs:
+            continue
+        src = split.inputs[0]
+        tops = split.outputs
+        if any(not graph.blobs[t].consumers for t in tops) or any(t in graph.outputs_hint for t in tops):
+            continue
+        slots: list[tuple[Layer, int] | None] = []
+        clean = True
+        for t in tops:
+            consumers = graph.blobs[t].consumers
+            if len(consumers) != 1 or consumers[0].inputs.count(t) != 1 or consumers[0].type == "Split":
+                clean = False
+                slots.append(None)
+            else:
+                c = consumers[0]
+                slots.append((c, c.inputs.index(t)))
+        graph.remove(split, reconnect=False)
+        for t in tops:
+            graph.replace_all_uses(t, src, _missing_ok=True)
+        if clean and src not in graph.splits:
+            graph.splits[src] = SplitRecord(split.name, list(tops), slots, split.params.tokens())
+        else:
+            graph.splits.pop(src, None)
+            graph._split_names_retired.add(split.name)
+
+
+def consumer_slots(graph: Graph, blob: str) -> list[tuple[Layer, int]]:
+    """Every (layer, input index) reading ``blob``, in graph order."""
+    out = []
+    pos = graph._positions()
+    for layer in sorted(set(graph.blobs[blob].consumers), key=pos.__getitem__):
+        for i, n in enumerate(layer.inputs):
+            if n == blob:
+                out.append((layer, i))
+    return out
+
+
+@dataclass
+class PlannedSplit:
+    name: str
+    blob: str
+    tops: list[str]
+    params: list[str]
+    after: Layer | None
+
+
+def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int], str]]:
+    """Splits to write and the renamed input for each (id(layer), slot) that reads a split top."""
+    planned: list[PlannedSplit] = []
+    rename: dict[tuple[int, int], str] = {}
+    used_layer_names = set(graph._by_name)
+    used_blob_names = set(graph.blobs)
+    counter = 0
+    for blob in graph.blobs.values():
+        if len(blob.consumers) < 2:
+            continue
+        slots = consumer_slots(graph, blob.name)
+        rec = graph.splits.get(blob.name)
+        if rec is not None and None not in rec.slots and {(id(c), i) for c, i in rec.slots} == {
+            (id(c), i) for c, i in slots
+        } and len(rec.slots) == len(slots) and rec.layer_name not in used_layer_names:
+            tops = rec.top_names
+            name = rec.layer_name
+            params = rec.params
+            for (c, i), t in zip(rec.slots, tops, strict=True):
+                rename[(id(c), i)] = t
+        else:
+            while f"splitncnn_{counter}" in used_layer_names or f"splitncnn_{counter}" in graph._split_names_retired:
+                counter += 1
+            name = f"splitncnn_{counter}"
+            counter += 1
+            tops = []
+            for k, (c, i) in enumerate(slots):
+                t = f"{blob.name}_splitncnn_{k}"
+                while t in used_blob_names:
+                    t += "_"
+                tops.append(t)
+                rename[(id(c), i)] = t
+            params = []
+        used_layer_names.add(name)
+        used_blob_names.update(tops)
+        planned.append(PlannedSplit(name, blob.name, list(tops), params, blob.producer))
+    return planned, rename

@@ -1,0 +1,104 @@
+"""Write a :class:`Graph` as ncnn ``.param`` text and ``.bin`` weights (atomically)."""
+
+from __future__ import annotations
+
+import os
+
+from .errors import GraphError, NcnnpassError
+from .fileio import atomic_open, refuse_overwrite
+from .graph import Graph, Layer
+from .parser import MAGIC
+from .splits import plan_splits
+
+
+def _line(type: str, name: str, inputs, outputs, params: list[str]) -> str:
+    head = f"{type:<24} {name:<24} {len(inputs)} {len(outputs)}"
+    parts = [head, *inputs, *outputs, *params]
+    return " ".join(parts)
+
+
+def param_lines(g: Graph) -> list[str]:
+    """Layer lines in order, with Split layers regenerated after each multi-consumer producer."""
+    planned, rename = plan_splits(g)
+    after: dict[int, list] = {}
+    leading = []
+    for sp in planned:
+        if sp.after is None:
+            leading.append(sp)
+        else:
+            after.setdefault(id(sp.after), []).append(sp)
+    lines = []
+    blobs: set[str] = set()
+
+    def emit_split(sp) -> None:
+        lines.append(_line("Split", sp.name, [sp.blob], sp.tops, sp.params))
+        blobs.update(sp.tops)
+
+    for sp in leading:
+        emit_split(sp)
+    for ly in g.layers:
+        ins = [rename.get((id(ly), i), n) for i, n in enumerate(ly.inputs)]
+        lines.append(_line(ly.type, ly.name, ins, ly.outputs, ly.params.tokens()))
+        blobs.update(ly.inputs)
+        blobs.update(ly.outputs)
+        for sp in after.get(id(ly), ()):
+            emit_split(sp)
+    return [str(MAGIC), f"{len(lines)} {len(blobs)}", *lines]
+
+
+def param_text(g: Graph) -> str:
+    for ly in g.layers:
+        if any(not n or any(ch.isspace() for ch in n) for n in (ly.name, *ly.inputs, *ly.outputs)):
+            raise GraphError(f"layer {ly.name!r}: names must be non-empty and contain no whitespace")
+    return "\n".join(param_lines(g)) + "\n"
+
+
+def _weighted(g: Graph) -> list[Layer]:
+    return [ly for ly in g.layers if ly.weights]
+
+
+def check_weights_present(g: Graph) -> None:
+    for ly in g.layers:
+        ly.check_weights()
+
+
+def write_bin(g: Graph, fh) -> int:
+    """Stream every layer's weights in order; returns the byte count."""
+    check_weights_present(g)
+    n = 0
+    for ly in g.layers:
+        for w in ly.weights.values():
+            if w._raw is not None:
+                fh.write(w._raw)
+                n += len(w._raw)
+            else:
+                data = w.encode()
+                fh.write(data)
+                n += len(data)
+    return n
+
+
+def bin_bytes(g: Graph) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    write_bin(g, buf)
+    return buf.getvalue()
+
+
+def save_graph(g: Graph, param: str, bin: str | None = None, *, overwrite: bool = False) -> None:
+    """Write ``param`` (and ``bin``) atomically, never over the loaded files unless ``overwrite``."""
+    param = os.fspath(param)
+    sources = [s for s in g.source if s]
+    refuse_overwrite(param, sources, overwrite)
+    if bin is not None:
+        bin = os.fspath(bin)
+        refuse_overwrite(bin, sources, overwrite)
+        if os.path.abspath(bin) == os.path.abspath(param):
+            raise NcnnpassError("the .param and .bin outputs must be different files")
+    text = param_text(g)
+    if bin is not None:
+        with atomic_open(bin, "wb") as fh:
+            write_bin(g, fh)
+    with atomic_open(param, "wb") as fh:
+        fh.write(text.encode("utf-8", "surrogateescape"))
