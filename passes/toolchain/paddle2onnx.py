@@ -1,0 +1,460 @@
+"""Convert a Paddle inference model to ONNX, validated, repaired when safe, and verified.
+
+The version trap: paddle2onnx 2.x (+ paddlepaddle 3.x) turns the legacy PP-OCRv4 rec ``inference.pdmodel``
+into an ONNX whose shape-computing ``Concat`` nodes mix rank-0 and rank-1 inputs (a ``Squeeze`` of a
+1-element ``Shape`` slice concatenated with 1-element constants); onnxruntime refuses to load it and pnnx
+crashes. paddle2onnx 1.3.1 converts the same model correctly, and its converter is a C++ extension that
+does not need paddlepaddle at all for a ``.pdmodel`` (only its Python ``__init__`` imports paddle). So:
+
+1. ``.pdmodel`` + paddle2onnx 1.x installed (``pip install --no-deps paddle2onnx==1.3.1``): call the C++
+   exporter directly in a subprocess, no paddlepaddle needed (works with numpy 2).
+2. paddle2onnx 2.x + paddlepaddle installed (also the only route for the newer ``inference.json``
+   form): run it, validate, and repair the rank-mismatched ``Concat`` inputs with ``Unsqueeze(axes=[0])``.
+3. A side environment with paddle2onnx 1.3.1 made by :func:`ensure_legacy_env` (on request).
+4. Otherwise :class:`ToolError` saying exactly what to install.
+
+Every result is validated (``onnx.checker`` full check, strict shape inference, an onnxruntime session)
+and verified numerically (:func:`verify_conversion`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ncnnpass.ir.errors import ToolError, VerificationError
+from ncnnpass.ir.fileio import atomic_write
+
+from . import default_cache_dir, file_lock, log, run_tool
+
+LEGACY_VERSION = "1.3.1"
+LEGACY_ENV_NAME = f"paddle2onnx-{LEGACY_VERSION}-env"
+LEGACY_PADDLE = ("paddlepaddle==2.6.2", "numpy<2")
+INSTALL_HINT = (
+    f"pip install --no-deps paddle2onnx=={LEGACY_VERSION}   (converts legacy inference.pdmodel models, "
+    "no paddlepaddle needed), or call ncnnpass.passes.toolchain.paddle2onnx.ensure_legacy_env(); "
+    "the inference.json form needs paddle2onnx>=2 and paddlepaddle>=3 (pip install paddle2onnx paddlepaddle; "
+    "paddle2onnx 2.x pins onnx<=1.17, so prefer a separate venv)"
+)
+DEFAULT_ATOL = 1e-4
+
+# Runs in a subprocess: loads paddle2onnx's C++ extension by file path, so the package's __init__
+# (which imports paddle) never runs. argv: model, params, out, opset, auto_upgrade.
+_CPP_EXPORT = r"""
+import glob, importlib.machinery, importlib.util, os, sys
+spec = importlib.util.find_spec("paddle2onnx")
+if spec is None or not spec.submodule_search_locations:
+    sys.exit("paddle2onnx is not installed in " + sys.executable)
+found = []
+for loc in spec.submodule_search_locations:
+    found += glob.glob(os.path.join(loc, "paddle2onnx_cpp2py_export*"))
+if not found:
+    sys.exit("paddle2onnx C++ extension not found")
+name = "paddle2onnx.paddle2onnx_cpp2py_export"
+loader = importlib.machinery.ExtensionFileLoader(name, found[0])
+mod = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, found[0], loader=loader))
+loader.exec_module(mod)
+model, params, out, opset, upgrade = sys.argv[1:6]
+data = mod.export(model, params, int(opset), upgrade == "1", True, True, True, True, {},
+                  "onnxruntime", "", "", False)
+if not data:
+    sys.exit("paddle2onnx returned an empty model")
+with open(out, "wb") as fh:
+    fh.write(data)
+"""
+
+# Runs in a subprocess with paddle: argv: model, params, x.npy, y.npy.
+_PADDLE_INFER = r"""
+import sys
+import numpy as np
+import paddle.inference as pi
+model, params, xin, yout = sys.argv[1:5]
+cfg = pi.Config(model, params)
+cfg.disable_gpu()
+cfg.switch_ir_optim(False)
+try:
+    cfg.disable_mkldnn()
+except Exception:
+    pass
+cfg.disable_glog_info()
+pred = pi.create_predictor(cfg)
+x = np.load(xin)
+h = pred.get_input_handle(pred.get_input_names()[0])
+h.reshape(list(x.shape))
+h.copy_from_cpu(x)
+pred.run()
+np.save(yout, pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu())
+"""
+
+
+@dataclass(frozen=True)
+class PaddleModel:
+    """The two files of a Paddle inference model and their format (``pdmodel`` or ``json``)."""
+
+    model_file: Path
+    params_file: Path
+    kind: str
+
+
+def find_paddle_model(model_dir: str | os.PathLike) -> PaddleModel:
+    """Locate ``inference.pdmodel``/``inference.json`` + ``inference.pdiparams`` in ``model_dir``."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ToolError(f"Paddle model directory not found: {d}")
+    params = d / "inference.pdiparams"
+    if not params.is_file():
+        raise ToolError(f"{d} has no inference.pdiparams")
+    if (d / "inference.pdmodel").is_file():
+        return PaddleModel(d / "inference.pdmodel", params, "pdmodel")
+    if (d / "inference.json").is_file():
+        return PaddleModel(d / "inference.json", params, "json")
+    raise ToolError(f"{d} has neither inference.pdmodel nor inference.json")
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def legacy_env_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Directory of the side venv holding paddle2onnx 1.3.1."""
+    return Path(cache_dir or default_cache_dir()) / LEGACY_ENV_NAME
+
+
+def _env_python(env: Path) -> Path:
+    return env / "bin" / "python"
+
+
+def _env_ready(env: Path, with_paddle: bool) -> bool:
+    return (env / ".ncnnpass-complete").is_file() and (
+        not with_paddle or (env / ".ncnnpass-with-paddle").is_file())
+
+
+def ensure_legacy_env(cache_dir: str | os.PathLike | None = None, with_paddle: bool = False) -> Path:
+    """Create (once) a venv with ``paddle2onnx==1.3.1`` under ``cache_dir``; return its python.
+
+    ``with_paddle`` also installs ``paddlepaddle==2.6.2`` and ``numpy<2`` (about 130 MB) so that
+    :func:`verify_conversion` can compare against Paddle inference. Safe to call from several processes.
+    """
+    env = legacy_env_dir(cache_dir)
+    if _env_ready(env, with_paddle):
+        return _env_python(env)
+    with file_lock(str(env) + ".lock"):
+        if _env_ready(env, with_paddle):
+            return _env_python(env)
+        if not (env / ".ncnnpass-complete").is_file():
+            shutil.rmtree(env, ignore_errors=True)
+            run_tool([sys.executable, "-m", "venv", str(env)], what="venv")
+        packages = [f"paddle2onnx=={LEGACY_VERSION}"] + (list(LEGACY_PADDLE) if with_paddle else [])
+        run_tool([_env_python(env), "-m", "pip", "install", "--disable-pip-version-check", "-q", *packages],
+                 what="pip install (paddle2onnx legacy env)")
+        (env / ".ncnnpass-complete").write_text(f"paddle2onnx=={LEGACY_VERSION}\n")
+        if with_paddle:
+            (env / ".ncnnpass-with-paddle").write_text(" ".join(LEGACY_PADDLE) + "\n")
+    return _env_python(env)
+
+
+# ---------------------------------------------------------------- validation and repair
+
+def _load(model_or_path: Any) -> Any:
+    import onnx
+
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    return onnx.load(str(model_or_path))
+
+
+def validate_onnx(model_or_path: Any) -> list[str]:
+    """Problems found by ``onnx.checker`` (full check), strict shape inference and onnxruntime; [] = valid."""
+    import onnx
+    import onnxruntime as ort
+
+    model = _load(model_or_path)
+    problems: list[str] = []
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:
+        problems.append(f"onnx.checker: {exc}")
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        problems.append(f"shape inference: {exc}")
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        problems.append(f"onnxruntime: {exc}")
+    return problems
+
+
+def check_onnx(model_or_path: Any, what: str = "ONNX model") -> None:
+    """Raise :class:`ToolError` listing every problem :func:`validate_onnx` finds."""
+    problems = validate_onnx(model_or_path)
+    if problems:
+        raise ToolError(f"{what} is invalid:\n" + "\n".join(p.strip()[:2000] for p in problems))
+
+
+def _ranks(model: Any) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    ranks: dict[str, int] = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            ranks[vi.name] = len(tt.shape.dim)
+    for init in g.initializer:
+        ranks[init.name] = len(init.dims)
+    for node in g.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    ranks[node.output[0]] = len(attr.t.dims)
+    return ranks
+
+
+def find_rank_mismatched_concats(model_or_path: Any) -> list[str]:
+    """Names of ``Concat`` nodes whose inputs (ranks known from shape inference) differ in rank."""
+    model = _load(model_or_path)
+    ranks = _ranks(model)
+    bad = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "Concat":
+            continue
+        known = {ranks[x] for x in node.input if x in ranks}
+        if len(known) > 1 or known == {0}:
+            bad.append(node.name or f"Concat#{i}")
+    return bad
+
+
+def _opset(model: Any) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def repair_concat_ranks(model: Any) -> int:
+    """Unsqueeze rank-0 inputs of rank-0/1 ``Concat`` nodes in place; return how many were fixed.
+
+    Only Concats whose inputs all have a known rank of 0 or 1 are touched: there a scalar can only mean
+    a 1-element vector (it is how paddle2onnx 2.x spells Paddle's 0-D shape pieces), so the repair keeps
+    the values paddle computes. Repeats until shape inference finds nothing more to fix.
+    """
+    from onnx import TensorProto, helper
+
+    fixed = 0
+    used = {n.name for n in model.graph.node} | {o for n in model.graph.node for o in n.output}
+    use_attr = _opset(model) < 13
+    for _ in range(20):
+        ranks = _ranks(model)
+        nodes = list(model.graph.node)
+        new_nodes = []
+        changed = 0
+        for node in nodes:
+            if node.op_type == "Concat":
+                rs = [ranks.get(x) for x in node.input]
+                if all(r is not None for r in rs) and 0 in rs and max(rs) <= 1:
+                    for k, (inp, r) in enumerate(zip(node.input, rs, strict=True)):
+                        if r != 0:
+                            continue
+                        base = f"{inp}__ncnnpass_unsq"
+                        out, n = base, 0
+                        while out in used:
+                            n += 1
+                            out = f"{base}{n}"
+                        used.add(out)
+                        if use_attr:
+                            new_nodes.append(helper.make_node("Unsqueeze", [inp], [out], name=out, axes=[0]))
+                        else:
+                            axes = out + "_axes"
+                            used.add(axes)
+                            new_nodes.append(helper.make_node(
+                                "Constant", [], [axes], name=axes,
+                                value=helper.make_tensor(axes, TensorProto.INT64, [1], [0])))
+                            new_nodes.append(helper.make_node("Unsqueeze", [inp, axes], [out], name=out))
+                        node.input[k] = out
+                        changed += 1
+            new_nodes.append(node)
+        if not changed:
+            break
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+        fixed += changed
+    return fixed
+
+
+# ---------------------------------------------------------------- conversion routes
+
+def _cpp_export(python: str | os.PathLike, pm: PaddleModel, out: Path, opset: int | None) -> None:
+    run_tool([python, "-c", _CPP_EXPORT, pm.model_file, pm.params_file, out,
+              str(opset or 9), "0" if opset else "1"], what=f"paddle2onnx {LEGACY_VERSION} (C++ exporter)")
+
+
+def _cli_export(pm: PaddleModel, out: Path, opset: int | None) -> None:
+    cmd: list[str | os.PathLike] = [
+        sys.executable, "-m", "paddle2onnx.command", "--model_dir", pm.model_file.parent,
+        "--model_filename", pm.model_file.name, "--params_filename", pm.params_file.name,
+        "--save_file", out]
+    if opset:
+        cmd += ["--opset_version", str(opset)]
+    run_tool(cmd, what=f"paddle2onnx {_installed_version('paddle2onnx')}")
+
+
+def _routes(pm: PaddleModel, cache_dir: str | os.PathLike | None, create_env: bool) -> list[tuple[str, Any]]:
+    routes: list[tuple[str, Any]] = []
+    version = _installed_version("paddle2onnx")
+    if pm.kind == "pdmodel" and version and version.startswith("1."):
+        routes.append((f"paddle2onnx {version} C++ exporter", lambda pm, o, op: _cpp_export(sys.executable, pm, o, op)))
+    if version and not version.startswith(("0.", "1.")) and _has_module("paddle"):
+        routes.append((f"paddle2onnx {version} + paddle", _cli_export))
+    if pm.kind == "pdmodel":
+        env = legacy_env_dir(cache_dir)
+        if _env_ready(env, False) or create_env:
+            def side(pm: PaddleModel, o: Path, op: int | None) -> None:
+                _cpp_export(ensure_legacy_env(cache_dir), pm, o, op)
+            routes.append((f"side env {env}", side))
+    return routes
+
+
+def paddle_to_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset: int | None = None, *,
+                   cache_dir: str | os.PathLike | None = None, create_env: bool = False,
+                   verify: bool = True, atol: float = DEFAULT_ATOL) -> Path:
+    """Convert the Paddle inference model in ``model_dir`` to a validated ONNX at ``out_path``.
+
+    Tries the routes in the module docstring in order and keeps the first result that validates
+    (after the Concat-rank repair if needed). ``create_env`` lets it build the paddle2onnx 1.3.1 side
+    venv under ``cache_dir``. With ``verify`` the result is checked by :func:`verify_conversion`.
+    """
+    import onnx
+
+    pm = find_paddle_model(model_dir)
+    out = Path(out_path)
+    if not out.parent.is_dir():
+        raise ToolError(f"output directory does not exist: {out.parent}")
+    routes = _routes(pm, cache_dir, create_env)
+    if not routes:
+        raise ToolError(f"cannot convert {pm.model_file}: no usable paddle2onnx; {INSTALL_HINT}")
+    failures = []
+    for name, convert in routes:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=".p2o-", dir=out.parent) as tmp:
+            raw = Path(tmp) / "model.onnx"
+            try:
+                convert(pm, raw, opset)
+            except ToolError as exc:
+                failures.append(f"{name}: {exc}")
+                log.warning("paddle2onnx route %s failed: %s", name, exc)
+                continue
+            model = onnx.load(str(raw))
+            problems = validate_onnx(model)
+            if problems:
+                bad = find_rank_mismatched_concats(model)
+                n = repair_concat_ranks(model) if bad else 0
+                log.warning("%s produced an invalid ONNX (%d rank-mismatched Concat: %s); repaired %d input(s)",
+                            name, len(bad), ", ".join(bad[:8]), n)
+                problems = validate_onnx(model) if n else problems
+            if problems:
+                failures.append(f"{name}: invalid ONNX: " + "; ".join(p[:300] for p in problems))
+                continue
+            atomic_write(out, model.SerializeToString())
+        log.info("paddle2onnx via %s: %s -> %s in %.2fs", name, pm.model_file, out, time.perf_counter() - start)
+        if verify:
+            verify_conversion(model_dir, out, atol=atol, cache_dir=cache_dir)
+        return out
+    raise ToolError(f"could not convert {pm.model_file} to a valid ONNX:\n" + "\n".join(failures)
+                    + f"\nfix: {INSTALL_HINT}")
+
+
+# ---------------------------------------------------------------- numerical verification
+
+def _concrete_input(model: Any, input_shape: tuple[int, ...]) -> tuple[str, list[int]]:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ToolError(f"expected one graph input, found {[i.name for i in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.dim_value > 0 else input_shape[k] for k, d in enumerate(dims)]
+    return inputs[0].name, shape
+
+
+def _paddle_python(cache_dir: str | os.PathLike | None, kind: str) -> str | None:
+    if _has_module("paddle"):
+        return sys.executable
+    env = legacy_env_dir(cache_dir)
+    if kind == "pdmodel" and _env_ready(env, True):
+        return str(_env_python(env))
+    return None
+
+
+def verify_conversion(model_dir: str | os.PathLike, onnx_path: str | os.PathLike,
+                      input_shape: tuple[int, ...] = (2, 3, 48, 320), atol: float = DEFAULT_ATOL,
+                      seed: int = 0, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Check an ONNX made from ``model_dir`` numerically; raise :class:`VerificationError` on mismatch.
+
+    With paddle importable (here or in a side env made with ``with_paddle=True``), the onnxruntime output
+    on a seeded uniform [-1, 1] input must match Paddle inference within ``atol``. Without paddle the
+    output must be finite and, when the graph ends in Softmax, every row must sum to 1 (within 1e-3).
+    Returns ``{"reference": "paddle"|"none", "max_abs_err": float|None, "output_shape": tuple}``.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    pm = find_paddle_model(model_dir)
+    model = onnx.load(str(onnx_path))
+    name, shape = _concrete_input(model, input_shape)
+    x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {name: x})[0]
+    if not np.all(np.isfinite(y)):
+        raise VerificationError(f"{onnx_path}: onnxruntime output has non-finite values")
+    result: dict[str, Any] = {"reference": "none", "max_abs_err": None, "output_shape": tuple(y.shape)}
+    python = _paddle_python(cache_dir, pm.kind)
+    if python is not None:
+        with tempfile.TemporaryDirectory(prefix="ncnnpass-verify-") as tmp:
+            xin, yout = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
+            np.save(xin, x)
+            run_tool([python, "-c", _PADDLE_INFER, pm.model_file, pm.params_file, xin, yout],
+                     what="paddle inference", env={**os.environ, "GLOG_minloglevel": "2"})
+            ref = np.load(yout)
+        if ref.shape != y.shape:
+            raise VerificationError(f"{onnx_path}: output shape {y.shape} != paddle's {ref.shape}")
+        err = float(np.max(np.abs(ref.astype(np.float64) - y)))
+        result.update(reference="paddle", max_abs_err=err)
+        log.info("verify %s against paddle: max abs err %.3g (atol %.1g)", onnx_path, err, atol)
+        if err > atol:
+            raise VerificationError(f"{onnx_path}: max |onnx - paddle| = {err:.3g} > {atol:g}")
+        return result
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    if producers.get(sess.get_outputs()[0].name) == "Softmax":
+        sums = y.sum(axis=-1)
+        worst = float(np.max(np.abs(sums - 1.0)))
+        result["max_abs_err"] = worst
+        if worst > 1e-3:
+            raise VerificationError(f"{onnx_path}: softmax rows sum to 1 ± {worst:.3g}")
+    log.info("verify %s without paddle: output %s finite%s", onnx_path, y.shape,
+             "" if result["max_abs_err"] is None else f", softmax rows sum to 1 ± {result['max_abs_err']:.2g}")
+    return result
+

@@ -1,0 +1,95 @@
+"""Run pnnx (the ncnn project's converter) on an ONNX model and keep only the ncnn files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ncnnpass.ir.errors import ToolError
+
+from . import log, run_tool
+
+INSTALL_HINT = "pip install --no-deps pnnx   (without --no-deps pip also pulls torch, several GB)"
+
+
+def _ensure_executable(path: Path) -> None:
+    mode = path.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        try:
+            path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except OSError as exc:
+            raise ToolError(f"pnnx binary {path} is not executable and chmod failed: {exc}") from exc
+
+
+def _from_package() -> Path | None:
+    """The binary inside the installed ``pnnx`` package, found without importing it (that imports torch)."""
+    try:
+        spec = importlib.util.find_spec("pnnx")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "pnnx"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_pnnx() -> str:
+    """Path of the pnnx binary: ``$PNNX``, then ``PATH``, then the installed ``pnnx`` package."""
+    env = os.environ.get("PNNX")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ToolError(f"PNNX={env} does not name a file; unset it or install pnnx: {INSTALL_HINT}")
+        _ensure_executable(path)
+        return str(path)
+    on_path = shutil.which("pnnx")
+    if on_path:
+        return on_path
+    packaged = _from_package()
+    if packaged is not None:
+        _ensure_executable(packaged)
+        return str(packaged)
+    raise ToolError(f"pnnx not found (looked at $PNNX, PATH and the pnnx Python package); install it: {INSTALL_HINT}")
+
+
+def run_pnnx(onnx_path: str | os.PathLike, out_dir: str | os.PathLike,
+             input_shape: Sequence[int] = (1, 3, 48, 320), fp16: bool = False,
+             timeout: float = 1800) -> tuple[Path, Path]:
+    """Convert ``onnx_path`` with pnnx; return ``(param, bin)`` placed in ``out_dir``.
+
+    pnnx writes many side files next to its input, so it runs on a copy in a private temporary
+    directory; only ``<stem>.ncnn.param`` and ``<stem>.ncnn.bin`` are moved (atomically) to ``out_dir``.
+    """
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise ToolError(f"ONNX model not found: {src}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    exe = find_pnnx()
+    stem = src.stem
+    shape = ",".join(str(int(d)) for d in input_shape)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".pnnx-", dir=out) as tmp:
+        work = Path(tmp) / src.name
+        shutil.copyfile(src, work)
+        run_tool([exe, work.name, f"inputshape=[{shape}]", f"fp16={1 if fp16 else 0}"], cwd=tmp, what="pnnx")
+        produced = [Path(tmp) / f"{stem}.ncnn.param", Path(tmp) / f"{stem}.ncnn.bin"]
+        missing = [p.name for p in produced if not p.is_file()]
+        if missing:
+            raise ToolError(f"pnnx exited 0 but did not write {', '.join(missing)} for {src}")
+        results = []
+        for p in produced:
+            dest = out / p.name
+            os.replace(p, dest)  # same filesystem: the temp dir is inside out_dir
+            results.append(dest)
+    log.info("pnnx %s -> %s (fp16=%d) in %.2fs", src, out, int(fp16), time.perf_counter() - start)
+    return results[0], results[1]
