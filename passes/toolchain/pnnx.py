@@ -42,8 +42,21 @@ def _from_package() -> Path | None:
     return None
 
 
+def _is_python_wrapper(path: Path) -> bool:
+    """True for the ``pnnx`` console script pip puts on PATH: it imports torch, so it is not the converter."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return True
+    return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
+
+
 def find_pnnx() -> str:
-    """Path of the pnnx binary: ``$PNNX``, then ``PATH``, then the installed ``pnnx`` package."""
+    """Path of the pnnx binary: ``$PNNX``, then ``PATH``, then the installed ``pnnx`` package.
+
+    The ``pnnx`` Python console script that pip installs on PATH is skipped (it imports torch).
+    """
     env = os.environ.get("PNNX")
     if env:
         path = Path(env)
@@ -52,7 +65,7 @@ def find_pnnx() -> str:
         _ensure_executable(path)
         return str(path)
     on_path = shutil.which("pnnx")
-    if on_path:
+    if on_path and not _is_python_wrapper(Path(on_path)):
         return on_path
     packaged = _from_package()
     if packaged is not None:

