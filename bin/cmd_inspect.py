@@ -1,0 +1,81 @@
+"""``ncnnpass inspect MODEL.param [MODEL.bin] [--json]``: what is in a model, and what is wrong with it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ncnnpass.ir import Graph
+
+from .common import default_bin, require_file
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarize an ncnn model: layers, inputs/outputs, weights, problems",
+                       description="Summarize an ncnn model: layers by type, inputs and outputs, weight "
+                                   "storage types and bytes, and the problems check() finds.")
+    p.add_argument("param", help="model .param file")
+    p.add_argument("bin", nargs="?", help="model .bin file (default: next to the .param, if present)")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    p.set_defaults(func=run)
+
+
+def summarize(g: Graph, param: str, bin: str | None) -> dict:
+    storage: dict[str, dict[str, int]] = {}
+    for ly in g.layers:
+        for w in ly.weights.values():
+            s = storage.setdefault(w.storage, {"arrays": 0, "values": 0, "bytes": 0})
+            s["arrays"] += 1
+            s["values"] += w.count
+            s["bytes"] += w.nbytes
+    return {
+        "param": param,
+        "bin": bin,
+        "layers": len(g.layers),
+        "split_layers_in_file": len(g.splits),
+        "blobs": len(g.blobs),
+        "layer_types": dict(sorted(g.types().items(), key=lambda kv: (-kv[1], kv[0]))),
+        "inputs": g.inputs,
+        "outputs": g.outputs,
+        "weights": storage,
+        "weight_bytes": sum(s["bytes"] for s in storage.values()),
+        "problems": [{"kind": p.kind, "layer": p.layer, "message": p.message} for p in g.check()],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    require_file(args.param, "param file")
+    bin = args.bin
+    if bin is None and os.path.exists(default_bin(args.param)):
+        bin = default_bin(args.param)
+    if bin is not None:
+        require_file(bin, "bin file")
+    g = Graph.load(args.param, bin)
+    report = summarize(g, args.param, bin)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+        return 0
+    out = sys.stdout
+    print(f"{args.param}: {report['layers']} layers ({report['split_layers_in_file']} Split layers in the file), "
+          f"{report['blobs']} blobs", file=out)
+    print(f"inputs:  {', '.join(report['inputs']) or '-'}", file=out)
+    print(f"outputs: {', '.join(report['outputs']) or '-'}", file=out)
+    print("layers by type:", file=out)
+    for t, n in report["layer_types"].items():
+        print(f"  {t:<24} {n:>6}", file=out)
+    if bin:
+        print(f"weights ({bin}): {report['weight_bytes']} bytes", file=out)
+        for s, v in report["weights"].items():
+            print(f"  {s:<8} {v['arrays']:>5} arrays {v['values']:>12} values {v['bytes']:>12} bytes", file=out)
+    else:
+        print("weights: no .bin given", file=out)
+    if report["problems"]:
+        print(f"problems ({len(report['problems'])}):", file=out)
+        for p in report["problems"]:
+            print(f"  {p['kind']}: {p['message']}", file=out)
+    else:
+        print("problems: none", file=out)
+    return 0

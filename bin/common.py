@@ -1,0 +1,32 @@
+"""Helpers shared by CLI subcommands."""
+
+from __future__ import annotations
+
+import os
+
+from ncnnpass.ir.errors import NcnnpassError
+
+
+def default_bin(param: str) -> str:
+    """``model.param`` -> ``model.bin`` (the converters' naming)."""
+    root, ext = os.path.splitext(param)
+    return root + ".bin" if ext == ".param" else param + ".bin"
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3,48,320"`` -> ``(3, 48, 320)``."""
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise NcnnpassError(f"bad shape {text!r}: expected comma-separated integers such as 3,48,320") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise NcnnpassError(f"bad shape {text!r}: dimensions must be positive")
+    return dims
+
+
+def require_file(path: str, what: str) -> str:
+    if not os.path.exists(path):
+        raise NcnnpassError(f"{what} not found: {path}")
+    if os.path.isdir(path):
+        raise NcnnpassError(f"{what} is a directory, expected a file: {path}")
+    return path
