@@ -227,3 +227,40 @@ def test_simplify_onnx(tmp_path: Path) -> None:
     x = _random_input((4, 6))
     y = _ort(out).run(None, {"x": x})[0]
     np.testing.assert_array_equal(y, x.reshape(3, 4, 2))
+
+
+# ------------------------------------------------------------------ paddle2onnx routes
+
+def test_paddle_to_onnx_without_converter_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ncnnpass.passes.toolchain import paddle2onnx as p2o
+
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    with pytest.raises(ToolError, match="inference.pdiparams"):
+        p2o.paddle_to_onnx(model_dir, tmp_path / "out.onnx")
+    (model_dir / "inference.pdmodel").write_bytes(b"")
+    (model_dir / "inference.pdiparams").write_bytes(b"")
+    monkeypatch.setattr(p2o, "_installed_version", lambda dist: None)
+    monkeypatch.setattr(p2o, "_has_module", lambda name: False)
+    with pytest.raises(ToolError, match=r"pip install --no-deps paddle2onnx==1\.3\.1"):
+        p2o.paddle_to_onnx(model_dir, tmp_path / "out.onnx", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_paddle_to_onnx_side_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 ppocrv4_rec_paddle_dir: Path, ppocrv4_rec_onnx: Path) -> None:
+    """The fallback route: a paddle2onnx 1.3.1 venv made on request gives the same ONNX."""
+    import fixtures
+    from ncnnpass.passes.toolchain import paddle2onnx as p2o
+
+    monkeypatch.setattr(p2o, "_installed_version", lambda dist: None)  # as if paddle2onnx were absent
+    cache = fixtures.cache_dir()
+    fixtures.require(lambda: p2o.ensure_legacy_env(cache), "paddle2onnx 1.3.1 side venv (pip install)")
+    out = p2o.paddle_to_onnx(ppocrv4_rec_paddle_dir, tmp_path / "v4.onnx", cache_dir=cache)
+    assert validate_onnx(out) == []
+    x = _random_input((1, 3, 48, 320), seed=3)
+    np.testing.assert_allclose(_ort(out).run(None, {"x": x})[0], _ort(ppocrv4_rec_onnx).run(None, {"x": x})[0],
+                               atol=1e-6)
