@@ -13,6 +13,9 @@ from ncnnpass.ir.errors import NcnnpassError
 COMMAND_MODULES = [
     "ncnnpass.cli.cmd_inspect",
     "ncnnpass.cli.cmd_run",
+    "ncnnpass.cli.cmd_ctc_feats",
+    "ncnnpass.cli.cmd_export_center",
+    "ncnnpass.cli.cmd_merge_centers",
 ]
 
 

@@ -8,10 +8,11 @@ import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
 from ncnnpass.cli.main import main
 from ncnnpass.ir.errors import GraphError
 from ncnnpass.passes.onnx.ctc_feats import add_ctc_feats, find_ctc_heads
-from onnx import TensorProto, helper, numpy_helper
 
 
 def head_model(d: int = 8, k: int = 6, mid: int | None = None, bias: bool = True, swap_add: bool = False,

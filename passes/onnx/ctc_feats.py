@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+
 from ncnnpass.ir.errors import GraphError
 
 __all__ = ["CtcFeatsResult", "CtcHead", "add_ctc_feats", "find_ctc_heads", "load_onnx"]

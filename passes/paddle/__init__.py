@@ -1,0 +1,1 @@
+"""PaddleOCR-side tools: config edits, recognition preprocessing, CTC decoding and character centers."""
