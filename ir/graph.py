@@ -428,8 +428,9 @@ class Graph:
                 elif wname not in slots:
                     raise GraphError(f"{type} {name!r} with these params reads no weight {wname!r} "
                                      f"(it reads {', '.join(slots) or 'none'})")
-                else:
-                    layer.weights[wname] = Weight.from_array(slots[wname], arr, storage)
+                else:  # ``storage`` applies to tagged slots; raw slots are always float32
+                    slot = slots[wname]
+                    layer.weights[wname] = Weight.from_array(slot, arr, storage if slot.tagged else None)
             layer._order_weights()
         if index is None:
             if after is not None:
