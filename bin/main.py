@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "ncnnpass.cli.cmd_ctc_feats",
     "ncnnpass.cli.cmd_export_center",
     "ncnnpass.cli.cmd_merge_centers",
+    "ncnnpass.cli.cmd_paddle_config",
 ]
 
 
