@@ -1,31 +1,92 @@
-"""``ncnnpass run IN.param IN.bin -o OUT.param OUT.bin``: load, (transform), and write a model."""
+"""``ncnnpass run IN.param IN.bin -o OUT.param OUT.bin [--passes a,b | --pipeline NAME] [--verify]``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ncnnpass.ir import Graph
+from ncnnpass.ir.errors import NcnnpassError
 
-from .common import require_file
+from .common import parse_shape, require_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="load a model, apply passes, write it back",
                        description="Load an ncnn model, apply passes (none by default), and write it atomically. "
-                                   "The input files are never overwritten unless --overwrite is given.")
+                                   "The input files are never overwritten unless --overwrite is given. With "
+                                   "--verify the model runs before and after in ncnn (fp32-only options, the same "
+                                   "seeded inputs) and nothing is written when an output changes beyond "
+                                   "--tolerance.")
     p.add_argument("param", help="input .param")
     p.add_argument("bin", help="input .bin")
     p.add_argument("-o", "--output", nargs=2, metavar=("OUT.param", "OUT.bin"), required=True,
                    help="output .param and .bin")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--passes", metavar="A,B", help="passes to apply, e.g. gap-fc-to-conv,keep-fp32[types=Gemm]")
+    which.add_argument("--pipeline", metavar="NAME", help="a named pipeline: repair or optimize")
+    p.add_argument("--verify", action="store_true",
+                   help="compare outputs before/after in ncnn and refuse to write beyond --tolerance")
+    p.add_argument("--shape", action="append", metavar="[BLOB:]C,H,W",
+                   help="input shape for --verify and shape-dependent passes (repeat per input); "
+                        "default: the sizes the Input layers declare")
+    p.add_argument("--tolerance", type=float, default=None, metavar="X",
+                   help="largest accepted output change: absolute, or relative for outputs larger than 1 "
+                        "(default 1e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random [-1,1] verification inputs")
+    p.add_argument("--fold-storage", choices=("fp32", "keep"), default="fp32",
+                   help="storage of weights computed by folding: fp32 (exact, default) or keep fp16/bf16")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input files")
     p.set_defaults(func=run)
 
 
+def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
+    if not values:
+        return None
+    named = [v for v in values if ":" in v]
+    if not named and len(values) == 1:
+        return parse_shape(values[0])
+    if len(named) != len(values):
+        raise NcnnpassError("with several --shape options, name each input: --shape in0:3,48,320")
+    return {v.split(":", 1)[0]: parse_shape(v.split(":", 1)[1]) for v in values}
+
+
 def run(args: argparse.Namespace) -> int:
+    from ncnnpass.passes.verify import DEFAULT_TOLERANCE
+
     require_file(args.param, "param file")
     require_file(args.bin, "bin file")
     g = Graph.load(args.param, args.bin)
     out_param, out_bin = args.output
+    shape = _shapes(args.shape)
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if args.tolerance is not None and not args.verify:
+        raise NcnnpassError("--tolerance only applies with --verify")
+    spec = args.pipeline or args.passes
+    before = None
+    if spec:
+        from ncnnpass.passes import apply_passes
+
+        if args.verify:
+            before = g.copy()
+        report = apply_passes(g, spec, input_shape=shape, fold_storage=args.fold_storage)
+        print(report)
+        problems = g.check()
+        if problems:
+            raise NcnnpassError(f"the rewritten graph is invalid: {problems[0]}")
+    elif args.verify:
+        before = g.copy()
+    if before is not None:
+        from ncnnpass.passes.verify import verify
+
+        result = verify(before, g, shape, options="fp32", seed=args.seed)
+        print(result)
+        if not result.ok(tolerance):
+            worst = max(result.outputs.values(), key=lambda d: d.error)
+            print(f"ncnnpass run: refusing to write {out_param}: output {worst.name!r} changed by "
+                  f"{worst.max_abs:.3g} (rel {worst.max_rel:.3g}) > tolerance {tolerance:g}", file=sys.stderr)
+            return 1
+        print(f"verified: max abs {result.max_abs:.3e}, max rel {result.max_rel:.3e} <= tolerance {tolerance:g}")
     g.save(out_param, out_bin, overwrite=args.overwrite)
     print(f"wrote {out_param} and {out_bin} ({len(g.layers)} layers)")
     return 0

@@ -1,1 +1,85 @@
-"""Rewrite passes over the ncnn IR and the ONNX/Paddle side."""
+"""Rewrite passes over the ncnn IR and the ONNX/Paddle side.
+
+>>> from ncnnpass.passes import apply_passes, list_passes, PIPELINES
+>>> report = apply_passes(graph, "repair")            # a pipeline name, or pass names/specs
+>>> report = apply_passes(graph, ["gap-fc-to-conv", "keep-fp32[types=InnerProduct]"])
+>>> print(report); report.changed; report["gap-fc-to-conv"]
+
+The ncnn passes are imported lazily so the ONNX/Paddle/toolchain subpackages stay light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ncnnpass.ir import Graph
+
+    from .engine import Pass, PassReport
+
+__all__ = ["PIPELINES", "apply_passes", "list_passes", "resolve_passes"]
+
+
+def resolve_passes(names: str | list[str | Pass] | tuple[str | Pass, ...]) -> list[Pass]:
+    """Pass objects for a pipeline name, a comma-separated spec string, or a list of names/specs/passes
+    (pipeline names inside a list expand in place)."""
+    from .engine import Pass
+    from .pipelines import PIPELINES
+    from .registry import get_pass, split_specs
+
+    items: list[Any] = split_specs(names) if isinstance(names, str) else list(names)
+    out: list[Pass] = []
+    for item in items:
+        if isinstance(item, Pass):
+            out.append(item)
+        elif item in PIPELINES:
+            out.extend(get_pass(s) for s in PIPELINES[item].passes)
+        else:
+            out.append(get_pass(item))
+    return out
+
+
+def apply_passes(graph: Graph, names: str | list[str | Pass], *, input_shape: Any = None,
+                 max_iterations: int = 8, fold_storage: str = "fp32") -> PassReport:
+    """Run passes (or a pipeline: ``"repair"``, ``"optimize"``) on ``graph`` in place, to a fixpoint.
+
+    ``input_shape``: numpy-order ``(c, h, w)`` for a single-input model, or ``{input blob: shape}``;
+    passes that need blob shapes get them from ncnn's own shape inference. Without it, the shapes
+    ``Input`` layers declare are used, and otherwise shape-dependent rules simply do not fire.
+    ``fold_storage``: ``"fp32"`` stores weights computed by folding as fp32 (exact); ``"keep"`` stores
+    them back in the layer's original fp16/bf16 storage (smaller, rounds the folded values).
+    """
+    from .engine import run_passes
+
+    if fold_storage not in ("fp32", "keep"):
+        from ncnnpass.ir.errors import NcnnpassError
+
+        raise NcnnpassError(f"fold_storage must be 'fp32' or 'keep', not {fold_storage!r}")
+    shapes = None
+    if input_shape is not None:
+        if isinstance(input_shape, dict):
+            shapes = {k: tuple(int(x) for x in v) for k, v in input_shape.items()}
+        else:
+            ins = graph.inputs
+            if len(ins) != 1:
+                from ncnnpass.ir.errors import NcnnpassError
+
+                raise NcnnpassError(f"the model has inputs {ins}; give input_shape as {{blob: shape}}")
+            shapes = {ins[0]: tuple(int(x) for x in input_shape)}
+    return run_passes(graph, resolve_passes(names), input_shapes=shapes, max_iterations=max_iterations,
+                      fold_storage=fold_storage)
+
+
+def list_passes() -> list[Pass]:
+    """Every registered pass (``.name``, ``.doc``), in listing order."""
+    from .registry import list_passes as _list
+
+    return _list()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PIPELINES":
+        from .pipelines import PIPELINES
+
+        return PIPELINES
+    raise AttributeError(f"module 'ncnnpass.passes' has no attribute {name!r}")

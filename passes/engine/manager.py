@@ -1,0 +1,247 @@
+"""Passes and the pass manager: run rules to a fixpoint, compose passes, report what changed."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ncnnpass.ir import Graph, Layer
+from ncnnpass.ir.errors import GraphError, NcnnpassError
+
+from .context import PassContext
+from .rule import Rule, compile_rules, sort_rules
+
+
+class Pass:
+    """A named graph transformation. ``run`` returns the number of rewrites per rule (or a count)."""
+
+    name: str = ""
+    doc: str = ""
+    needs_shapes: bool = False
+    #: option name -> (default, one-line help); options are given as ``name[key=value,...]``
+    option_help: dict[str, tuple[Any, str]] = {}
+
+    def __init__(self) -> None:
+        self.options: dict[str, Any] = {k: v[0] for k, v in self.option_help.items()}
+
+    def configure(self, **options: Any) -> Pass:
+        """A copy of this pass with some options changed (unknown options raise)."""
+        unknown = set(options) - set(self.option_help)
+        if unknown:
+            known = ", ".join(self.option_help) or "none"
+            raise NcnnpassError(f"pass {self.name} has no option {', '.join(sorted(unknown))} (options: {known})")
+        new = copy.copy(self)
+        new.options = {**self.options, **options}
+        return new
+
+    def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class RulePass(Pass):
+    """A pass made of declarative rules (pattern text plus optional Python hooks)."""
+
+    def __init__(self, name: str, doc: str, text: str, hooks: dict[str, Callable[..., Any]] | None = None, *,
+                 needs_shapes: bool = False, file: str | None = None,
+                 options: dict[str, tuple[Any, str]] | None = None,
+                 enabled: Callable[[Rule, dict[str, Any]], bool] | None = None) -> None:
+        self.name = name
+        self.doc = doc
+        self.text = text
+        self.hooks = dict(hooks or {})
+        self.needs_shapes = needs_shapes
+        self.file = file or f"<pass {name}>"
+        self.option_help = dict(options or {})
+        self.enabled = enabled
+        self._rules: list[Rule] | None = None
+        super().__init__()
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The compiled rules (compiled on first use, then shared by every run and copy)."""
+        if self._rules is None:
+            self._rules = compile_rules(self.text, self.hooks, self.file)
+        return self._rules
+
+    def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:
+        rules = [r for r in self.rules if self.enabled is None or self.enabled(r, self.options)]
+        ctx.options = self.options
+        return run_rules(graph, rules, ctx)
+
+
+class FunctionPass(Pass):
+    """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``."""
+
+    def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
+                 needs_shapes: bool = False, options: dict[str, tuple[Any, str]] | None = None) -> None:
+        self.name = name
+        self.doc = doc
+        self.fn = fn
+        self.needs_shapes = needs_shapes
+        self.option_help = dict(options or {})
+        super().__init__()
+
+    def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:
+        ctx.options = self.options
+        result = self.fn(graph, ctx, **self.options)
+        if isinstance(result, dict):
+            return {k: int(v) for k, v in result.items() if v}
+        return {self.name: int(result)} if result else {}
+
+
+def run_rules(graph: Graph, rules: list[Rule], ctx: PassContext, max_rewrites: int | None = None) -> dict[str, int]:
+    """Apply ``rules`` until none matches (worklist, linear in graph size); returns counts per rule."""
+    by_type: dict[str, list[Rule]] = {}
+    for r in sort_rules(rules):
+        for t in r.root_types:
+            by_type.setdefault(t, []).append(r)
+    if not by_type:
+        return {}
+    counts: Counter = Counter()
+    ctx.order = {ly: float(i) for i, ly in enumerate(graph.layers)}
+    ctx.protected = set(graph.outputs)
+    worklist: deque[Layer] = deque(graph.find(list(by_type)))
+    queued = set(worklist)
+    limit = max_rewrites if max_rewrites is not None else 4 * len(graph.layers) + 100
+    total = 0
+    with graph.batch():
+        while worklist:
+            layer = worklist.popleft()
+            queued.discard(layer)
+            if layer.graph is not graph:
+                continue
+            for rule in by_type.get(layer.type, ()):
+                m = rule.match(layer, ctx)
+                if m is None:
+                    continue
+                touched_inputs = [m.blobs[v] for v in rule.inputs]
+                new_layers = rule.apply(m)
+                counts[rule.name] += 1
+                total += 1
+                if total > limit:
+                    raise GraphError(f"rewrite loop: more than {limit} rewrites in one run of rules "
+                                     f"{', '.join(sorted({r.name for r in rules}))} (last: {rule.name} at "
+                                     f"{layer.name!r})")
+                for ly in _neighbours(graph, new_layers, touched_inputs, [m.blobs[o] for o, _ in rule.aliases]):
+                    if ly.type in by_type and ly not in queued:
+                        worklist.append(ly)
+                        queued.add(ly)
+                break
+    if total:
+        graph.toposort()
+    return dict(counts)
+
+
+def _neighbours(graph: Graph, new_layers: list[Layer], inputs: list[str], aliased: list[str]) -> Iterable[Layer]:
+    seen: set[Layer] = set()
+    blobs = graph.blobs
+    for ly in new_layers:
+        if ly.graph is graph:
+            seen.add(ly)
+            yield ly
+    names = [o for ly in new_layers if ly.graph is graph for o in ly.outputs] + inputs + aliased
+    for n in names:
+        b = blobs.get(n)
+        if b is None:
+            continue
+        for c in b.consumers:
+            if c not in seen:
+                seen.add(c)
+                yield c
+        if b.producer is not None and b.producer not in seen:
+            seen.add(b.producer)
+            yield b.producer
+
+
+# -- reporting --------------------------------------------------------------------------------------
+@dataclass
+class PassStat:
+    """What one pass did over a whole :func:`apply_passes` call."""
+
+    name: str
+    rewrites: int = 0
+    by_rule: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    runs: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class PassReport:
+    """Per-pass rewrite counts of one :func:`apply_passes` call (``report["gap-fc-to-conv"]`` -> count)."""
+
+    stats: dict[str, PassStat] = field(default_factory=dict)
+    iterations: int = 0
+    converged: bool = True
+    layers_before: int = 0
+    layers_after: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return any(s.rewrites for s in self.stats.values())
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {n: s.rewrites for n, s in self.stats.items()}
+
+    def __getitem__(self, name: str) -> int:
+        return self.stats[name].rewrites if name in self.stats else 0
+
+    def __str__(self) -> str:
+        lines = [f"{'pass':<40} {'rewrites':>8}  {'time':>7}"]
+        for s in self.stats.values():
+            lines.append(f"{s.name:<40} {s.rewrites:>8}  {s.seconds * 1000:>5.0f}ms")
+            for rule, n in sorted(s.by_rule.items()):
+                if rule != s.name:
+                    lines.append(f"  {rule:<38} {n:>8}")
+            for reason, n in s.skipped.most_common(3):
+                lines.append(f"  skipped {n}x: {reason}")
+        state = "fixpoint" if self.converged else "NOT converged (iteration limit)"
+        lines.append(f"{'changed' if self.changed else 'unchanged'}: {self.layers_before} -> {self.layers_after} "
+                     f"layers, {self.iterations} iteration(s), {state}")
+        return "\n".join(lines)
+
+
+def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tuple[int, ...]] | None = None,
+               max_iterations: int = 8, fold_storage: str = "fp32", fixpoint: bool = True) -> PassReport:
+    """Run ``passes`` in order, repeating the whole list until nothing changes (``max_iterations``)."""
+    if graph._outputs is None:  # freeze what counts as an output before anything is rewritten
+        graph.outputs = graph.outputs
+    ctx = PassContext(graph, input_shapes, fold_storage)
+    report = PassReport(layers_before=len(graph.layers))
+    for p in passes:
+        report.stats.setdefault(p.name, PassStat(p.name))
+    report.converged = False
+    for it in range(max_iterations):
+        report.iterations = it + 1
+        changed = False
+        for p in passes:
+            stat = report.stats[p.name]
+            if p.needs_shapes:
+                ctx.refresh_shapes()
+            before = {k: Counter(v) for k, v in ctx.reasons.items()}
+            t0 = time.perf_counter()
+            counts = p.run(graph, ctx)
+            stat.seconds += time.perf_counter() - t0
+            stat.runs += 1
+            n = sum(counts.values())
+            stat.rewrites += n
+            stat.by_rule.update(counts)
+            for rule, c in ctx.reasons.items():
+                stat.skipped.update(c - before.get(rule, Counter()))
+            changed = changed or n > 0
+        if not changed:
+            report.converged = True
+            break
+        if not fixpoint:
+            report.converged = True
+            break
+    report.layers_after = len(graph.layers)
+    return report

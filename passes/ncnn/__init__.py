@@ -1,0 +1,1 @@
+"""ncnn rewrite passes, one per module; each module defines ``PASS`` (see :mod:`ncnnpass.passes.registry`)."""

@@ -1,0 +1,30 @@
+"""``fuse-batchnorm``: BatchNorm after a convolution-like layer folds into its weights and bias.
+
+BatchNorm computes ``y = x·b + a`` with ``b = slope / sqrt(var + eps)``, ``a = bias - slope·mean /
+sqrt(var + eps)``. For Convolution, ConvolutionDepthWise, Deconvolution, DeconvolutionDepthWise,
+Convolution1D and InnerProduct (no fused activation, no int8): ``W'[o] = W[o]·b[o]``,
+``bias'[o] = bias[o]·b[o] + a[o]`` (a missing bias counts as zeros; ``bias_term`` becomes 1). This is
+ncnnoptimize's ``fuse_*_batchnorm``.
+"""
+
+from __future__ import annotations
+
+from ..engine import RulePass
+from ._fold import HOOKS
+
+TEXT = """
+rule fuse-batchnorm
+match:
+  Convolution|ConvolutionDepthWise|Deconvolution|DeconvolutionDepthWise|InnerProduct|Convolution1D c 1 1 x t  9=0 8=0 ...
+  BatchNorm bn 1 1 t y  0=%ch 1=*
+where:
+  %ch == c.num_output and has_weights(c)
+replace:
+  @c c 1 1 x y  @c bias_term=1
+weights:
+  c.weight = bn_weight(c, bn)
+  c.bias = bn_bias(c, bn)
+"""
+
+PASS = RulePass("fuse-batchnorm", "BatchNorm folded into the preceding Convolution*/Deconvolution*/InnerProduct",
+                TEXT, HOOKS, file=__file__)

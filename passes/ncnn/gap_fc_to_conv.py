@@ -1,0 +1,150 @@
+"""``gap-fc-to-conv``: global pooling + InnerProduct chains become adaptive 1×1 pooling + 1×1 Convolutions.
+
+Why: ncnn's global pooling (``Pooling 4=1``) outputs a 1-D blob and converters then write the SE
+block's 1×1 convolutions as ``InnerProduct``. On x86 with default options InnerProduct stores its
+weights as fp16 (truncated), which is where PP-OCR models lose ~1e-4 against onnxruntime. Adaptive
+pooling to 1×1 (``Pooling 7=1 8=1``) keeps a c×1×1 blob and a 1×1 ``Convolution`` computes the same
+``W·x + b`` in fp32 from byte-identical weights (fp32 or fp16 storage, ``9=``/``10=`` activation kept).
+
+How (each rule is exact on its own; the engine runs them to a fixpoint, so chains convert link by link):
+
+1. ``raise``: global Pooling whose output reaches a convertible InnerProduct becomes adaptive 1×1
+   Pooling followed by a ``Flatten`` (Flatten of c×1×1 is exactly the old 1-D blob).
+2. ``convert``: ``Flatten(a) -> InnerProduct`` with ``a`` c×1×1 becomes ``Convolution 1×1 -> Flatten``.
+3. ``sink``: a Flatten of a c×1×1 blob moves below an element-wise layer (ReLU, HardSigmoid, ...).
+4. ``broadcast``: a Flatten feeding a BinaryOp whose other operand is c×H×W with the same c is dropped:
+   ncnn broadcasts a 1-D [c] operand per channel when its length equals the other's channels (checked
+   in the ncnn wheel, including W == c), exactly as it broadcasts c×1×1.
+5. ``merge``/``direct``: Flatten of Flatten, and an InnerProduct that cannot be converted (int8) reads the
+   c×1×1 blob directly (InnerProduct flattens its input anyway).
+
+Any consumer whose result depends on the blob being 1-D (Softmax, Reshape, Concat, Permute axes, a graph
+output, ...) keeps reading the Flatten, so results never change: the chain stops there, shape restored.
+"""
+
+from __future__ import annotations
+
+from ncnnpass.ir import Layer
+
+from ..engine import RulePass, is_elementwise
+from ..engine.builtins import ELEMENTWISE_TYPES
+
+_ELEMENTWISE = "|".join(sorted(ELEMENTWISE_TYPES - {"Noop"}))
+
+TEXT = f"""
+rule raise
+doc "global Pooling that feeds an InnerProduct -> adaptive 1x1 Pooling + Flatten"
+match:
+  Pooling p 1 1 x v  4=1 ...
+where:
+  rank(x) == 3 and reaches_innerproduct(v)
+replace:
+  Pooling p 1 1 x v3  @p ~4 7=1 8=1
+  Flatten flatten 1 1 v3 v
+
+rule convert
+doc "Flatten(c x 1 x 1) -> InnerProduct  =>  Convolution 1x1 -> Flatten (same weight bytes)"
+match:
+  Flatten f 1 1 a b!
+  InnerProduct fc 1 1 b y  0=%n 1=%bias 2=%wsize 8=0 9=%act 10=%actp
+where:
+  %n > 0 and %wsize % %n == 0 and c11(a)
+replace:
+  Flatten f 1 1 a b
+  Convolution fc 1 1 a y3  0=%n 1=1 5=%bias 6=%wsize 9=%act 10={{%actp if len(%actp) else none}} 31={{fc.featmask if fc.featmask else none}}
+  Flatten flatten 1 1 y3 y
+
+rule sink
+doc "Flatten(c x 1 x 1) -> element-wise layer  =>  element-wise layer -> Flatten"
+match:
+  Flatten f 1 1 a b
+  {_ELEMENTWISE} u 1 1 b y ...
+where:
+  c11(a)
+replace:
+  @u u 1 1 a y3 @u
+  Flatten f 1 1 y3 y
+
+rule sink-scalar-binaryop
+doc "Flatten(c x 1 x 1) -> BinaryOp with a scalar  =>  BinaryOp -> Flatten"
+match:
+  Flatten f 1 1 a b
+  BinaryOp u 1 1 b y  1=1 ...
+where:
+  c11(a)
+replace:
+  @u u 1 1 a y3 @u
+  Flatten f 1 1 y3 y
+
+rule broadcast
+doc "BinaryOp(Flatten(c x 1 x 1), c x H x W) => BinaryOp(c x 1 x 1, c x H x W)"
+match:
+  Flatten f 1 1 a b
+  BinaryOp op 2 1 b o y  1=0 ...
+where:
+  c11(a) and rank(o) == 3 and channels(o) == channels(a)
+replace:
+  @op op 2 1 a o y @op
+
+rule broadcast-second
+doc "BinaryOp(c x H x W, Flatten(c x 1 x 1)) => BinaryOp(c x H x W, c x 1 x 1)"
+match:
+  Flatten f 1 1 a b
+  BinaryOp op 2 1 o b y  1=0 ...
+where:
+  c11(a) and rank(o) == 3 and channels(o) == channels(a)
+replace:
+  @op op 2 1 o a y @op
+
+rule merge
+doc "Flatten(Flatten(c x 1 x 1)) => Flatten"
+match:
+  Flatten f 1 1 a b
+  Flatten g 1 1 b y
+where:
+  c11(a)
+replace:
+  Flatten g 1 1 a y
+
+rule direct
+doc "an InnerProduct that stays (e.g. int8) reads the c x 1 x 1 blob itself"
+match:
+  Flatten f 1 1 a b
+  InnerProduct fc 1 1 b y ...
+where:
+  c11(a)
+replace:
+  @fc fc 1 1 a y @fc
+"""
+
+
+def convertible(layer: Layer) -> bool:
+    """An InnerProduct this pass can turn into a 1×1 Convolution."""
+    n = int(layer.get("num_output"))
+    return (layer.type == "InnerProduct" and not int(layer.get("int8_scale_term")) and n > 0
+            and int(layer.get("weight_data_size")) % n == 0 and len(layer.inputs) == 1)
+
+
+def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
+    """Does ``blob`` reach a convertible InnerProduct through Flatten/element-wise layers only?"""
+    g = m.ctx.graph
+    stack = [(blob.name if hasattr(blob, "name") else blob, 0)]
+    seen = set()
+    while stack:
+        name, d = stack.pop()
+        b = g.blobs.get(name)
+        if b is None or name in seen or d > depth:
+            continue
+        seen.add(name)
+        for c in b.consumers:
+            if convertible(c):
+                return True
+            if c.type == "Flatten" or is_elementwise(c):
+                stack.extend((o, d + 1) for o in c.outputs)
+    return False
+
+
+PASS = RulePass(
+    "gap-fc-to-conv",
+    "global Pooling + InnerProduct chain -> adaptive 1x1 Pooling + 1x1 Convolutions (fp32 math, same weights)",
+    TEXT, {"reaches_innerproduct": reaches_innerproduct}, file=__file__)

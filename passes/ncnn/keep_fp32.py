@@ -1,0 +1,85 @@
+"""``keep-fp32``: set ncnn's per-layer feature mask (param ``31=``) so chosen layers skip reduced precision.
+
+ncnn reads ``31=`` as a bit set that switches options off for one layer (``src/net.cpp``
+``get_masked_option``): 1 no fp16 arithmetic, 2 no fp16 storage, 4 no bf16 storage, 8 no int8,
+16 no vulkan, 32 no sgemm, 64 no winograd, 128 single thread. The default ``bits`` (1|2|4) keeps a
+layer's weights and arithmetic in fp32 whatever the net options say: the repair route when a rewrite is
+not possible (e.g. an InnerProduct that is not after global pooling).
+
+Layers are chosen by ``types`` (``InnerProduct|Gemm``), ``names`` (exact names or shell globs, ``fc*``)
+and/or ``pattern`` (match lines of the pattern language; every matched layer is marked, e.g.
+``Pooling p 1 1 x t 4=1 ... ; InnerProduct fc 1 1 t y ...``). With several criteria a layer must satisfy
+all given ones. Bits already set are kept (the mask is OR-ed).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from ncnnpass.ir import Graph
+from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.ir.schema import FEATMASK_BITS
+
+from ..engine import FunctionPass, PassContext, compile_rules
+
+DEFAULT_BITS = FEATMASK_BITS["no_fp16_arithmetic"] | FEATMASK_BITS["no_fp16_storage"] | FEATMASK_BITS["no_bf16_storage"]
+
+
+def _list(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.replace("|", ",").split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def parse_bits(value) -> int:
+    """``7``, ``0x7`` or ``no_fp16_storage|no_fp16_arithmetic`` -> int."""
+    if isinstance(value, int):
+        return value
+    bits = 0
+    for part in _list(value):
+        if part in FEATMASK_BITS:
+            bits |= FEATMASK_BITS[part]
+        else:
+            try:
+                bits |= int(part, 0)
+            except ValueError:
+                raise NcnnpassError(f"keep-fp32: bad bits {part!r} (an int or one of "
+                                    f"{', '.join(FEATMASK_BITS)})") from None
+    return bits
+
+
+def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=None, bits=DEFAULT_BITS) -> int:
+    types_l, names_l, mask = _list(types), _list(names), parse_bits(bits)
+    if not (types_l or names_l or pattern):
+        raise NcnnpassError("keep-fp32 needs types=, names= and/or pattern= to choose layers")
+    chosen = graph.find(types_l) if types_l else list(graph.layers)
+    if names_l:
+        chosen = [ly for ly in chosen if any(ly.name == n or fnmatch.fnmatchcase(ly.name, n) for n in names_l)]
+    if pattern:
+        text = pattern if "match" in pattern else "rule keep-fp32-pattern\nmatch:\n" + pattern.replace(";", "\n")
+        hit: set = set()
+        ctx.protected = set(graph.outputs)
+        for rule in compile_rules(text, file="<keep-fp32 pattern>", match_only=True):
+            for ly in graph.find(list(rule.root_types)):
+                m = rule.match(ly, ctx)
+                if m is not None:
+                    hit.update(m.layers.values())
+        chosen = [ly for ly in chosen if ly in hit]
+    changed = 0
+    for ly in chosen:
+        if ly.type in ("Input", "Split"):
+            continue
+        if ly.featmask | mask != ly.featmask:
+            ly.featmask = ly.featmask | mask
+            changed += 1
+    return changed
+
+
+PASS = FunctionPass(
+    "keep-fp32", "set featmask 31= (no fp16/bf16) on layers chosen by types=, names= and/or pattern=", keep_fp32,
+    options={"types": (None, "layer types, e.g. InnerProduct|Gemm"),
+             "names": (None, "layer names or globs, e.g. fc*|linear_72"),
+             "pattern": (None, "match lines of the pattern language (';' separates lines)"),
+             "bits": (DEFAULT_BITS, "featmask bits: int or names (no_fp16_storage|no_fp16_arithmetic|...)")})
