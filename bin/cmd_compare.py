@@ -1,0 +1,116 @@
+"""``ncnnpass compare MODEL.onnx MODEL.param [MODEL.bin]``: layer-by-layer precision forensics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ncnnpass.ir.errors import NcnnpassError
+
+from .common import default_bin, parse_shape, require_file
+
+EXIT_TOLERANCE = 3
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="compare an ONNX model and its ncnn conversion layer by layer, find where precision is lost",
+        description="Run the ONNX model in onnxruntime (every intermediate tensor exposed) and the ncnn model "
+                    "(every blob extracted) on the same input, map ncnn blobs to ONNX tensors, and report per layer "
+                    "the cumulative error and the isolated error (the layer fed the onnxruntime tensors). Sweeps ncnn "
+                    "option sets to attribute the loss, and names the ncnnpass passes that fix it (--fix applies "
+                    "them and compares again). Progress goes to stderr.",
+        epilog="exit status: 0 done, 1 error, 3 --max-error exceeded. Option sets: default, fp32 (fp16 "
+               "storage/packed/arithmetic off), no-packing, no-sgemm-winograd, bf16, all (the default), or your own "
+               "as NAME:field=value,field=value (ncnn.Option fields).")
+    p.add_argument("onnx", help="the ONNX model (the reference)")
+    p.add_argument("param", help="the ncnn .param")
+    p.add_argument("bin", nargs="?", help="the ncnn .bin (default: next to the .param)")
+    p.add_argument("--input", metavar="IMAGE|NPY",
+                   help="a text-line image (PaddleOCR rec preprocessing: height kept to H, [-1,1], right padding to W) "
+                        "or a .npy array; default: seeded uniform random in [-1, 1]")
+    p.add_argument("--shape", metavar="C,H,W", help="input shape without batch (default: from the model, or 3,48,320 "
+                   "for a PaddleOCR recognition model with dynamic H/W)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--options", nargs="+", metavar="SET", help="ncnn option sets to sweep (default: all)")
+    p.add_argument("--json", metavar="OUT", help="write the full report as JSON ('-' for stdout)")
+    p.add_argument("--plot", metavar="OUT.png", help="write a PNG of per-layer error (log scale) per option set")
+    p.add_argument("--save", metavar="OUT.npz", help="save both sides' tensors (and the mapping) for offline comparison")
+    p.add_argument("--fix", action="store_true", help="apply the advised passes to a copy and compare again")
+    p.add_argument("-o", "--output", nargs=2, metavar=("OUT.param", "OUT.bin"),
+                   help="with --fix: write the fixed model")
+    p.add_argument("--brief", action="store_true", help="table: only rows around divergent layers and jumps")
+    p.add_argument("--no-isolated", action="store_true", help="skip the isolated (per-layer) runs")
+    p.add_argument("--threads", type=int, default=1, help="threads for ncnn and onnxruntime (default 1: stable timing)")
+    p.add_argument("--divergence", type=float, metavar="FRACTION",
+                   help="a layer diverges when its isolated error exceeds this fraction of its output range "
+                        "(default 1e-5)")
+    p.add_argument("--max-error", type=float, metavar="TOL",
+                   help="exit with status 3 when the final max abs error under default options (after --fix, if "
+                        "given) exceeds TOL")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ncnnpass.passes.compare import compare_models
+    from ncnnpass.passes.compare.output import plot_png, save_npz, write_json
+    from ncnnpass.passes.compare.render import render_text
+
+    require_file(args.onnx, "ONNX model")
+    require_file(args.param, "param file")
+    bin = args.bin
+    if bin is None:
+        bin = default_bin(args.param)
+        if not os.path.exists(bin):
+            raise NcnnpassError(f"no .bin given and {bin} does not exist")
+    require_file(bin, "bin file")
+    if args.input is not None:
+        require_file(args.input, "input")
+    if args.output and not args.fix:
+        raise NcnnpassError("-o/--output writes the fixed model: it needs --fix")
+    shape = parse_shape(args.shape) if args.shape else None
+    start = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"[{time.perf_counter() - start:6.2f}s] {msg}", file=sys.stderr, flush=True)
+
+    thresholds = {"divergence": args.divergence} if args.divergence else None
+    report = compare_models(args.onnx, args.param, bin, input=args.input, shape=shape, seed=args.seed,
+                            options=args.options, isolated=not args.no_isolated, fix=args.fix,
+                            thresholds=thresholds, num_threads=args.threads, keep_tensors=bool(args.save),
+                            progress=progress)
+    if args.json == "-":
+        import json
+
+        json.dump(report.to_dict(), sys.stdout, indent=1, ensure_ascii=False)
+        print()
+    else:
+        sys.stdout.write(render_text(report, brief=args.brief))
+        if args.json:
+            write_json(report, args.json)
+            progress(f"wrote {args.json}")
+    if args.save:
+        save_npz(report, args.save)
+        progress(f"wrote {args.save}")
+    if args.plot:
+        plot_png(report, args.plot)
+        progress(f"wrote {args.plot}")
+    if args.output and report.fixed is not None:
+        fixed_graph = getattr(report.fixed, "graph", None)
+        if fixed_graph is not None:
+            fixed_graph.save(args.output[0], args.output[1])
+            progress(f"wrote {args.output[0]} and {args.output[1]}")
+    elif args.output:
+        progress("nothing was fixed: no model written")
+    progress(f"done in {time.perf_counter() - start:.1f}s")
+    if args.max_error is not None:
+        final = (report.fixed or report).default.final_max_abs
+        if final > args.max_error:
+            print(f"ncnnpass compare: final max abs error {final:.3g} exceeds --max-error {args.max_error:g}",
+                  file=sys.stderr)
+            return EXIT_TOLERANCE
+    return 0
