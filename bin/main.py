@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "ncnnpass.cli.cmd_export_center",
     "ncnnpass.cli.cmd_merge_centers",
     "ncnnpass.cli.cmd_paddle_config",
+    "ncnnpass.cli.cmd_compare",
     "ncnnpass.cli.cmd_passes",
 ]
 
