@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "ncnnpass.cli.cmd_paddle_config",
     "ncnnpass.cli.cmd_compare",
     "ncnnpass.cli.cmd_passes",
+    "ncnnpass.cli.cmd_convert",
 ]
 
 

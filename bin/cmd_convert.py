@@ -1,0 +1,46 @@
+"""``ncnnpass convert SRC -o OUTDIR``: Paddle/ONNX → onnxsim → pnnx → passes → verified ncnn model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .common import parse_shape
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ncnnpass.passes.toolchain.model_zoo import ZOO
+
+    p = sub.add_parser(
+        "convert", help="convert a Paddle inference model or ONNX to a repaired, verified ncnn model",
+        description="paddle2onnx (for a Paddle directory) → onnxsim → pnnx → ncnnpass pipeline → verification "
+                    "against onnxruntime → compare report (JSON + PNG), all in OUTDIR. SRC is an .onnx file, a "
+                    f"Paddle inference directory, or a named model from PyPI: {', '.join(ZOO)}.")
+    p.add_argument("src", help="ONNX file, Paddle inference directory, or " + " / ".join(ZOO))
+    p.add_argument("-o", "--outdir", required=True, help="output directory (created)")
+    p.add_argument("--shape", default="3,48,320", help="input C,H,W (default 3,48,320)")
+    p.add_argument("--pipeline", default="repair", help="ncnnpass pipeline: repair or optimize (default repair)")
+    p.add_argument("--fp16-weights", action="store_true", help="store weights as fp16 (pnnx fp16=1)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4)")
+    p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ncnnpass.passes.toolchain.convert import convert
+
+    shape = parse_shape(args.shape)
+    if len(shape) != 3:
+        from ncnnpass.ir.errors import NcnnpassError
+
+        raise NcnnpassError(f"--shape needs C,H,W, got {args.shape!r}")
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
+                     tolerance=args.tolerance, report=not args.no_report,
+                     progress=lambda s: print(s, file=sys.stderr, flush=True))
+    print(result.table())
+    print(f"\nwrote {result.after[0]} and {result.after[1]} (report: {args.outdir}/convert.json)")
+    return 0

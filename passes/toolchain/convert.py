@@ -1,0 +1,234 @@
+"""One reproducible step from a Paddle inference model (or ONNX) to a verified ncnn model.
+
+Stages: source (zoo name / Paddle dir via paddle2onnx / ONNX file) → onnxsim → pnnx → ncnnpass
+pipeline → verification against onnxruntime → compare report. Every stage is timed and logged; a
+failing stage raises with its own message and leaves the files of the earlier stages in OUTDIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ncnnpass.ir import Graph
+from ncnnpass.ir.errors import NcnnpassError, ToolError, VerificationError
+from ncnnpass.ir.fileio import atomic_write
+
+from . import log
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    outputs: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class ModelFigures:
+    """How one ncnn model compares with onnxruntime on the same seeded input."""
+
+    layers: int
+    max_abs_default: float
+    max_abs_fp32: float
+    ms_per_run: float
+
+
+@dataclass
+class ConvertResult:
+    outdir: str
+    onnx: str
+    before: tuple[str, str]
+    after: tuple[str, str]
+    pipeline: str
+    stages: list[Stage]
+    figures: dict[str, ModelFigures]
+    pass_report: str
+    tolerance: float
+
+    def table(self) -> str:
+        b, a = self.figures["before"], self.figures["after"]
+        rows = [
+            ("", "pnnx output", f"after {self.pipeline}"),
+            ("layers", str(b.layers), str(a.layers)),
+            ("max |ncnn - onnxruntime|, default options", f"{b.max_abs_default:.2e}", f"{a.max_abs_default:.2e}"),
+            ("max |ncnn - onnxruntime|, fp32 options", f"{b.max_abs_fp32:.2e}", f"{a.max_abs_fp32:.2e}"),
+            ("inference, 1 thread, median (ms)", f"{b.ms_per_run:.2f}", f"{a.ms_per_run:.2f}"),
+        ]
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        return "\n".join(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>14}" for r in rows)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        return d
+
+
+def _stage(stages: list[Stage], name: str, progress: Progress):
+    class _Timer:
+        def __enter__(self):
+            progress(f"[{len(stages) + 1}] {name} ...")
+            self.t = time.perf_counter()
+            self.stage = Stage(name, 0.0)
+            return self.stage
+
+        def __exit__(self, et, ev, tb):
+            self.stage.seconds = time.perf_counter() - self.t
+            stages.append(self.stage)
+            status = "done" if et is None else "FAILED"
+            progress(f"    {status} in {self.stage.seconds:.2f}s {self.stage.note}".rstrip())
+            log.info("stage %s %s in %.2fs", name, status, self.stage.seconds)
+            if et is not None and not isinstance(ev, NcnnpassError) and isinstance(ev, Exception):
+                raise ToolError(f"stage {name!r} failed: {type(ev).__name__}: {ev}") from ev
+            return False
+
+    return _Timer()
+
+
+def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> Path:
+    from . import model_zoo
+
+    target = outdir / "model.onnx"
+    if src in model_zoo.ZOO:
+        path, _ = model_zoo.fetch(src)
+        stage.note = f"({src}: {model_zoo.ZOO[src].package}=={model_zoo.ZOO[src].version})"
+        src = str(path)
+    p = Path(src)
+    if p.is_dir():
+        from .paddle2onnx import paddle_to_onnx
+
+        paddle_to_onnx(p, target)
+        stage.note = stage.note or "(paddle2onnx)"
+    elif p.is_file():
+        if p.suffix.lower() != ".onnx":
+            raise NcnnpassError(f"{src}: expected an .onnx file, a Paddle inference directory or one of "
+                                f"{', '.join(model_zoo.ZOO)}")
+        shutil.copyfile(p, target)
+    else:
+        raise NcnnpassError(f"source not found: {src} (an .onnx file, a Paddle inference directory, or one of "
+                            f"{', '.join(model_zoo.ZOO)})")
+    return target
+
+
+def _unsupported_types(param: Path) -> list[str]:
+    from ncnnpass.ir.schema import KNOWN_TYPES
+
+    g = Graph.load(param)
+    return sorted({ly.type for ly in g.layers if ly.type not in KNOWN_TYPES})
+
+
+def _pnnx_with_fallback(sim: Path, original: Path, outdir: Path, shape: tuple[int, ...],
+                        fp16: bool) -> tuple[Path, Path, str]:
+    """pnnx on the onnxsim output; if pnnx fails there or leaves ops ncnn cannot run (seen on
+    PP-OCRv3: onnxsim's fixed shapes stop pnnx from fusing attention, leaving 5-D ``Tensor.reshape``),
+    pnnx on the unsimplified ONNX instead, which pnnx simplifies itself."""
+    from .pnnx import run_pnnx
+
+    try:
+        param, bin = run_pnnx(sim, outdir, input_shape=shape, fp16=fp16)
+        bad = _unsupported_types(param)
+        if not bad:
+            return param, bin, ""
+        why = f"pnnx left {', '.join(bad)} in the onnxsim output"
+    except ToolError as exc:
+        why = f"pnnx failed on the onnxsim output ({str(exc).splitlines()[0]})"
+    log.warning("%s; converting the unsimplified ONNX instead", why)
+    for stale in outdir.glob(f"{sim.stem}.ncnn.*"):
+        stale.unlink()
+    param, bin = run_pnnx(original, outdir, input_shape=shape, fp16=fp16)
+    bad = _unsupported_types(param)
+    if bad:
+        raise ToolError(f"pnnx output contains layer types ncnn cannot run: {', '.join(bad)}")
+    return param, bin, f"({why}; used the unsimplified ONNX)"
+
+
+def measure(graph: Graph, onnx_path: Path, x: np.ndarray, runs: int = 20) -> ModelFigures:
+    """Errors against onnxruntime under default and fp32 options, and median 1-thread latency."""
+    import onnxruntime as ort
+
+    from ncnnpass.ir import runtime
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    ref = ref[0] if ref.shape[0] == 1 else ref
+    errs = {}
+    for opt in ("default", "fp32"):
+        out = runtime.run(graph, x, options=opt)
+        arr = next(iter(out.values()))
+        if arr.size != ref.size:
+            raise VerificationError(f"ncnn output has {arr.size} values, onnxruntime {ref.size}")
+        errs[opt] = float(np.abs(arr.reshape(ref.shape) - ref).max())
+    net = runtime.load(graph, "default", num_threads=1)
+    net.run(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        net.run(x)
+        times.append((time.perf_counter() - t) * 1000)
+    return ModelFigures(len(graph.layers), errs["default"], errs["fp32"], statistics.median(times))
+
+
+def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] = (3, 48, 320),
+            pipeline: str = "repair", fp16_weights: bool = False, tolerance: float = 1e-4,
+            report: bool = True, seed: int = 0, progress: Progress = lambda s: None) -> ConvertResult:
+    """Run the whole chain; see the module docstring. ``tolerance`` bounds the fp32-options error."""
+    from ncnnpass.passes import apply_passes
+
+    from .onnxsim_step import simplify_onnx
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: list[Stage] = []
+    c, h, w = shape
+    with _stage(stages, "source → ONNX", progress) as st:
+        onnx_path = _source_to_onnx(src, out, st)
+        st.outputs = [str(onnx_path)]
+    with _stage(stages, "onnxsim", progress) as st:
+        sim = out / "model.sim.onnx"
+        simplify_onnx(onnx_path, sim, input_shape=(1, c, h, w))
+        st.outputs = [str(sim)]
+    with _stage(stages, f"pnnx (fp16={int(fp16_weights)})", progress) as st:
+        before_param, before_bin, st.note = _pnnx_with_fallback(sim, onnx_path, out / "pnnx", (1, c, h, w),
+                                                                fp16_weights)
+        st.outputs = [str(before_param), str(before_bin)]
+    with _stage(stages, f"ncnnpass pipeline {pipeline!r}", progress) as st:
+        before = Graph.load(before_param, before_bin)
+        after = before.copy()
+        rep = apply_passes(after, pipeline, input_shape=shape)
+        after_param, after_bin = out / "model.ncnn.param", out / "model.ncnn.bin"
+        after.save(after_param, after_bin)
+        st.outputs = [str(after_param), str(after_bin)]
+        st.note = f"({len(before.layers)} → {len(after.layers)} layers)"
+    x = np.random.default_rng(seed).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
+    with _stage(stages, "verify against onnxruntime", progress) as st:
+        figures = {"before": measure(before, onnx_path, x), "after": measure(after, onnx_path, x)}
+        st.note = f"(after: {figures['after'].max_abs_default:.2e} default, {figures['after'].max_abs_fp32:.2e} fp32)"
+        if figures["after"].max_abs_fp32 > tolerance:
+            raise VerificationError(f"the converted model differs from onnxruntime by "
+                                    f"{figures['after'].max_abs_fp32:.2e} > {tolerance:g} under fp32 options")
+    result = ConvertResult(str(out), str(onnx_path), (str(before_param), str(before_bin)),
+                           (str(after_param), str(after_bin)), pipeline, stages, figures, str(rep), tolerance)
+    if report:
+        with _stage(stages, "compare report", progress) as st:
+            from ncnnpass.passes.compare.core import compare_models
+            from ncnnpass.passes.compare.output import plot_png, write_json
+
+            rep_json, rep_png = out / "compare.json", out / "compare.png"
+            cr = compare_models(str(onnx_path), str(after_param), str(after_bin), shape=shape, seed=seed)
+            write_json(cr, str(rep_json))
+            plot_png(cr, str(rep_png))
+            st.outputs = [str(rep_json), str(rep_png)]
+    atomic_write(out / "convert.json", json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    return result
