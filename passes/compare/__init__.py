@@ -2,12 +2,13 @@
 
 >>> from ncnnpass.passes.compare import compare_models
 >>> report = compare_models("rec.onnx", "rec.ncnn.param", "rec.ncnn.bin", fix=True)
+>>> from ncnnpass.passes.compare.render import render_text
 >>> print(render_text(report))
 """
 
 from .core import ModelMismatchError, compare_graph, compare_models
 from .inputs import InputError, PreparedInput, prepare_input
-from .mapping import BlobMapping, Layout, MappingResult, map_blobs
+from .mapping import BlobMapping, Layout, MappingResult, candidate_layouts, map_blobs
 from .metrics import Metrics, compute_metrics
 from .ncnn_side import DEFAULT_SWEEP, NcnnModel, NcnnRunError, OptionSet, parse_option_sets
 from .reference import OnnxModelError, OnnxReference
@@ -16,6 +17,6 @@ from .report import AdviceItem, Attribution, CompareReport, LayerRow, OptionRun,
 __all__ = [
     "AdviceItem", "Attribution", "BlobMapping", "CompareReport", "DEFAULT_SWEEP", "InputError", "LayerRow",
     "Layout", "MappingResult", "Metrics", "ModelMismatchError", "NcnnModel", "NcnnRunError", "OnnxModelError",
-    "OnnxReference", "OptionRun", "OptionSet", "PreparedInput", "RecCheck", "compare_graph", "compare_models",
-    "compute_metrics", "map_blobs", "parse_option_sets", "prepare_input",
+    "OnnxReference", "OptionRun", "OptionSet", "PreparedInput", "RecCheck", "candidate_layouts", "compare_graph",
+    "compare_models", "compute_metrics", "map_blobs", "parse_option_sets", "prepare_input",
 ]

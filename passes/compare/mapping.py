@@ -121,6 +121,7 @@ class BlobMapping:
     fit: float | None = None  # relative L2 error in the mapping run
     aliases: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)  # earlier tensors of a fused chain, indistinguishable by value
     reason: str = ""  # why unmapped, or what is odd about a name mapping
 
     @property
@@ -362,16 +363,28 @@ def map_blobs(graph: Graph, blob_order: list[str], ncnn_vals: dict[str, np.ndarr
             continue
         tie = [c for c in cands if c[0] <= best_f + max(1e-6, 3.0 * best_f)]
         tie.sort(key=lambda c: c[1])  # earliest first
-        chosen = tie[0]
-        chosen_ref = chosen[3].onnx_to_ncnn(ref_vals[chosen[2]])
-        aliases, alternatives = [], []
-        for _f, _, t, lay in tie[1:]:
-            same = _fit(lay.onnx_to_ncnn(ref_vals[t]), chosen_ref) <= 1e-7
-            if not same:
-                alternatives.append(t)
-            elif lay.kind == chosen[3].kind and lay.perm == chosen[3].perm:
-                aliases.append(t)  # a copy (Identity, Dropout, Mul by 1); reshapes/transposes are not listed
+        # 1. tensors with identical values collapse onto the earliest (Identity, Dropout, Mul by 1, reshapes)
+        reps: list[tuple[tuple, np.ndarray, list[str]]] = []
+        for c in tie:
+            vals = c[3].onnx_to_ncnn(ref_vals[c[2]])
+            for rep in reps:
+                if _fit(vals, rep[1]) <= 1e-7:
+                    if c[3].kind == rep[0][3].kind and c[3].perm == rep[0][3].perm:
+                        rep[2].append(c[2])
+                    break
+            else:
+                reps.append((c, vals, []))
+        # 2. distinct but indistinguishable tensors (within the ncnn noise) on one chain: a fused chain,
+        #    whose ncnn blob is the last tensor (e.g. LayerNorm's Mul before its Add of a tiny beta)
+        chain = all(tensors[reps[k][0][2]].ancestors >> tensors[reps[k - 1][0][2]].index & 1
+                    for k in range(1, len(reps)))
+        if chain:
+            chosen, _, aliases = reps[-1]
+            fused, alternatives = [r[0][2] for r in reps[:-1]], []
+        else:
+            chosen, _, aliases = min(reps, key=lambda r: (r[0][0], r[0][1]))
+            fused, alternatives = [], [r[0][2] for r in reps if r[0] is not chosen]
         m.tensor, m.layout, m.fit = chosen[2], chosen[3], chosen[0]
-        m.aliases, m.alternatives = aliases, alternatives
+        m.aliases, m.alternatives, m.fused = aliases, alternatives, fused
         m.how = "value, ambiguous" if alternatives else "value"
     return MappingResult([result[b] for b in blob_order if b in result])

@@ -214,7 +214,7 @@ class CompareReport:
                 "blobs": len(mp.blobs), "mapped": len(mp.mapped), "coverage": mp.coverage, "by": mp.counts(),
                 "pairs": [{"blob": m.blob, "layer": m.layer, "type": m.layer_type, "onnx_tensor": m.tensor,
                            "mapped_by": m.how, "layout": m.layout.describe() if m.layout else None,
-                           "fit": _num(m.fit), "aliases": m.aliases, "alternatives": m.alternatives,
+                           "fit": _num(m.fit), "aliases": m.aliases, "alternatives": m.alternatives, "fused": m.fused,
                            "note": m.reason or None} for m in mp.blobs],
                 "unmapped": [{"blob": m.blob, "layer": m.layer, "type": m.layer_type, "reason": m.reason}
                              for m in mp.unmapped],
