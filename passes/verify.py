@@ -117,9 +117,10 @@ def make_inputs(shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[st
 
 
 def verify(before: Graph, after: Graph, shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None = None,
-           options: str | Mapping[str, object] = "fp32", seed: int = 0, num_threads: int | None = None
+           options: str | Mapping[str, object] = "fp32", seed: int = 0, num_threads: int | None = 1
            ) -> VerifyResult:
-    """Run ``before`` and ``after`` in ncnn on the same seeded inputs; compare every protected output."""
+    """Run ``before`` and ``after`` in ncnn on the same seeded inputs; compare every protected output
+    (one thread by default: deterministic, and the runs are short)."""
     from ncnnpass.ir.runtime import load
 
     shapes = input_shapes_for(before, shape)

@@ -113,6 +113,8 @@ _TOKEN_WORDS = {
     "_NL": "end of line", "NAME": "a name", "INT": "a count", "PKEY": "a param key (id or name) before =",
     "CMP": "=, !=, <, <=, > or >=", "SIGNED_NUMBER": "a number", "UNUMBER": "a number", "CAPTURE": "%capture",
     "STRING": "a string", "RULE_NAME": "a rule name", "COPY": "@handle", "DROP": "~key", "COLON": "':'",
+    "LPAR": "'('", "LSQB": "'['", "MINUS": "'-'", "PLUS": "'+'", "TRUE": "true", "FALSE": "false", "NONE": "none",
+    "REST": "'...'", "SHARED": "'!'", "COMP": "a comparison", "ADDOP": "+ or -", "MULOP": "*, /, // or %",
 }
 
 

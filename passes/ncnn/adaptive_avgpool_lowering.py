@@ -27,7 +27,7 @@ rule lower-to-kernel
 match:
   Pooling p 1 1 x y  4=0 7=1 0=%t ...
 where:
-  static_size(x) and rank(x) == 3 and x.w % out_w(p, x) == 0 and x.h % out_h(p, x) == 0
+  static_size(x) and rank(x) == 3 and x.w % out_w(p, x) == 0 and x.h % out_h(p, x) == 0 and not flatten_only(y)
 replace:
   Pooling p 1 1 x y  0=%t 1={x.w // out_w(p, x)} 11={x.h // out_h(p, x)} 2={x.w // out_w(p, x)} 12={x.h // out_h(p, x)} 5=1 31={p.featmask if p.featmask else none}
 
@@ -52,14 +52,20 @@ replace:
 
 
 def out_w(m, p, x) -> int:
-    """Output width; -233 keeps the input width (a window of 1)."""
+    """Output width; -233 keeps the input width."""
     v = int(p.get("out_w"))
-    return 1 if v == -233 else v
+    return m.ctx.shape(x.name)[2] if v == -233 else v
 
 
 def out_h(m, p, x) -> int:
     v = int(p.get("out_h"))
-    return 1 if v == -233 else v
+    return m.ctx.shape(x.name)[1] if v == -233 else v
+
+
+def flatten_only(m, y) -> bool:
+    """Every reader of ``y`` is a Flatten (then ``lower-to-global`` applies instead)."""
+    b = m.ctx.graph.blobs[y.name]
+    return bool(b.consumers) and y.name not in m.protected and all(c.type == "Flatten" for c in b.consumers)
 
 
 def static_size(m, x) -> bool:
@@ -85,7 +91,8 @@ def _enabled(rule, options) -> bool:
 PASS = RulePass(
     "adaptive-avgpool-lowering",
     "adaptive Pooling -> fixed-kernel Pooling (known, divisible size) or global; direction=raise: the reverse",
-    TEXT, {"out_w": out_w, "out_h": out_h, "static_size": static_size, "reaches_innerproduct": reaches_innerproduct},
+    TEXT, {"out_w": out_w, "out_h": out_h, "static_size": static_size, "flatten_only": flatten_only,
+           "reaches_innerproduct": reaches_innerproduct},
     needs_shapes=True, file=__file__, enabled=_enabled,
     options={"direction": ("lower", "lower (adaptive -> kernel/global) or raise (global -> adaptive + Flatten)"),
              "static": ("0", "1: the run's input shape is the only one the model sees (allows lowering)")})

@@ -51,7 +51,7 @@ where:
   %n > 0 and %wsize % %n == 0 and c11(a)
 replace:
   Flatten f 1 1 a b
-  Convolution fc 1 1 a y3  0=%n 1=1 5=%bias 6=%wsize 9=%act 10={{%actp if len(%actp) else none}} 31={{fc.featmask if fc.featmask else none}}
+  Convolution fc 1 1 a y3  0=%n 1=1 5=%bias 6=%wsize 9={{%act if %act else none}} 10={{%actp if len(%actp) else none}} 31={{fc.featmask if fc.featmask else none}}
   Flatten flatten 1 1 y3 y
 
 rule sink
@@ -120,9 +120,10 @@ replace:
 
 def convertible(layer: Layer) -> bool:
     """An InnerProduct this pass can turn into a 1×1 Convolution."""
+    if layer.type != "InnerProduct" or len(layer.inputs) != 1:
+        return False
     n = int(layer.get("num_output"))
-    return (layer.type == "InnerProduct" and not int(layer.get("int8_scale_term")) and n > 0
-            and int(layer.get("weight_data_size")) % n == 0 and len(layer.inputs) == 1)
+    return not int(layer.get("int8_scale_term")) and n > 0 and int(layer.get("weight_data_size")) % n == 0
 
 
 def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
