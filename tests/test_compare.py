@@ -305,3 +305,33 @@ def test_recognition_outputs_decode(tmp_path: Path) -> None:
     (rec,) = r.default.rec
     assert rec.timesteps == T and rec.classes == K and rec.agree == T
     assert rec.text_ref is not None and rec.text_equal
+
+
+def test_innerproduct_without_pooling_gets_keep_fp32(tmp_path: Path) -> None:
+    """InnerProducts not fed by global pooling cannot become 1x1 convolutions: advise and apply 31=2."""
+    rng = np.random.default_rng(1)
+    w1, b1 = rng.standard_normal((32, 64)).astype(np.float32), rng.standard_normal(32).astype(np.float32)
+    w2, b2 = rng.standard_normal((16, 32)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h0"], transB=1), helper.make_node("Relu", ["h0"], ["h"]),
+             helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+                          [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "mlp.onnx")
+    gr = Graph.from_text("7767517\n3 3\nInput in0 0 1 in0 0=64\n"
+                         "InnerProduct fc1 1 1 in0 1 0=32 1=1 2=2048 9=1\nInnerProduct fc2 1 1 1 out0 0=16 1=1 2=512\n")
+    for name, w, b in (("fc1", w1, b1), ("fc2", w2, b2)):
+        gr.layer(name).set_weight("weight", w.reshape(-1))
+        gr.layer(name).set_weight("bias", b)
+    gr.save(tmp_path / "mlp.param", tmp_path / "mlp.bin")
+    r = compare_models(tmp_path / "mlp.onnx", tmp_path / "mlp.param", tmp_path / "mlp.bin",
+                       options=["default", "fp32"], fix=True)
+    assert r.input.array.shape == (1, 64) and r.mapping.coverage == 1.0
+    assert [x.layer for x in r.default.divergent] == ["fc1", "fc2"]
+    (item,) = [a for a in r.advice if a.action == "keep-fp32"]
+    assert item.layers == ["fc1", "fc2"] and item.featmask == 2
+    assert r.fixed is not None and r.fixed.default.final_max_abs < r.default.final_max_abs / 10
+    assert all(ly.featmask & 2 for ly in r.fixed.graph.layers if ly.type == "InnerProduct")
+    assert any("keep-fp32[names=fc1|fc2,bits=2]" in line for line in r.fix_log), r.fix_log  # the real pass

@@ -190,7 +190,6 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
     runs: dict[str, OptionRun] = {}
     all_values: dict[str, dict[str, np.ndarray]] = {}
     default_vals: dict[str, np.ndarray] | None = None
-    nets: dict[str, object] = {}
     for k, opt in enumerate(option_sets, 1):
         t = time.perf_counter()
         say(f"[{k}/{len(option_sets)}] ncnn {opt.name} ({opt.description})")
@@ -202,18 +201,24 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
                 vals = model.run_all(onet, feeds)
             except NcnnRunError as exc:
                 raise ModelMismatchError(f"under option set {opt.name!r}: {exc}") from None
-        iso_vals = _isolated(model, onet, iso_layers, ref_in_ncnn) if isolated else None
-        rows = analysis.build_rows(graph, mapping, vals, iso_vals, ref_vals, prepared, seq_len, th, stats)
-        outputs = {r.blob: r.cum for r in rows if r.blob in graph.outputs}
-        run = OptionRun(opt, rows, outputs, analysis.rec_checks(graph, mapping, vals, ref_vals, dictionary, prepared),
-                        isolated_done=isolated)
+        identical = (opt.name != "default" and default_vals is not None
+                     and all(np.array_equal(vals[b], default_vals[b]) for b in vals if b in default_vals))
+        if identical:  # same kernels as the defaults: the isolated runs would be identical too
+            base = runs["default"]
+            run = OptionRun(opt, list(base.rows), dict(base.outputs), list(base.rec), identical_to_default=True,
+                            isolated_done=base.isolated_done)
+        else:
+            iso_vals = _isolated(model, onet, iso_layers, ref_in_ncnn) if isolated else None
+            rows = analysis.build_rows(graph, mapping, vals, iso_vals, ref_vals, prepared, seq_len, th, stats)
+            outputs = {r.blob: r.cum for r in rows if r.blob in graph.outputs}
+            run = OptionRun(opt, rows, outputs,
+                            analysis.rec_checks(graph, mapping, vals, ref_vals, dictionary, prepared),
+                            isolated_done=isolated)
         if opt.name == "default":
             default_vals = vals
-        elif default_vals is not None:
-            run.identical_to_default = all(np.array_equal(vals[b], default_vals[b]) for b in vals if b in default_vals)
+        del onet
         run.seconds = time.perf_counter() - t
         runs[opt.name] = run
-        nets[opt.name] = onet
         if keep_tensors:
             all_values[opt.name] = vals
     att = analysis.attribute(graph, runs, th)
