@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from ncnnpass import grammar
 
 from .errors import ParamSyntaxError
@@ -197,14 +197,12 @@ def parse_lark(text: str, file: str = "<string>") -> RawParam_File:
     except UnexpectedInput as exc:  # pragma: no cover - other lark errors
         raise ParamSyntaxError(str(exc).splitlines()[0], file, getattr(exc, "line", None),
                                getattr(exc, "column", None)) from None
-    except ParamSyntaxError:
+    try:
+        return _Build(text, file).transform(tree)
+    except VisitError as exc:  # lark wraps errors raised in the transformer
+        if isinstance(exc.orig_exc, ParamSyntaxError):
+            raise exc.orig_exc from None
         raise
-    except Exception as exc:  # lark wraps transformer errors in VisitError
-        orig = getattr(exc, "orig_exc", None)
-        if isinstance(orig, ParamSyntaxError):
-            raise orig from None
-        raise
-    return _Build(text, file).transform(tree)
 
 
 def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> RawParam_File:
