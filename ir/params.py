@@ -20,9 +20,13 @@ MAX_PARAM_ID = 31
 ARRAY_KEY_BASE = -23300
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
+# float32 overflow threshold: a decimal at or above it rounds to infinity (ncnn then rejects it)
+FLOAT32_OVERFLOW = float.fromhex("0x1.ffffffp+127")
+
 INT_RE = re.compile(r"[+-]?[0-9]+\Z")
 FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z|[+-]?[0-9]+[eE][+-]?[0-9]+\Z")
-STRING_RE = re.compile(r'[A-Za-z][^\s,]*\Z|"[^"\r\n]*"\Z')
+# ncnn: an unquoted string starts with an ASCII letter and runs to the next whitespace (commas included)
+STRING_RE = re.compile(r'[A-Za-z][^ \t\n\v\f\r]*\Z|"[^"\r\n]*"\Z')
 
 
 class ValueError_(ValueError):
@@ -60,7 +64,7 @@ def parse_scalar(token: str) -> int | float | str:
         return v
     if kind == "float":
         v = float(token)
-        if math.isinf(v) or abs(v) > FLOAT32_MAX:
+        if math.isinf(v) or abs(v) >= FLOAT32_OVERFLOW:  # 3.4028235e38 (FLT_MAX as printed) is fine
             raise ValueError_(f"float value {token} is out of float32 range")
         return v
     return token[1:-1] if token.startswith('"') else token
