@@ -98,6 +98,8 @@ def split_elements(text: str) -> list[tuple[str, int]]:
 
 def parse_value(key: int, text: str) -> ParamValue:
     """Parse the text after ``key=`` with ncnn's typing rules. Raises :class:`ValueError_`."""
+    if key > ARRAY_KEY_BASE and text[:1].isascii() and text[:1].isalpha():
+        return parse_scalar(text)  # an unquoted string is one token up to whitespace, commas included
     elems = split_elements(text)
     if not elems:
         raise ValueError_("missing value")
@@ -105,6 +107,8 @@ def parse_value(key: int, text: str) -> ParamValue:
     if trailing:
         elems = elems[:-1]
     if key <= ARRAY_KEY_BASE:  # old-style array: count, e1, e2, ...
+        if trailing:
+            raise ValueError_("an old-style array (-23300-id=count,...) cannot end with a comma", len(text) - 1)
         count_tok, _ = elems[0]
         if scalar_kind(count_tok) != "int":
             raise ValueError_("array length must be an int")
@@ -118,8 +122,8 @@ def parse_value(key: int, text: str) -> ParamValue:
                 values.append(parse_scalar(tok))
             except ValueError_ as exc:
                 raise ValueError_(str(exc), off) from None
-        if any(isinstance(v, str) for v in values):
-            raise ValueError_("string elements are not allowed in arrays")
+            if isinstance(values[-1], str):
+                raise ValueError_("string elements are not allowed in arrays", off)
         if any(isinstance(v, float) for v in values):
             return [float(v) for v in values]
         return values
