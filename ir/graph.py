@@ -665,7 +665,8 @@ class Graph:
                     if self.source[1] is not None or ly.weights:
                         problems.append(Problem("weights", str(exc), ly.name))
             for name in (ly.name, *ly.inputs, *ly.outputs):
-                if len(name.encode()) > 255 or not name or any(ch.isspace() for ch in name):
+                if (len(name.encode("utf-8", "surrogateescape")) > 255 or not name
+                        or any(ch in " \t\n\v\f\r" for ch in name)):  # ncnn's (ASCII) whitespace
                     problems.append(Problem("name", f"name {name!r} is empty, has whitespace or is over 255 bytes", ly.name))
         for n in self.outputs:
             if n not in self.blobs:

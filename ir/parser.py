@@ -22,7 +22,11 @@ from .params import INT_RE, ParamValue, ValueError_, parse_value
 
 MAGIC = 7767517
 _KEY_RE = re.compile(r"([+-]?[0-9]+)=")
-_WS_RE = re.compile(r"\S+")
+# ncnn splits on C isspace() (ASCII). Python's str.split() and \s also split on U+001C..U+001F, U+0085,
+# U+00A0, U+3000, ..., which are ordinary name characters for ncnn.
+_WS_RE = re.compile(r"[^ \t\n\v\f\r]+")
+_NON_ASCII_WS_RE = re.compile(r"[^\S \t\n\v\f\r]")
+_ASCII_WS = " \t\n\v\f\r"
 
 
 @dataclass
@@ -83,21 +87,25 @@ def _make_param(tok: str, col: int, file: str, lineno: int) -> RawParam:
 
 
 def _fast(text: str, file: str) -> RawParam_File:
+    if "\r" in text:
+        raise _FastPathMiss  # a lone CR (CRLF is normalized before): lark reports it
+    # str.split() is fastest but also splits on non-ASCII whitespace; use the ASCII regex when present
+    split = _WS_RE.findall if _NON_ASCII_WS_RE.search(text) else str.split
     lines = text.split("\n")
-    it = ((i + 1, ln) for i, ln in enumerate(lines) if ln.strip())
+    it = ((i + 1, ln) for i, ln in enumerate(lines) if ln.strip(_ASCII_WS))
     try:
         l1, magic_line = next(it)
         l2, count_line = next(it)
     except StopIteration:
         raise _FastPathMiss from None
-    mt, ct = magic_line.split(), count_line.split()
+    mt, ct = split(magic_line), split(count_line)
     if len(mt) != 1 or len(ct) != 2 or not all(INT_RE.match(t) for t in (*mt, *ct)):
         raise _FastPathMiss
     layers = []
     for lineno, ln in it:
         if '"' in ln:
             raise _FastPathMiss
-        toks = ln.split()
+        toks = split(ln)
         if len(toks) < 4 or not INT_RE.match(toks[2]) or not INT_RE.match(toks[3]):
             raise _FastPathMiss
         nin, nout = int(toks[2]), int(toks[3])

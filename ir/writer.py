@@ -48,7 +48,7 @@ def param_lines(g: Graph) -> list[str]:
 
 def param_text(g: Graph) -> str:
     for ly in g.layers:
-        if any(not n or any(ch.isspace() for ch in n) for n in (ly.name, *ly.inputs, *ly.outputs)):
+        if any(not n or any(ch in " \t\n\v\f\r" for ch in n) for n in (ly.type, ly.name, *ly.inputs, *ly.outputs)):
             raise GraphError(f"layer {ly.name!r}: names must be non-empty and contain no whitespace")
     return "\n".join(param_lines(g)) + "\n"
 
