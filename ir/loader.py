@@ -25,6 +25,10 @@ def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
     if pf.magic != MAGIC:
         raise ParamSemanticError(f"wrong magic {pf.magic}: an ncnn text .param starts with {MAGIC}",
                                  file, pf.header_lines[0], pf.header_cols[0])
+    if pf.layer_count <= 0 or pf.blob_count <= 0:  # ncnn: "invalid layer_count or blob_count"
+        bad = 1 if pf.layer_count <= 0 else 2
+        raise ParamSemanticError(f"the header's layer and blob counts must be positive, got "
+                                 f"{pf.layer_count} {pf.blob_count}", file, pf.header_lines[1], pf.header_cols[bad])
     if pf.layer_count != len(pf.layers):
         raise ParamSemanticError(f"header says {pf.layer_count} layers but the file has {len(pf.layers)}",
                                  file, pf.header_lines[1], pf.header_cols[1])
@@ -97,16 +101,19 @@ def graph_from_records(pf: RawParam_File) -> Graph:
 
 def load_weights(g: Graph, buf: memoryview, file: str, strict: bool = True) -> None:
     offset = 0
+    last = None
     for ly in g.layers:
         slots = weight_slots(ly.type, ly.params, ly.name)
         ws = {}
         for s in slots:
             w, offset = read_weight(buf, offset, s, ly.name, file)
             ws[s.name] = w
+            last = ly
         ly.weights = ws
     if strict and offset != len(buf):
-        raise WeightError(f"{file}: {len(buf) - offset} bytes left over after the last weight "
-                          f"(read {offset} of {len(buf)} bytes): the .bin does not belong to this .param")
+        after = f" (of layer {last.name!r}, {last.type})" if last is not None else " (no layer reads weights)"
+        raise WeightError(f"{file}: {len(buf) - offset} bytes left over after the last weight{after}; "
+                          f"read {offset} of {len(buf)} bytes: the .bin does not belong to this .param")
 
 
 def graph_from_text(text: str, bin_data=None, *, file: str = "<string>", bin_file: str = "<bin>",
