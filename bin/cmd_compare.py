@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", metavar="C,H,W", help="input shape without batch (default: from the model, or 3,48,320 "
                    "for a PaddleOCR recognition model with dynamic H/W)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
-    p.add_argument("--options", nargs="+", metavar="SET", help="ncnn option sets to sweep (default: all)")
+    p.add_argument("--options", nargs="+", metavar="SET",
+                   help="ncnn option sets to sweep, space- or comma-separated (default: all); put it after the "
+                        "model files")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON ('-' for stdout)")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG of per-layer error (log scale) per option set")
     p.add_argument("--save", metavar="OUT.npz", help="save both sides' tensors (and the mapping) for offline comparison")
