@@ -335,3 +335,25 @@ def test_innerproduct_without_pooling_gets_keep_fp32(tmp_path: Path) -> None:
     assert r.fixed is not None and r.fixed.default.final_max_abs < r.default.final_max_abs / 10
     assert all(ly.featmask & 2 for ly in r.fixed.graph.layers if ly.type == "InnerProduct")
     assert any("keep-fp32[names=fc1|fc2,bits=2]" in line for line in r.fix_log), r.fix_log  # the real pass
+
+
+def test_memorydata_maps_to_initializer(tmp_path: Path) -> None:
+    """pnnx writes ONNX constants as MemoryData layers: they map to the initializer with equal values."""
+    rng = np.random.default_rng(2)
+    bias = rng.standard_normal((1, 8, 1, 1)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Add", ["x", "bias"], ["y"])], "add",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 5])],
+                          [numpy_helper.from_array(bias, "bias")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "add.onnx")
+    gr = Graph.from_text("7767517\n3 3\nInput in0 0 1 in0\nMemoryData md 0 1 1 0=1 1=1 2=8\n"
+                         "BinaryOp add 2 1 in0 1 out0 0=0\n")
+    gr.layer("md").set_weight("data", bias.reshape(-1))
+    gr.save(tmp_path / "add.param", tmp_path / "add.bin")
+    r = compare_models(tmp_path / "add.onnx", tmp_path / "add.param", tmp_path / "add.bin", options=["default"])
+    hows = {mm.blob: (mm.tensor, mm.how) for mm in r.mapping.blobs}
+    assert hows["1"] == ("bias", "value (constant)") and hows["out0"] == ("y", "value")
+    row = r.default.row("out0")
+    assert row.iso is not None and row.cum.max_abs < 1e-6

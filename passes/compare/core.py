@@ -166,7 +166,10 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
     except NcnnRunError as exc:
         raise ModelMismatchError(f"{exc} on input {_fmt_shape(x.shape)}: the .param may not be this ONNX model, "
                                  "or was converted for another input shape (pnnx inputshape); try --shape") from None
-    mapping = map_blobs(graph, model.blob_order, full_vals, ref, ref_vals, known=prior)
+    constants = ref.constant_values()
+    mapping = map_blobs(graph, model.blob_order, full_vals, ref, ref_vals, known=prior, constants=constants)
+    ref_vals = {**{m.tensor: constants[m.tensor] for m in mapping.mapped if m.how == "value (constant)"},
+                **ref_vals}
     problem = _mapping_error(graph, mapping, ref, full_vals, ref_vals, param, onnx_path, tuple(x.shape))
     if problem:
         raise ModelMismatchError(problem)
@@ -181,8 +184,9 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
     for ly in graph.layers:
         if ly.type == "Input" or not ly.inputs:
             continue
-        if all(b in ref_in_ncnn for b in ly.inputs) and any(b in by_blob and by_blob[b].mapped for b in ly.outputs):
-            iso_layers.append(ly)
+        fed = [b for b in ly.inputs if b not in ref_in_ncnn]
+        if all(_constant_blob(graph, b) for b in fed) and any(b in by_blob and by_blob[b].mapped for b in ly.outputs):
+            iso_layers.append(ly)  # inputs fed from onnxruntime; unmapped constants (MemoryData) computed by ncnn
     seq_len = _seq_len(graph, mapping, ref_vals)
     dictionary = ref.character_list()
 
@@ -244,11 +248,16 @@ def _seq_len(graph: Graph, mapping: MappingResult, ref_vals: dict[str, np.ndarra
     return None
 
 
+def _constant_blob(graph: Graph, blob: str) -> bool:
+    b = graph.blobs.get(blob)
+    return b is not None and b.producer is not None and not b.producer.inputs and b.producer.type != "Input"
+
+
 def _isolated(model: NcnnModel, net, layers, ref_in_ncnn: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each layer run alone, fed the onnxruntime tensors of its inputs."""
     out: dict[str, np.ndarray] = {}
     for ly in layers:
-        res = model.run_layer(net, {b: ref_in_ncnn[b] for b in ly.inputs}, ly.outputs)
+        res = model.run_layer(net, {b: ref_in_ncnn[b] for b in ly.inputs if b in ref_in_ncnn}, ly.outputs)
         if res:
             out.update(res)
     return out

@@ -237,11 +237,13 @@ class _Screen:
 
 def map_blobs(graph: Graph, blob_order: list[str], ncnn_vals: dict[str, np.ndarray], ref: OnnxReference,
               ref_vals: dict[str, np.ndarray], accept: float = ACCEPT_FIT,
-              known: MappingResult | None = None) -> MappingResult:
+              known: MappingResult | None = None, constants: dict[str, np.ndarray] | None = None
+              ) -> MappingResult:
     """Map every blob of ``blob_order`` (topological) using a full-precision ncnn run ``ncnn_vals``.
 
     ``known``: a mapping of an earlier version of this graph (e.g. before a rewrite); its entries are
-    reused for blobs still produced by the same layer with the same shape.
+    reused for blobs still produced by the same layer with the same shape. ``constants``: ONNX
+    initializers and Constant outputs, candidates for blobs of layers without inputs (MemoryData).
     """
     tensors = ref.tensors
     usable = {n for n in ref.order if n in ref_vals and isinstance(ref_vals[n], np.ndarray)
@@ -281,7 +283,8 @@ def map_blobs(graph: Graph, blob_order: list[str], ncnn_vals: dict[str, np.ndarr
             seen.add(inp)
             mi = result.get(inp)
             if mi is not None and mi.mapped:
-                out.add(mi.tensor)  # type: ignore[arg-type]
+                if mi.tensor in tensors:  # constants (initializers) constrain nothing
+                    out.add(mi.tensor)  # type: ignore[arg-type]
             else:
                 out |= anchors(inp, seen)
         return out
@@ -324,7 +327,21 @@ def map_blobs(graph: Graph, blob_order: list[str], ncnn_vals: dict[str, np.ndarr
                 break
         if m.mapped or m.reason:
             continue
-        # 2. by structure and values
+        # 2. a constant (MemoryData): an equal ONNX initializer or Constant
+        if producer is not None and not producer.inputs and producer.type != "Input":
+            best_c: tuple[float, str, Layout] | None = None
+            for t, cval in (constants or {}).items():
+                if cval.size != arr.size:
+                    continue
+                lay, f = _best_layout(arr, cval, candidate_layouts(tuple(cval.shape), tuple(arr.shape)))
+                if lay is not None and (best_c is None or f < best_c[0]):
+                    best_c = (f, t, lay)
+            if best_c is not None and best_c[0] <= 1e-3:
+                m.tensor, m.how, m.layout, m.fit = best_c[1], "value (constant)", best_c[2], best_c[0]
+            else:
+                m.reason = "a constant (no ONNX initializer or Constant with these values)"
+            continue
+        # 3. by structure and values
         anc = anchors(b)
         anc_bits = [1 << tensors[t].index for t in anc]
         anc_fit = max((result[x].fit or 0.0 for x in (producer.inputs if producer else ())

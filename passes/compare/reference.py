@@ -142,6 +142,30 @@ class OnnxReference:
         out.update(zip(names, values, strict=True))
         return out
 
+    def constant_values(self) -> dict[str, np.ndarray]:
+        """Float initializers and ``Constant`` node outputs (candidates for ncnn ``MemoryData`` blobs)."""
+        if getattr(self, "_constants", None) is None:
+            from onnx import numpy_helper
+
+            out: dict[str, np.ndarray] = {}
+            g = self.model.graph
+            for init in g.initializer:
+                try:
+                    arr = numpy_helper.to_array(init)
+                except Exception:  # external data that is not there, odd types
+                    continue
+                if arr.dtype.kind == "f" and arr.size:
+                    out[init.name] = arr.astype(np.float32, copy=False)
+            for node in g.node:
+                if node.op_type == "Constant" and node.output:
+                    for a in node.attribute:
+                        if a.name == "value":
+                            arr = numpy_helper.to_array(a.t)
+                            if arr.dtype.kind == "f" and arr.size:
+                                out[node.output[0]] = arr.astype(np.float32, copy=False)
+            self._constants = out
+        return self._constants
+
     def character_list(self) -> list[str] | None:
         """The recognition dictionary stored in metadata ``character`` (RapidOCR models), if any."""
         from ncnnpass.passes.paddle.ctc_decode import dictionary_from_metadata
