@@ -362,6 +362,9 @@ class CenterRun:
     labels_with_unknown_chars: int = 0
     frames: int = 0
     seconds: float = 0.0
+    setup_seconds: float = 0.0  #: before the first batch: model, labels, session (part of ``seconds``)
+    cpu_seconds: float = 0.0  #: process CPU time, all threads (same span as ``seconds``)
+    setup_cpu_seconds: float = 0.0
     characters: list[str] = field(default_factory=list)  #: index -> character (0: "blank")
 
     @property
@@ -436,7 +439,7 @@ def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Seq
     opts = options or CenterOptions()
     if opts.batch_size < 1:
         raise CenterDataError("batch size must be at least 1")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     pm = prepare_model(model)
     image_shape = _resolve_image_shape(pm, opts.image_shape, opts.eval_mode)
     charset, dict_origin, space_inferred = _resolve_charset(pm, dict_path, opts.use_space_char)
@@ -495,6 +498,8 @@ def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Seq
                               f"check --data-dir {data_dir}")
 
     sess = _session(pm.model, opts.providers, opts.intra_op_threads)
+    run.setup_seconds = time.perf_counter() - start
+    run.setup_cpu_seconds = time.process_time() - cpu_start
     bar = Progress(len(mine), "export-center", stream=stream, enabled=progress)
     bar.update(len(mine) - len(present))
     buckets: dict[int, list[tuple[np.ndarray, str]]] = {}
@@ -537,6 +542,7 @@ def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Seq
         flush(width)
     bar.close()
     run.seconds = time.perf_counter() - start
+    run.cpu_seconds = time.process_time() - cpu_start
     return run
 
 
