@@ -238,6 +238,12 @@ class ParamDict(MutableMapping):
     def __iter__(self) -> Iterator[int]:
         return iter(self._values)
 
+    def __contains__(self, key: object) -> bool:  # fast paths of the Mapping mixins (hot in matching)
+        return key in self._values
+
+    def get(self, key: int, default: ParamValue | None = None) -> ParamValue | None:
+        return self._values.get(key, default)
+
     def __len__(self) -> int:
         return len(self._values)
 
