@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .graph import Graph, Layer
+    from .graph import Blob, Graph, Layer
 
 
 @dataclass
@@ -74,28 +74,47 @@ class PlannedSplit:
     after: Layer | None
 
 
+def _same_slots(rec: SplitRecord, slots: list[tuple[Layer, int]]) -> bool:
+    return (None not in rec.slots and len(rec.slots) == len(slots)
+            and {(id(c), i) for c, i in rec.slots} == {(id(c), i) for c, i in slots})
+
+
 def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int], str]]:
-    """Splits to write and the renamed input for each (id(layer), slot) that reads a split top."""
-    planned: list[PlannedSplit] = []
-    rename: dict[tuple[int, int], str] = {}
-    used_layer_names = set(graph._by_name)
-    used_blob_names = set(graph.blobs)
-    counter = 0
+    """Splits to write and the renamed input for each (id(layer), slot) that reads a split top.
+
+    First every Split whose consumers are unchanged reserves its original layer and top names (unless a
+    layer or blob of the graph took one of them since); then the other Splits get fresh
+    ``splitncnn_<n>`` / ``<blob>_splitncnn_<k>`` names that avoid all of those.
+    """
+    multi: list[tuple[Blob, list[tuple[Layer, int]], SplitRecord | None]] = []
+    reserved_layers: set[str] = set()
+    reserved_tops: set[str] = set()
     for blob in graph.blobs.values():
         if len(blob.consumers) < 2:
             continue
         slots = consumer_slots(graph, blob.name)
         rec = graph.splits.get(blob.name)
-        if rec is not None and None not in rec.slots and {(id(c), i) for c, i in rec.slots} == {
-            (id(c), i) for c, i in slots
-        } and len(rec.slots) == len(slots) and rec.layer_name not in used_layer_names:
-            tops = rec.top_names
-            name = rec.layer_name
-            params = rec.params
+        if (rec is not None and _same_slots(rec, slots) and rec.layer_name not in graph._by_name
+                and rec.layer_name not in reserved_layers
+                and not any(t in graph.blobs or t in reserved_tops for t in rec.top_names)):
+            reserved_layers.add(rec.layer_name)
+            reserved_tops.update(rec.top_names)
+        else:
+            rec = None
+        multi.append((blob, slots, rec))
+
+    planned: list[PlannedSplit] = []
+    rename: dict[tuple[int, int], str] = {}
+    used_layer_names = set(graph._by_name) | reserved_layers | graph._split_names_retired
+    used_blob_names = set(graph.blobs) | reserved_tops
+    counter = 0
+    for blob, slots, rec in multi:
+        if rec is not None:
+            name, tops, params = rec.layer_name, list(rec.top_names), rec.params
             for (c, i), t in zip(rec.slots, tops, strict=True):
                 rename[(id(c), i)] = t
         else:
-            while f"splitncnn_{counter}" in used_layer_names or f"splitncnn_{counter}" in graph._split_names_retired:
+            while f"splitncnn_{counter}" in used_layer_names:
                 counter += 1
             name = f"splitncnn_{counter}"
             counter += 1
@@ -109,5 +128,5 @@ def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int],
             params = []
         used_layer_names.add(name)
         used_blob_names.update(tops)
-        planned.append(PlannedSplit(name, blob.name, list(tops), params, blob.producer))
+        planned.append(PlannedSplit(name, blob.name, tops, params, blob.producer))
     return planned, rename
