@@ -69,13 +69,16 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     say(f"input: {prepared.source}, shape {_fmt_shape(prepared.array.shape)}")
     t1 = time.perf_counter()
     say(f"onnxruntime: running with all {len(ref.order)} tensors exposed (optimizations off)")
-    ref_vals = ref.run({ref.input_names[0]: prepared.array})
+    feeds = {ref.input_names[0]: prepared.array}
+    ref_vals = ref.run(feeds)
+    reference_check = ref.check_optimized(feeds, ref_vals)
     t2 = time.perf_counter()
     option_sets = _option_sets(options)
     report = compare_graph(ref, ref_vals, graph, prepared, option_sets, isolated=isolated, thresholds=thresholds,
                            num_threads=num_threads, keep_tensors=keep_tensors, progress=say,
                            onnx_path=onnx_path, param=param, bin=bin)
     report.timings = {"load": t1 - t0, "onnxruntime": t2 - t1, **report.timings}
+    report.reference_check = reference_check
     if fix:
         actionable = [a for a in report.advice if a.action in ("gap-fc-to-conv", "keep-fp32")]
         if not actionable:

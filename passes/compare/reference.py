@@ -142,6 +142,28 @@ class OnnxReference:
         out.update(zip(names, values, strict=True))
         return out
 
+    def check_optimized(self, feeds: dict[str, np.ndarray], values: dict[str, np.ndarray]) -> float | None:
+        """Max abs difference of the graph outputs between a normal (optimized) session and the run with every
+        tensor exposed and optimizations off (Polygraphy's sanity check); ``None`` if it cannot run."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if self.num_threads:
+            so.intra_op_num_threads = self.num_threads
+        try:
+            sess = ort.InferenceSession(self.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            outs = sess.run(self.output_names, feeds)
+        except Exception:
+            return None
+        diff = 0.0
+        for name, arr in zip(self.output_names, outs, strict=True):
+            ref = values.get(name)
+            if ref is None or not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != ref.shape:
+                continue
+            diff = max(diff, float(np.max(np.abs(arr.astype(np.float64) - ref))) if arr.size else 0.0)
+        return diff
+
     def constant_values(self) -> dict[str, np.ndarray]:
         """Float initializers and ``Constant`` node outputs (candidates for ncnn ``MemoryData`` blobs)."""
         if getattr(self, "_constants", None) is None:

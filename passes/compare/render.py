@@ -154,6 +154,11 @@ def _render_one(report: CompareReport, brief: bool, header: bool = True) -> list
         lines.append(f"ncnn:  {report.param}" + (f"  +  {os.path.basename(report.bin)}" if report.bin else ""))
         lines.append(f"input: {report.input.source}, {_shape(report.input.array.shape)}"
                      + (f" ({report.input.shape_note})" if report.input.shape_note else ""))
+        chk = report.reference_check
+        if chk is not None:
+            note = "" if chk <= 1e-4 else "  << exposing every tensor changed onnxruntime's result: check the reference"
+            lines.append(f"reference: onnxruntime, every tensor exposed, optimizations off; its output differs from a "
+                         f"normal optimized session by {_e(chk)}{note}")
     by = ", ".join(f"{k} {v}" for k, v in mp.counts().items() if k != "unmapped")
     lines.append(f"mapping: {len(mp.mapped)}/{len(mp.blobs)} ncnn blobs mapped to ONNX tensors ({mp.coverage:.0%}; by {by})")
     for m in mp.unmapped:

@@ -200,6 +200,8 @@ class CompareReport:
     fixed: CompareReport | None = None
     fix_log: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
+    # max |optimized onnxruntime session - the all-tensors, optimizations-off run| on the outputs
+    reference_check: float | None = None
 
     @property
     def default(self) -> OptionRun:
@@ -210,6 +212,7 @@ class CompareReport:
         return {
             "title": self.title, "onnx": self.onnx, "param": self.param, "bin": self.bin,
             "input": self.input.to_dict(), "thresholds": self.thresholds,
+            "reference_check": _num(self.reference_check),
             "mapping": {
                 "blobs": len(mp.blobs), "mapped": len(mp.mapped), "coverage": mp.coverage, "by": mp.counts(),
                 "pairs": [{"blob": m.blob, "layer": m.layer, "type": m.layer_type, "onnx_tensor": m.tensor,
