@@ -100,6 +100,10 @@ class Layer:
     def get(self, key: int | str, default: ParamValue | None = None) -> ParamValue:
         """A param by id or schema name, with ncnn's default when absent."""
         if default is not None:
+            if isinstance(key, str):  # a name this type does not have: the caller's default
+                sch = _schema.schema(self.type)
+                if sch is None or key not in sch.by_name:
+                    return default
             return self.params.get(_schema.param_id_of(self.type, key), default)
         return _schema.get_param(self.type, self.params, key)
 
