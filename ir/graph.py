@@ -131,8 +131,19 @@ class Layer:
                              f"it has {', '.join(self.weights) or 'none'}") from None
 
     def set_weight(self, name: str, values: np.ndarray, storage: str | None = None) -> None:
-        """Set a weight's values; creates it when the layer's params call for it."""
+        """Set a weight's values; creates it when the layer's params call for it, and recreates it with
+        the new size when the params changed its size (same storage unless ``storage`` is given)."""
         w = self.weights.get(name)
+        if w is not None:
+            try:
+                slot = next((sl for sl in weight_slots(self.type, self.params, self._name) if sl.name == name), None)
+            except WeightError:  # a custom type without a registered layout: keep the array's own size
+                slot = None
+            if slot is not None and (slot.count != w.count or slot.tagged != w.tagged):
+                if storage is None and slot.tagged and w.tagged and w.storage in ("fp32", "fp16", "bf16", "int8"):
+                    storage = w.storage
+                self.weights[name] = Weight.from_array(slot, values, storage)
+                return
         if w is None:
             for slot in weight_slots(self.type, self.params, self._name):
                 if slot.name == name:
