@@ -683,7 +683,7 @@ class Graph:
                 if (len(name.encode("utf-8", "surrogateescape")) > 255 or not name
                         or any(ch in " \t\n\v\f\r" for ch in name)):  # ncnn's (ASCII) whitespace
                     problems.append(Problem("name", f"name {name!r} is empty, has whitespace or is over 255 bytes", ly.name))
-        for n in self.outputs:
+        for n in self._outputs or []:  # (the outputs property hides the ones that are gone)
             if n not in self.blobs:
                 problems.append(Problem("output", f"protected output {n!r} no longer exists"))
         return problems
