@@ -615,6 +615,12 @@ class Graph:
     # -- whole-graph operations -------------------------------------------------------------------
     def toposort(self) -> Graph:
         """Stable topological order (Kahn; keeps the current order where it is already valid)."""
+        self.layers = self._topo_order()
+        self._touch()
+        return self
+
+    def _topo_order(self) -> list[Layer]:
+        """The layers in stable topological order (the graph is not changed)."""
         import heapq
 
         pos = {ly: i for i, ly in enumerate(self.layers)}
@@ -639,9 +645,7 @@ class Graph:
         if len(order) != len(self.layers):
             stuck = [ly.name for ly in self.layers if indeg[ly] > 0][:5]
             raise GraphError(f"the graph has a cycle through layers {', '.join(stuck)}")
-        self.layers = order
-        self._touch()
-        return self
+        return order
 
     def cleanup(self) -> list[Layer]:
         """Remove layers that contribute to no protected output; returns the removed layers."""

@@ -17,6 +17,20 @@ def _line(type: str, name: str, inputs, outputs, params: list[str]) -> str:
     return " ".join(parts)
 
 
+def write_order(g: Graph) -> list[Layer]:
+    """``g.layers`` when every layer comes after the producers of its inputs, else a stable topological
+    order (without changing the graph): an edit that appends a producer after its consumer must not
+    give a file that ncnn reads with an empty blob. The .param and the .bin use the same order."""
+    produced: set[str] = set()
+    blobs = g.blobs
+    for ly in g.layers:
+        for n in ly.inputs:
+            if n not in produced and blobs[n].producer is not None:
+                return g._topo_order()
+        produced.update(ly.outputs)
+    return g.layers
+
+
 def param_lines(g: Graph) -> list[str]:
     """Layer lines in order, with Split layers regenerated after each multi-consumer producer."""
     planned, rename = plan_splits(g)
@@ -36,7 +50,7 @@ def param_lines(g: Graph) -> list[str]:
 
     for sp in leading:
         emit_split(sp)
-    for ly in g.layers:
+    for ly in write_order(g):
         ins = [rename.get((id(ly), i), n) for i, n in enumerate(ly.inputs)]
         lines.append(_line(ly.type, ly.name, ins, ly.outputs, ly.params.tokens()))
         blobs.update(ly.inputs)
@@ -66,7 +80,7 @@ def write_bin(g: Graph, fh) -> int:
     """Stream every layer's weights in order; returns the byte count."""
     check_weights_present(g)
     n = 0
-    for ly in g.layers:
+    for ly in write_order(g):
         for w in ly.weights.values():
             if w._raw is not None:
                 fh.write(w._raw)
