@@ -87,7 +87,7 @@ def plot_png(report: CompareReport, path: str) -> None:
         fixed_default = None
     base = report.default
     n = len(base.rows)
-    fig, axes = plt.subplots(2, 1, figsize=(max(10.0, min(24.0, n * 0.12)), 8.5), sharex=True,
+    fig, axes = plt.subplots(2, 1, figsize=(max(10.0, min(20.0, n * 0.12)), 8.5), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2]})
     floor = 1e-10
     palette = ["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
@@ -117,7 +117,8 @@ def plot_png(report: CompareReport, path: str) -> None:
     if first is not None:
         axes[0].annotate(f"first divergence: {first.layer} ({first.layer_type})", xy=(first.index, max(first.cum.max_abs, floor)),
                          xytext=(10, 18), textcoords="offset points", color="red", fontsize=9,
-                         arrowprops={"arrowstyle": "->", "color": "red"})
+                         bbox={"boxstyle": "round", "fc": "white", "ec": "red", "alpha": 0.85},
+                         arrowprops={"arrowstyle": "->", "color": "red"}, zorder=10)
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
     axes[0].set_ylabel("cumulative max |ncnn - onnxruntime|")
