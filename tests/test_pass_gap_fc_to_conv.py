@@ -170,3 +170,25 @@ def test_repair_pipeline_on_se_block_is_idempotent() -> None:
     first = apply_passes(after, "repair")
     again = apply_passes(after, "repair")
     assert first.changed and not again.changed
+
+
+def test_onnx2ncnn_style_names_split_layers_and_shape_hints() -> None:
+    """The seed's own lines (onnx2ncnn names with dots, an explicit Split, ncnnoptimize shape hints)."""
+    body = """
+Input x 0 1 x 0=12 1=4 2=3
+Convolution p2o.Conv.23 1 1 x batch_norm_50.tmp_4 0=16 1=1 5=1 6=48 -23330=4,3,12,4,16
+Split splitncnn_1 1 2 batch_norm_50.tmp_4 batch_norm_50.tmp_4_splitncnn_0 batch_norm_50.tmp_4_splitncnn_1
+Pooling p2o.GlobalAveragePool.0 1 1 batch_norm_50.tmp_4_splitncnn_1 p2o.GlobalAveragePool.1 0=1 4=1 -23330=4,1,16,1,1
+InnerProduct p2o.Conv.24 1 1 p2o.GlobalAveragePool.1 relu_2.tmp_0 0=4 1=1 2=64 9=1 -23330=4,1,4,1,1
+InnerProduct p2o.Conv.25 1 1 relu_2.tmp_0 conv2d_110.tmp_0 0=16 1=1 2=64 -23330=4,1,16,1,1
+HardSigmoid p2o.HardSigmoid.0 1 1 conv2d_110.tmp_0 hardsigmoid_0.tmp_0 0=1.666667e-01
+BinaryOp p2o.Mul.0 2 1 batch_norm_50.tmp_4_splitncnn_0 hardsigmoid_0.tmp_0 out 0=2
+"""
+    g = se_model(body=body)
+    after, _ = rewrite(g)
+    assert after.layer("p2o.Conv.24").type == "Convolution" and after.count_by_type("Flatten") == 0
+    assert all(30 not in after.layer(n).params for n in ("p2o.GlobalAveragePool.0", "p2o.Conv.24", "p2o.Conv.25"))
+    assert 30 in after.layer("p2o.Conv.23").params  # untouched layers keep theirs
+    text = after.to_param_text()
+    assert "Split" in text and "p2o.GlobalAveragePool.0" in text
+    assert_equivalent(g, after, atol=ATOL)

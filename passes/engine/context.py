@@ -27,7 +27,8 @@ class PassContext:
         self.order: dict = {}
         self.protected: set[str] = set(graph.outputs)
         self.shape_error: str | None = None
-        self._shapes_at: object | None = None
+        self.generation = 0                 # bumped by the pass manager whenever a pass changed the graph
+        self._shapes_at: int | None = None
         self._split_tops: set[str] | None = None
         self.weights_loaded = graph.source[1] is not None or any(ly.weights for ly in graph.layers)
 
@@ -38,7 +39,7 @@ class PassContext:
 
     def refresh_shapes(self) -> None:
         """Infer every blob's shape with ncnn if the graph changed since the last inference."""
-        if self.input_shapes is None or self._shapes_at is self.graph._version():
+        if self.input_shapes is None or self._shapes_at == self.generation:
             return
         from ncnnpass.ir.runtime import infer_shapes
 
@@ -49,7 +50,7 @@ class PassContext:
             self.shape_error = None
         except NcnnpassError as exc:
             self.shape_error = f"shape inference failed: {exc}"
-        self._shapes_at = self.graph._version()
+        self._shapes_at = self.generation
 
     def shape(self, blob: str) -> tuple[int, ...] | None:
         b = self.graph.blobs.get(blob)

@@ -48,6 +48,8 @@ _CMP: dict[str, Callable[[Any, Any], Any]] = {
 
 def values_equal(a: Any, b: Any) -> bool:
     """Equality as ncnn would see it: numbers compared as float32, lists element-wise."""
+    if type(a) is int and type(b) is int:
+        return a == b
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)) or len(a) != len(b):
             return False

@@ -212,8 +212,7 @@ class PassReport:
 def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tuple[int, ...]] | None = None,
                max_iterations: int = 8, fold_storage: str = "fp32", fixpoint: bool = True) -> PassReport:
     """Run ``passes`` in order, repeating the whole list until nothing changes (``max_iterations``)."""
-    if graph._outputs is None:  # freeze what counts as an output before anything is rewritten
-        graph.outputs = graph.outputs
+    graph.outputs = list(graph.outputs)  # freeze what counts as an output before anything is rewritten
     ctx = PassContext(graph, input_shapes, fold_storage)
     report = PassReport(layers_before=len(graph.layers))
     for p in passes:
@@ -226,12 +225,16 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
             stat = report.stats[p.name]
             if p.needs_shapes:
                 ctx.refresh_shapes()
+                if ctx.shape_error:
+                    stat.skipped[ctx.shape_error] += 1
             before = {k: Counter(v) for k, v in ctx.reasons.items()}
             t0 = time.perf_counter()
             counts = p.run(graph, ctx)
             stat.seconds += time.perf_counter() - t0
             stat.runs += 1
             n = sum(counts.values())
+            if n:
+                ctx.generation += 1
             stat.rewrites += n
             stat.by_rule.update(counts)
             for rule, c in ctx.reasons.items():

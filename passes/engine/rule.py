@@ -14,6 +14,7 @@ untouched. Replacement layers whose outputs end up unused are dropped.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -601,6 +602,9 @@ class Rule:
                     params.pop(pid, None)
                 else:
                     params[pid] = value
+        # output shape hints (-23330=) copied from a matched layer may no longer be true: ncnn does
+        # without them, so a replacement layer never carries them
+        params.pop(_schema.SHAPE_HINT_ID, None)
         return params
 
     def _weights(self, layer: Layer, rl: RepLine, m: Match, assigned: dict[str, Any]) -> None:
@@ -700,7 +704,8 @@ def _rep_value(it: RepItem, m: Match, env: _MatchEnv) -> Any:
 
 
 def _copy_weight(w: Weight) -> Weight:
-    return Weight(w.name, w.count, w.tagged, w.storage, w.tag, w._raw, w._data)
+    """A new Weight sharing the same (read-only or replaced-on-edit) data: bytes are written unchanged."""
+    return copy.copy(w)
 
 
 def _to_weight(slot: Any, value: Any, m: Match, src: Layer | None) -> Weight:

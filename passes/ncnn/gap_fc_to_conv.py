@@ -39,7 +39,7 @@ match:
 where:
   rank(x) == 3 and reaches_innerproduct(v)
 replace:
-  Pooling p 1 1 x v3  @p ~4 7=1 8=1
+  Pooling p 1 1 x v3  @p ~4 ~18 7=1 8=1
   Flatten flatten 1 1 v3 v
 
 rule convert
