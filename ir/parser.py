@@ -21,6 +21,8 @@ from .errors import ParamSyntaxError
 from .params import INT_RE, ParamValue, ValueError_, parse_value
 
 MAGIC = 7767517
+MAX_NUMBER_DIGITS = 600  # no value ncnn reads has more; Python's int() fails beyond 640..4300 digits
+_LONG_NUMBER_RE = re.compile(rf"(?<![0-9])[0-9]{{{MAX_NUMBER_DIGITS + 1}}}")
 _KEY_RE = re.compile(r"([+-]?[0-9]+)=")
 # ncnn splits on C isspace() (ASCII). Python's str.split() and \s also split on U+001C..U+001F, U+0085,
 # U+00A0, U+3000, ..., which are ordinary name characters for ncnn.
@@ -220,9 +222,18 @@ def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> R
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n")
-    if engine == "auto":
-        try:
-            return _fast(text, file)
-        except _FastPathMiss:
-            pass
-    return parse_lark(text, file)
+    try:
+        if engine == "auto":
+            try:
+                return _fast(text, file)
+            except _FastPathMiss:
+                pass
+        return parse_lark(text, file)
+    except (ValueError, VisitError):
+        # int() refuses more than sys.get_int_max_str_digits() digits (4300 by default, 640 at the least)
+        long_number = _LONG_NUMBER_RE.search(text)
+        if long_number is None:
+            raise
+        at = long_number.start()
+        raise ParamSyntaxError(f"number with more than {MAX_NUMBER_DIGITS} digits", file,
+                               text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)) from None
