@@ -8,6 +8,7 @@ with ``file:line:column``.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 
 from lark import Lark, Token, Tree
@@ -123,10 +124,22 @@ def _describe(expected: set[str]) -> str:
     return ", ".join(words[:8]) + (" ..." if len(words) > 8 else "")
 
 
+# Limits that keep hostile pattern text (e.g. a ``keep-fp32[pattern=...]`` option) from crashing the
+# recursive builder/evaluator or Python's int() (which refuses more than 4300 digits, at least 640).
+MAX_EXPR_DEPTH = 200
+MAX_NUMBER_DIGITS = 600
+_LONG_NUMBER_RE = re.compile(rf"(?<![0-9])[0-9]{{{MAX_NUMBER_DIGITS + 1}}}")
+
+
 def parse_rules(text: str, file: str = "<pattern>", require_replace: bool = True) -> list[RuleText]:
     """Parse pattern text into rule descriptions (syntax only)."""
     if not text.endswith("\n"):
         text += "\n"
+    long_number = _LONG_NUMBER_RE.search(text)
+    if long_number is not None:
+        at = long_number.start()
+        raise PatternSyntaxError(f"number with more than {MAX_NUMBER_DIGITS} digits", file,
+                                 text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at))
     try:
         tree = _parser().parse(text)
     except UnexpectedCharacters as exc:
@@ -165,6 +178,7 @@ class _Builder:
         self.text = text
         self.file = file
         self.require_replace = require_replace
+        self.depth = 0
 
     def error(self, message: str, pos: Pos) -> PatternSyntaxError:
         return PatternSyntaxError(message, self.file, pos.line, pos.column)
@@ -290,7 +304,13 @@ class _Builder:
 
     # -- expressions ---------------------------------------------------------------------------------
     def expr(self, tree: Tree | Token) -> Node:
-        node = self._expr(tree)
+        if self.depth >= MAX_EXPR_DEPTH:
+            raise self.error(f"expression nested deeper than {MAX_EXPR_DEPTH} levels", _pos(tree))
+        self.depth += 1
+        try:
+            node = self._expr(tree)
+        finally:
+            self.depth -= 1
         if isinstance(tree, Tree) and tree.meta and not tree.meta.empty:
             node.text = self.text[tree.meta.start_pos:tree.meta.end_pos]
         elif isinstance(tree, Token):
