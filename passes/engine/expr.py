@@ -46,6 +46,22 @@ _CMP: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+# Bounds on what one operator may build: ``9**9**9`` (an int of 10^8 digits, minutes of CPU) or
+# ``[0] * 10**10`` in user pattern text must fail at once instead of hanging or eating memory.
+MAX_INT_BITS = 4096
+MAX_SEQUENCE = 1 << 20
+
+
+def _check_size(op: str, x: Any, y: Any, node: Node) -> None:
+    if op == "**" and isinstance(x, int) and isinstance(y, int) and y > 1 and abs(x) > 1:
+        if y * (abs(x).bit_length() - 1) > MAX_INT_BITS:
+            raise EvalError(f"{node.text or op}: the result would have more than {MAX_INT_BITS} bits")
+    elif op == "*":
+        for seq, n in ((x, y), (y, x)):
+            if isinstance(seq, (list, tuple, str)) and isinstance(n, int) and len(seq) * n > MAX_SEQUENCE:
+                raise EvalError(f"{node.text or op}: the result would have more than {MAX_SEQUENCE} items")
+
+
 def values_equal(a: Any, b: Any) -> bool:
     """Equality as ncnn would see it: numbers compared as float32, lists element-wise."""
     if type(a) is int and type(b) is int:
@@ -59,7 +75,10 @@ def values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
         if isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer)):
             return int(a) == int(b)
-        return bool(np.float32(a) == np.float32(b))
+        try:
+            return bool(np.float32(a) == np.float32(b))
+        except OverflowError:  # an int beyond the float64 range equals no float32
+            return False
     return a is b or a == b
 
 
@@ -113,6 +132,7 @@ def evaluate(node: Node, env: Env) -> Any:
         for v in (x, y):
             if isinstance(v, Unknown):
                 return v
+        _check_size(op, x, y, node)
         try:
             return _BIN[op](x, y)
         except (ArithmeticError, TypeError, ValueError) as exc:
