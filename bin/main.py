@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 import traceback
 
@@ -39,17 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Names read from a non-UTF-8 file carry surrogate escapes, and a pipe may not be UTF-8: printing
+    # them must not fail with UnicodeEncodeError (stderr already uses backslashreplace).
+    if callable(getattr(sys.stdout, "reconfigure", None)):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return code
     except NcnnpassError as exc:
         if args.verbose:
             traceback.print_exc()
         print(f"ncnnpass {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except BrokenPipeError:  # the reader went away (``ncnnpass passes | head -1``): stop quietly, as SIGPIPE
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # missing or unreadable files, a full disk, ...: the environment, not a bug
         if args.verbose:
             traceback.print_exc()
-        print(f"ncnnpass {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"ncnnpass {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ncnnpass: interrupted", file=sys.stderr)
