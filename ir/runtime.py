@@ -25,6 +25,27 @@ OPTION_PRESETS: dict[str, dict[str, bool]] = {
 }
 
 
+# Inputs are allocated from shapes a .param declares (Input 0=w 1=h 2=c) or a user gives: a lying
+# header must not make us allocate gigabytes (PP-OCR rec inputs are 3x48x320 = 46k values).
+MAX_INPUT_VALUES = 1 << 26  # 256 MiB of float32 over all inputs
+
+
+def check_input_shapes(shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise :class:`RuntimeBridgeError` for non-positive dims or more than :data:`MAX_INPUT_VALUES` values."""
+    total = 0
+    for name, shape in shapes.items():
+        if not shape or any(int(d) <= 0 for d in shape):
+            raise RuntimeBridgeError(f"input {name!r}: shape {tuple(shape)} must have positive dimensions")
+        n = 1
+        for d in shape:
+            n *= int(d)
+        total += n
+    if total > MAX_INPUT_VALUES:
+        desc = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+        raise RuntimeBridgeError(f"input shapes {desc} hold {total} values, more than the {MAX_INPUT_VALUES} "
+                                 "ncnnpass allocates to run a model (give a smaller shape)")
+
+
 def _ncnn():
     try:
         import ncnn
@@ -121,6 +142,7 @@ def infer_shapes(graph: Graph, input_shapes: Mapping[str, tuple[int, ...]] | tup
         if len(ins) != 1:
             raise RuntimeBridgeError(f"the model has inputs {ins}; give a shape per input")
         input_shapes = {ins[0]: tuple(input_shapes)}
+    check_input_shapes(input_shapes)
     feeds = {k: np.zeros(v, np.float32) for k, v in input_shapes.items()}
     names = list(graph.blobs)
     result = run(graph, feeds, names, options, light_mode=False)

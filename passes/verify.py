@@ -112,6 +112,9 @@ def input_shapes_for(graph: Graph, shape: tuple[int, ...] | Mapping[str, tuple[i
 
 
 def make_inputs(shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    from ncnnpass.ir.runtime import check_input_shapes
+
+    check_input_shapes(shapes)
     rng = np.random.default_rng(seed)
     return {k: rng.uniform(-1.0, 1.0, v).astype(np.float32) for k, v in shapes.items()}
 

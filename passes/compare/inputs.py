@@ -97,6 +97,9 @@ def prepare_input(source: str | os.PathLike | np.ndarray | None, onnx_dims: list
     """Random (``source=None``), an array, a ``.npy`` path, or an image path -> :class:`PreparedInput`."""
     if source is None:
         dims, note = resolve_shape(onnx_dims, graph, shape)
+        from ncnnpass.ir.runtime import check_input_shapes
+
+        check_input_shapes({"input": tuple(dims)})  # dims may come from a lying Input layer: bound them
         arr = np.random.default_rng(seed).uniform(-1.0, 1.0, dims).astype(np.float32)
         return PreparedInput(arr, f"random (seed {seed}, uniform [-1, 1])", note)
     if isinstance(source, np.ndarray):
