@@ -41,6 +41,7 @@ import pickle
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -640,19 +641,82 @@ def write_shard(out: str | os.PathLike, run: CenterRun, characters: list[str] | 
     atomic_write(out, buf.getvalue())
 
 
-def load_shard(path: str | os.PathLike) -> tuple[CenterSums, dict[str, Any]]:
-    """Read a shard written by :func:`write_shard` (``allow_pickle=False``)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            sums, counts, meta = z["sums"], z["counts"], json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise CenterDataError(f"{path}: not a center shard written by export-center --shard ({exc})") from None
+def _check_npz_headers(path: str | os.PathLike) -> None:
+    """Refuse a member whose ``.npy`` header claims more (or less) data than the member holds, before
+    numpy allocates what the header claims; and compressed members (``write_shard`` stores them), so
+    that memory stays bounded by the file size."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # 0x1: encrypted
+                raise CenterDataError(f"{path}: member {info.filename} is compressed or encrypted; "
+                                      "export-center --shard writes plain .npz files")
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise CenterDataError(f"{path}: member {info.filename} has .npy version {version}")
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if dtype.hasobject or fh.tell() + claimed != info.file_size:
+                    raise CenterDataError(f"{path}: member {info.filename} claims {claimed} bytes of {dtype} "
+                                          f"{shape} but holds {info.file_size - fh.tell()}")
+
+
+def _check_shard_meta(path: str | os.PathLike, sums: np.ndarray, counts: np.ndarray, meta: Any) -> None:
+    """Everything :func:`merge_shards` and the merge-centers report read from a shard, checked."""
+    def bad(what: str) -> CenterDataError:
+        return CenterDataError(f"{path}: malformed shard ({what})")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(meta, dict):
+        raise bad("metadata is not a JSON object")
     if meta.get("format") != SHARD_FORMAT:
         raise CenterDataError(f"{path}: unknown shard format {meta.get('format')!r}")
-    if sums.dtype != np.float64 or counts.shape != (sums.shape[0],):
-        raise CenterDataError(f"{path}: malformed shard arrays")
+    shard, info, stats = meta.get("shard"), meta.get("info"), meta.get("stats")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(map(is_int, shard)) and 0 <= shard[0] < shard[1]):
+        raise bad(f"shard {shard!r} is not [index, count]")
+    if not isinstance(info, dict) or not isinstance(stats, dict):
+        raise bad("info/stats missing")
+    for key in ("feat_dim", "num_classes", "dictionary_size"):
+        if not is_int(info.get(key)) or info[key] < 0:
+            raise bad(f"info.{key} {info.get(key)!r}")
+    if not isinstance(info.get("use_space_char"), bool) or not isinstance(info.get("dictionary_source"), str):
+        raise bad("info.use_space_char / info.dictionary_source")
+    if not is_int(stats.get("samples_total")) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats.values()):
+        raise bad("stats must be numbers, with samples_total")
+    unreadable, problems, chars = meta.get("unreadable"), meta.get("label_problems"), meta.get("characters")
+    if not isinstance(unreadable, list) or not all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in unreadable):
+        raise bad("unreadable must be [path, reason] pairs")
+    if not isinstance(problems, list) or not all(isinstance(x, str) for x in problems):
+        raise bad("label_problems must be strings")
+    if chars is not None and not (isinstance(chars, list) and len(chars) == info["num_classes"]
+                                  and all(isinstance(c, str) for c in chars)):
+        raise bad("characters must be num_classes strings")
+    if (sums.dtype != np.float64 or sums.shape != (info["num_classes"], info["feat_dim"])
+            or counts.dtype.kind not in "iu" or counts.shape != (sums.shape[0],) or (counts < 0).any()):
+        raise bad(f"arrays sums {sums.dtype}{list(sums.shape)}, counts {counts.dtype}{list(counts.shape)} do not "
+                  f"match num_classes {info['num_classes']} x feat_dim {info['feat_dim']}")
+
+
+def load_shard(path: str | os.PathLike) -> tuple[CenterSums, dict[str, Any]]:
+    """Read a shard written by :func:`write_shard`: no pickle (``allow_pickle=False``), every ``.npy``
+    header checked against its member's size before reading, the metadata checked field by field."""
+    try:
+        _check_npz_headers(path)
+        with np.load(path, allow_pickle=False) as z:
+            sums, counts, meta = z["sums"], z["counts"], json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CenterDataError(f"{path}: not a center shard written by export-center --shard "
+                              f"({type(exc).__name__}: {exc})") from None
+    _check_shard_meta(path, sums, counts, meta)
     return CenterSums(sums, counts.astype(np.int64)), meta
 
 
