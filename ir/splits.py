@@ -27,6 +27,11 @@ class SplitRecord:
 
 def absorb_splits(graph: Graph) -> None:
     """Remove every Split whose tops are all consumed, rewiring consumers to the Split's input."""
+    with graph.batch():  # O(1) removals: list.remove per Split made loading quadratic
+        _absorb(graph)
+
+
+def _absorb(graph: Graph) -> None:
     for split in [ly for ly in graph.layers if ly.type == "Split"]:
         if len(split.inputs) != 1 or not split.outputs:
             continue
