@@ -134,9 +134,18 @@ def schema(layer_type: str) -> LayerSchema | None:
     return SCHEMAS.get(layer_type)
 
 
+_FLOAT_IDS: dict[str, tuple[LayerSchema, frozenset[int]]] = {}
+_NO_IDS: frozenset[int] = frozenset()
+
+
 def float_ids(layer_type: str) -> frozenset[int]:
     s = SCHEMAS.get(layer_type)
-    return s.float_ids if s else frozenset()
+    if s is None:
+        return _NO_IDS
+    hit = _FLOAT_IDS.get(layer_type)
+    if hit is None or hit[0] is not s:  # LayerSchema.float_ids builds a new frozenset per call: cache it
+        hit = _FLOAT_IDS[layer_type] = (s, s.float_ids)
+    return hit[1]
 
 
 def get_param(layer_type: str, params, key: int | str):
