@@ -9,7 +9,7 @@ from . import schema as _schema
 from .errors import ParamSemanticError, WeightError
 from .graph import Graph, Layer
 from .params import ARRAY_KEY_BASE, MAX_PARAM_ID, ParamDict
-from .parser import MAGIC, RawLayer, RawParam_File, columns_of, parse_param
+from .parser import MAGIC, RawLayer, RawParam_File, columns_of, gc_paused, parse_param
 from .splits import absorb_splits
 from .weights import read_weight, weight_slots
 
@@ -21,7 +21,10 @@ def _col(text_lines: list[str], layer: RawLayer, token_index: int) -> int:
 
 def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
     """Raise :class:`ParamSemanticError` for a network ncnn would reject or misread."""
-    lines = text.replace("\r\n", "\n").split("\n")
+
+    def col(layer: RawLayer, token_index: int) -> int:  # only on errors: split the text then
+        return _col(text.replace("\r\n", "\n").split("\n"), layer, token_index)
+
     if pf.magic != MAGIC:
         raise ParamSemanticError(f"wrong magic {pf.magic}: an ncnn text .param starts with {MAGIC}",
                                  file, pf.header_lines[0], pf.header_cols[0])
@@ -35,34 +38,32 @@ def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
     produced: dict[str, RawLayer] = {}
     names: dict[str, RawLayer] = {}
     all_blobs: set[str] = set()
-    future: dict[str, RawLayer] = {}
-    for ly in pf.layers:
-        for b in ly.outputs:
-            future.setdefault(b, ly)
     for ly in pf.layers:
         if ly.name in names:
             raise ParamSemanticError(f"duplicate layer name {ly.name!r} (first on line {names[ly.name].line})",
-                                     file, ly.line, _col(lines, ly, 1))
+                                     file, ly.line, col(ly, 1))
         names[ly.name] = ly
         for tok in (ly.type, ly.name, *ly.inputs, *ly.outputs):
-            if len(tok.encode("utf-8", "surrogateescape")) > 255:
+            # (a name of <= 63 characters has at most 252 bytes in UTF-8)
+            if len(tok) > 63 and len(tok.encode("utf-8", "surrogateescape")) > 255:
                 raise ParamSemanticError(f"name {tok[:40]!r}... is longer than ncnn's 255-byte limit", file, ly.line)
         for k, b in enumerate(ly.inputs):
             if b not in produced:
-                p = future.get(b)
+                p = next((q for q in pf.layers if b in q.outputs), None)
                 msg = (f"blob {b!r} is used by layer {ly.name!r} before layer {p.name!r} (line {p.line}) produces it"
                        if p is not None else f"blob {b!r} used by layer {ly.name!r} is never produced")
-                raise ParamSemanticError(msg, file, ly.line, _col(lines, ly, 4 + k))
+                raise ParamSemanticError(msg, file, ly.line, col(ly, 4 + k))
         for k, b in enumerate(ly.outputs):
             if b in produced:
                 raise ParamSemanticError(f"blob {b!r} is produced twice: by {produced[b].name!r} "
                                          f"(line {produced[b].line}) and {ly.name!r}",
-                                         file, ly.line, _col(lines, ly, 4 + len(ly.inputs) + k))
+                                         file, ly.line, col(ly, 4 + len(ly.inputs) + k))
             produced[b] = ly
         all_blobs.update(ly.inputs)
         all_blobs.update(ly.outputs)
         for p in ly.params:
-            if not (0 <= p.key <= MAX_PARAM_ID or ARRAY_KEY_BASE - MAX_PARAM_ID <= p.key <= ARRAY_KEY_BASE):
+            k = p.key
+            if k > MAX_PARAM_ID or k < 0 and not ARRAY_KEY_BASE - MAX_PARAM_ID <= k <= ARRAY_KEY_BASE:
                 raise ParamSemanticError(f"param id {p.key} is out of range (0..{MAX_PARAM_ID}, or "
                                          f"{ARRAY_KEY_BASE}-id for arrays)", file, ly.line, p.column)
     if pf.blob_count != len(all_blobs):
@@ -73,8 +74,11 @@ def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
 def _make_layer(raw: RawLayer) -> Layer:
     values, spelling = {}, {}
     for p in raw.params:
-        pid = ARRAY_KEY_BASE - p.key if p.key <= ARRAY_KEY_BASE else p.key
-        values.pop(pid, None)  # last one wins, as in ncnn; keep file order otherwise
+        pid = p.key
+        if pid <= ARRAY_KEY_BASE:
+            pid = ARRAY_KEY_BASE - pid
+        if pid in values:
+            del values[pid]  # last one wins, as in ncnn; keep file order otherwise
         values[pid] = p.value
         spelling[pid] = p.text
     params = ParamDict._from_parsed(values, spelling, _schema.float_ids(raw.type))
@@ -118,11 +122,12 @@ def load_weights(g: Graph, buf: memoryview, file: str, strict: bool = True) -> N
 
 def graph_from_text(text: str, bin_data=None, *, file: str = "<string>", bin_file: str = "<bin>",
                     strict_bin: bool = True) -> Graph:
-    pf = parse_param(text, file)
-    check_semantics(pf, text, file)
-    g = graph_from_records(pf)
-    if bin_data is not None:
-        load_weights(g, memoryview(bin_data), bin_file, strict_bin)
+    with gc_paused():
+        pf = parse_param(text, file)
+        check_semantics(pf, text, file)
+        g = graph_from_records(pf)
+        if bin_data is not None:
+            load_weights(g, memoryview(bin_data), bin_file, strict_bin)
     return g
 
 
