@@ -255,7 +255,5 @@ class ParamDict(MutableMapping):
 
     def tokens(self) -> list[str]:
         """The ``key=value`` tokens to write: original spelling where unedited."""
-        out = []
-        for k, v in self._values.items():
-            out.append(self._spelling.get(k) or format_param(k, v))
-        return out
+        spelling = self._spelling
+        return [spelling.get(k) or format_param(k, v) for k, v in self._values.items()]

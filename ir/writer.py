@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from .errors import GraphError, NcnnpassError
 from .fileio import atomic_open, refuse_overwrite
@@ -13,8 +14,8 @@ from .splits import plan_splits
 
 def _line(type: str, name: str, inputs, outputs, params: list[str]) -> str:
     head = f"{type:<24} {name:<24} {len(inputs)} {len(outputs)}"
-    parts = [head, *inputs, *outputs, *params]
-    return " ".join(parts)
+    rest = " ".join((*inputs, *outputs, *params))
+    return f"{head} {rest}" if rest else head
 
 
 def write_order(g: Graph) -> list[Layer]:
@@ -50,20 +51,28 @@ def param_lines(g: Graph) -> list[str]:
 
     for sp in leading:
         emit_split(sp)
+    readers = {key[0] for key in rename}  # id() of the layers reading a Split top
     for ly in write_order(g):
-        ins = [rename.get((id(ly), i), n) for i, n in enumerate(ly.inputs)]
+        ins = ly.inputs
+        if id(ly) in readers:
+            ins = [rename.get((id(ly), i), n) for i, n in enumerate(ins)]
         lines.append(_line(ly.type, ly.name, ins, ly.outputs, ly.params.tokens()))
-        blobs.update(ly.inputs)
-        blobs.update(ly.outputs)
-        for sp in after.get(id(ly), ()):
-            emit_split(sp)
+        blobs.update(ly.inputs, ly.outputs)
+        if id(ly) in after:
+            for sp in after[id(ly)]:
+                emit_split(sp)
     return [str(MAGIC), f"{len(lines)} {len(blobs)}", *lines]
 
 
+_NCNN_WS = re.compile(r"[ \t\n\v\f\r]")  # C isspace(): what ends a name for ncnn
+
+
 def param_text(g: Graph) -> str:
-    for ly in g.layers:
-        if any(not n or any(ch in " \t\n\v\f\r" for ch in n) for n in (ly.type, ly.name, *ly.inputs, *ly.outputs)):
-            raise GraphError(f"layer {ly.name!r}: names must be non-empty and contain no whitespace")
+    names = [n for ly in g.layers for n in (ly.type, ly.name, *ly.inputs, *ly.outputs)]
+    if not all(names) or _NCNN_WS.search("".join(names)):  # one scan; find the culprit only on failure
+        for ly in g.layers:
+            if any(not n or _NCNN_WS.search(n) for n in (ly.type, ly.name, *ly.inputs, *ly.outputs)):
+                raise GraphError(f"layer {ly.name!r}: names must be non-empty and contain no whitespace")
     return "\n".join(param_lines(g)) + "\n"
 
 
