@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -29,20 +29,36 @@ def refuse_overwrite(out: str | os.PathLike, inputs: list[str | os.PathLike], ov
             raise NcnnpassError(f"refusing to overwrite the input file {out} (pass overwrite=True / --overwrite)")
 
 
+def _create_temp(directory: Path, name: str) -> tuple[int, str]:
+    """A new hidden file next to the target. Not ``tempfile.mkstemp``: its mode 0o600 would end up on
+    the output, unreadable for other users whatever their umask says."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise NcnnpassError(f"cannot create a temporary file in {directory}")  # pragma: no cover
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
 
-    If the body raises (or the process dies) the previous ``path`` is left untouched and the
-    temporary file is removed.
+    If the body raises (or the process dies) the previous ``path`` is left untouched. The temporary
+    file (``.NAME.XXXXXXXX.tmp``) is removed, except after SIGKILL or a power cut, which can leave it.
+    A new output gets mode 0o666 minus the umask; a replaced one keeps its mode.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise NcnnpassError(f"output directory does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temp(directory, path.name)
     try:
         with os.fdopen(fd, mode) as fh:
+            with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its permissions
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
