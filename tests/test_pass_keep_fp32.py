@@ -39,6 +39,8 @@ def test_needs_a_selection_and_valid_bits() -> None:
         apply_passes(model(BODY), ["keep-fp32"])
     with pytest.raises(Exception, match="bad bits"):
         apply_passes(model(BODY), ["keep-fp32[types=InnerProduct,bits=fast]"])
+    with pytest.raises(Exception, match="unknown layer type"):
+        apply_passes(model(BODY), ["keep-fp32[types=Innerproduct]"])
     with pytest.raises(Exception, match="has no option"):
         apply_passes(model(BODY), ["keep-fp32[type=InnerProduct]"])
 

@@ -70,6 +70,10 @@ class RulePass(Pass):
             self._rules = compile_rules(self.text, self.hooks, self.file)
         return self._rules
 
+    def configure(self, **options: Any) -> Pass:
+        self.rules  # noqa: B018 - compile before copying so every configured copy shares the rules
+        return super().configure(**options)
+
     def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:
         rules = [r for r in self.rules if self.enabled is None or self.enabled(r, self.options)]
         ctx.options = self.options

@@ -18,7 +18,7 @@ import fnmatch
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.schema import FEATMASK_BITS
+from ncnnpass.ir.schema import FEATMASK_BITS, KNOWN_TYPES
 
 from ..engine import FunctionPass, PassContext, compile_rules
 
@@ -54,6 +54,10 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
     types_l, names_l, mask = _list(types), _list(names), parse_bits(bits)
     if not (types_l or names_l or pattern):
         raise NcnnpassError("keep-fp32 needs types=, names= and/or pattern= to choose layers")
+    unknown = [t for t in types_l if t not in KNOWN_TYPES and t not in graph.types()]
+    if unknown:
+        raise NcnnpassError(f"keep-fp32: unknown layer type(s) {', '.join(unknown)} (types are case-sensitive, "
+                            "e.g. InnerProduct)")
     chosen = graph.find(types_l) if types_l else list(graph.layers)
     if names_l:
         chosen = [ly for ly in chosen if any(ly.name == n or fnmatch.fnmatchcase(ly.name, n) for n in names_l)]
