@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,16 @@ def _create_temp(directory: Path, name: str) -> tuple[int, str]:
     raise NcnnpassError(f"cannot create a temporary file in {directory}")  # pragma: no cover
 
 
+_HELD = (signal.SIGINT, getattr(signal, "SIGTERM", signal.SIGINT))
+
+
+def _sigmask(how: int, signals) -> set | None:
+    """``signal.pthread_sigmask`` where it exists (POSIX); returns the previous mask."""
+    if signals is None or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(how, signals)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
@@ -54,8 +65,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise NcnnpassError(f"output directory does not exist: {directory}")
-    fd, tmp = _create_temp(directory, path.name)
+    # SIGINT/SIGTERM are held while the temp file is created, so that the handler below always knows it
+    mask = _sigmask(signal.SIG_BLOCK, ())  # (a query: blocks nothing)
+    tmp = None
     try:
+        _sigmask(signal.SIG_BLOCK, _HELD)
+        fd, tmp = _create_temp(directory, path.name)
+        _sigmask(signal.SIG_SETMASK, mask)
         with os.fdopen(fd, mode) as fh:
             with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its permissions
                 os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
@@ -64,9 +80,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
+    finally:
+        _sigmask(signal.SIG_SETMASK, mask)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
