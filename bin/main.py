@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from ncnnpass.ir.errors import NcnnpassError
@@ -38,9 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM as an exception: its default action kills at once, leaving a half-written temp file."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     # Names read from a non-UTF-8 file carry surrogate escapes, and a pipe may not be UTF-8: printing
     # them must not fail with UnicodeEncodeError (stderr already uses backslashreplace).
     if callable(getattr(sys.stdout, "reconfigure", None)):
@@ -67,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ncnnpass: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("ncnnpass: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":
