@@ -119,9 +119,13 @@ def save_graph(g: Graph, param: str, bin: str | None = None, *, overwrite: bool 
         refuse_overwrite(bin, sources, overwrite)
         if os.path.abspath(bin) == os.path.abspath(param):
             raise NcnnpassError("the .param and .bin outputs must be different files")
-    text = param_text(g)
-    if bin is not None:
-        with atomic_open(bin, "wb") as fh:
-            write_bin(g, fh)
+    data = param_text(g).encode("utf-8", "surrogateescape")
+    # Both files are complete on disk before either is renamed, the .bin first: an interrupted save
+    # leaves the previous pair, or (between the two renames only) the new .bin with the previous .param.
     with atomic_open(param, "wb") as fh:
-        fh.write(text.encode("utf-8", "surrogateescape"))
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+        if bin is not None:
+            with atomic_open(bin, "wb") as fb:
+                write_bin(g, fb)
