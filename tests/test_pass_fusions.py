@@ -58,6 +58,14 @@ def test_fuse_activation(producer: str, act: str) -> None:
         assert after.layer("c").get(9) == code and after.count_by_type(line.split()[0]) == 0
 
 
+@pytest.mark.parametrize("producer", ["conv", "ip"])
+def test_fuse_activation_keeps_fp16_weights_byte_for_byte(producer: str) -> None:
+    g, after, _ = check(f"{IN}\n{PRODUCERS[producer]}\nHardSwish a 1 1 t out 0=0.2 1=0.5", ["fuse-activation"], 1,
+                        storage="fp16", tol={"atol": 1e-5, "rtol": 1e-6})
+    assert after.layer("c").weights["weight"].storage == "fp16"
+    assert after.to_bin_bytes() == g.to_bin_bytes()
+
+
 def test_fuse_activation_unsafe_cases() -> None:
     # already has an activation; its output feeds two layers
     g = model(f"{IN}\nConvolution c 1 1 in t 0=6 1=3 4=1 5=1 6=432 9=1\nSigmoid a 1 1 t out")
