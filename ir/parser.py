@@ -122,9 +122,12 @@ def _fast(text: str, file: str) -> RawParam_File:
         if '"' in ln:
             raise _FastPathMiss
         ntok = len(toks)
-        if ntok < 4 or not int_match(toks[2]) or not int_match(toks[3]):
+        if ntok < 4:
             raise _FastPathMiss
-        nin, nout = int(toks[2]), int(toks[3])
+        t2, t3 = toks[2], toks[3]  # (ASCII digits: a cheaper test than the regex for the usual case)
+        if not (t2.isdigit() and t2.isascii() or int_match(t2)) or not (t3.isdigit() and t3.isascii() or int_match(t3)):
+            raise _FastPathMiss
+        nin, nout = int(t2), int(t3)
         nb = 4 + nin + nout
         if nin < 0 or nout < 0 or ntok < nb:
             raise _FastPathMiss
