@@ -485,3 +485,15 @@ def test_ncnn_loads_what_the_parser_accepts_on_a_real_style_file(tmp_path: Path)
     net = ncnn.Net()
     assert net.load_param(str(path)) == 0
     assert net.load_param_mem(g.to_param_text()) == 0
+
+
+def test_repeated_array_params_are_not_shared_between_layers():
+    text = ("7767517\n3 3\nInput in 0 1 in\nClip c1 1 1 in a -23310=2,0.5,1.0 -23300=1,1\n"
+            "Clip c2 1 1 a out -23310=2,0.5,1.0 -23300=1,1\n")
+    for engine in ("auto", "lark"):
+        l1, l2 = parse_param(text, engine=engine).layers[1:]
+        assert l1.params[0].value == l2.params[0].value == [0.5, 1.0]
+        assert l1.params[0].value is not l2.params[0].value
+    g = Graph.from_text(text)
+    g.layer("c1").params[10].append(2.0)
+    assert g.layer("c2").params[10] == [0.5, 1.0]
