@@ -6,8 +6,8 @@ import mmap
 import os
 
 from . import schema as _schema
-from .errors import ParamSemanticError, WeightError
-from .graph import Graph, Layer
+from .errors import GraphError, ParamSemanticError, WeightError
+from .graph import Blob, Graph, Layer
 from .params import ARRAY_KEY_BASE, MAX_PARAM_ID, ParamDict
 from .parser import MAGIC, RawLayer, RawParam_File, columns_of, gc_paused, parse_param
 from .splits import absorb_splits
@@ -89,13 +89,28 @@ def graph_from_records(pf: RawParam_File) -> Graph:
     g = Graph()
     g._split_names_retired = set()
     g.outputs_hint = set()
+    blobs, layers, by_name, by_type = g.blobs, g.layers, g._by_name, g._by_type
     for raw in pf.layers:
         ly = _make_layer(raw)
         ly.graph = g
-        g.layers.append(ly)
-        g._by_name[ly.name] = ly
-        g._by_type.setdefault(ly.type, {})[ly] = None
-        g._link(ly)
+        layers.append(ly)
+        by_name[ly.name] = ly
+        t = by_type.get(ly.type)
+        if t is None:
+            t = by_type[ly.type] = {}
+        t[ly] = None
+        for n in ly._inputs:  # Graph._link, inlined (the hot loop of a load)
+            b = blobs.get(n)
+            if b is None:
+                b = blobs[n] = Blob(n)
+            b.consumers.append(ly)
+        for n in ly._outputs:
+            b = blobs.get(n)
+            if b is None:
+                b = blobs[n] = Blob(n)
+            elif b.producer is not None and b.producer is not ly:
+                raise GraphError(f"blob {n!r} would be produced twice: by {b.producer.name!r} and {ly.name!r}")
+            b.producer = ly
     # protected outputs: what ncnn itself reports as outputs (no consumer), before Split absorption
     g._outputs = g.dangling_blobs()
     g.outputs_hint = set(g._outputs)
