@@ -96,7 +96,10 @@ class LoadedNet:
             if light_mode is not None or extract_all:
                 ex.set_light_mode(bool(light_mode) if light_mode is not None else False)
             for name, arr in inputs.items():
-                a = np.ascontiguousarray(arr, dtype=np.float32)
+                # int32 stays int32 (ncnn reads int bits: Embed token ids, Dequantize/Requantize input);
+                # everything else becomes float32
+                arr = np.asarray(arr)
+                a = np.ascontiguousarray(arr, dtype=np.int32 if arr.dtype == np.int32 else np.float32)
                 if a.ndim == 4 and a.shape[0] == 1:
                     a = a[0]
                 if ex.input(name, ncnn.Mat(a).clone()) != 0:
