@@ -21,7 +21,7 @@ import pytest
 from support import refs
 from support.ncnn_check import model_file_accepted, run_files
 
-from ncnnpass.ir import Graph
+from ncnnpass.ir import Graph, runtime
 from ncnnpass.ir.weights import WEIGHT_TABLE
 
 ATOL = RTOL = 2e-4  # fp32 options
@@ -556,3 +556,14 @@ def test_weighted_layer(case: str, storage: str, tmp_path: Path):
         else:
             assert np.all(np.isfinite(ya)), f"{preset}: non-finite output"
             _assert_close(ya, ref, tol, f"{case}/{storage}/{preset}")
+
+
+@pytest.mark.parametrize("case,storage", PARAMS)
+def test_run_bridge_matches_the_files(case: str, storage: str, tmp_path: Path):
+    """ncnnpass.ir.runtime (param text + .bin bytes from memory) gives the file-loaded outputs bit for bit."""
+    b = CASES[case][0](storage)
+    b.graph.save(tmp_path / "a.param", tmp_path / "a.bin")
+    for preset in ("fp32", "default"):
+        y_files = run_files(tmp_path / "a.param", tmp_path / "a.bin", b.feeds, [b.out], preset)[b.out]
+        y_bridge = runtime.run(b.graph, b.feeds, b.out, options=preset, num_threads=1)[b.out]
+        assert _bits(y_bridge) == _bits(y_files), preset
