@@ -497,3 +497,29 @@ def test_repeated_array_params_are_not_shared_between_layers():
     g = Graph.from_text(text)
     g.layer("c1").params[10].append(2.0)
     assert g.layer("c2").params[10] == [0.5, 1.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=24))
+@example(values=[3.4028234663852886e38, -3.4028234663852886e38, 1.401298464324817e-45, 1.1754943508222875e-38,
+                 0.1, 1 / 3, 0.16666667163372040])
+def test_floats_set_from_python_are_read_back_exactly_by_ncnn(values: list[float]):
+    """The writer's float spelling (shortest round-trip, <= 15 chars) is read by ncnn as the same float32."""
+    g = Graph()
+    g.add_layer("Input", "in", [], ["in"])
+    for i, v in enumerate(values):
+        g.add_layer("ReLU", f"r{i}", ["in"], [f"o{i}"], params={0: v})
+    text = g.to_param_text()
+    assert all(len(tok.split("=", 1)[1]) <= 15 for ly in g for tok in ly.params.tokens())
+    net = ncnn.Net()
+    assert net.load_param_mem(text) == 0
+    net.load_model(ncnn.DataReaderFromEmpty())
+    x = ncnn.Mat(np.array([-1.0], np.float32)).clone()
+    for i, v in enumerate(values):
+        with net.create_extractor() as ex:
+            ex.set_light_mode(False)
+            ex.input("in", x)
+            _, m = ex.extract(f"o{i}")
+            assert -np.array(m)[0] == np.float32(v), (v, g.layer(f"r{i}").params.tokens())
+    reread = [ly.params[0] for ly in Graph.from_text(text).layers[1:]]  # doubles of the spelling
+    assert np.array_equal(np.float32(reread), np.float32(values))
