@@ -109,6 +109,9 @@ class LoadedNet:
                 ret, mat = ex.extract(name)
                 if ret != 0:
                     raise RuntimeBridgeError(f"ncnn could not extract blob {name!r} (error {ret})")
+                if min(mat.w, mat.h, mat.d, mat.c) < 0:  # e.g. Reshape 0=-5: ncnn returns 0 and a bogus Mat
+                    raise RuntimeBridgeError(f"ncnn gave blob {name!r} the invalid shape w={mat.w} h={mat.h} "
+                                             f"d={mat.d} c={mat.c} (a layer param out of range?)")
                 result[name] = np.array(mat, copy=True)
         return result
 

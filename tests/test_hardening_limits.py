@@ -202,3 +202,13 @@ def test_lying_input_sizes_are_refused_before_allocating(tmp_path):
 def test_own_process_rss_is_not_touched_by_the_lies():
     """The in-process loads above (and this module) kept this process far below the lies' claims."""
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 8 << 20  # KiB: 8 GiB, vs 10^11 bytes claimed
+
+
+def test_ncnn_blob_with_negative_dims_is_a_project_error():
+    """``Reshape 0=-5 1=-7``: ncnn returns success and a Mat of w=-5; was a numpy ValueError traceback."""
+    from ncnnpass.ir.errors import RuntimeBridgeError
+    from ncnnpass.ir.runtime import run
+
+    g = graph_from_text(H + "2 2\nInput in 0 1 x 0=8 1=8 2=3\nReshape r 1 1 x y 0=-5 1=-7\n", b"")
+    with pytest.raises(RuntimeBridgeError, match="invalid shape w=-5 h=-7"):
+        run(g, np.zeros((3, 8, 8), np.float32))
