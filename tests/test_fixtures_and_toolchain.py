@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+
 from ncnnpass.ir.errors import ToolError
 from ncnnpass.passes.toolchain import pnnx as pnnx_mod
 from ncnnpass.passes.toolchain.onnxsim_step import simplify_onnx
@@ -18,7 +20,6 @@ from ncnnpass.passes.toolchain.paddle2onnx import (
     validate_onnx,
     verify_conversion,
 )
-from onnx import TensorProto, helper
 
 VOCAB = 6625  # 6623 dictionary characters + blank + space
 ATOL_FP32 = 1e-4  # measured: ~5e-6 for PP-OCRv3 with fp16 storage/arithmetic off
@@ -254,6 +255,7 @@ def test_paddle_to_onnx_side_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
                                  ppocrv4_rec_paddle_dir: Path, ppocrv4_rec_onnx: Path) -> None:
     """The fallback route: a paddle2onnx 1.3.1 venv made on request gives the same ONNX."""
     import fixtures
+
     from ncnnpass.passes.toolchain import paddle2onnx as p2o
 
     monkeypatch.setattr(p2o, "_installed_version", lambda dist: None)  # as if paddle2onnx were absent
