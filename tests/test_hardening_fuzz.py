@@ -191,3 +191,14 @@ def test_windows_of_a_real_model_load(ppocrv3_rec_ncnn):
 
 def test_param_syntax_error_is_a_project_error():
     assert issubclass(ParamSyntaxError, NcnnpassError)
+
+
+def test_weights_assignment_of_a_non_array_is_an_eval_error():
+    """``c.weight = c`` (a layer, not values): was a TypeError from numpy (found by the long fuzz run)."""
+    from ncnnpass.passes.engine import EvalError, PassContext, run_rules
+
+    g = graph_from_text("7767517\n2 2\nInput in 0 1 x\nConvolution c 1 1 x y 0=1 1=1 6=1\n", bytes(8))
+    rules = compile_rules("rule r\nmatch:\n  Convolution c 1 1 x y ...\nreplace:\n  Convolution c 1 1 x y @c\n"
+                          "weights:\n  c.weight = c\n")
+    with pytest.raises(EvalError, match="needs float values, got Layer"):
+        run_rules(g, rules, PassContext(g))

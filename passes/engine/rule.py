@@ -719,7 +719,11 @@ def _to_weight(slot: Any, value: Any, m: Match, src: Layer | None) -> Weight:
     storage = None
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
         value, storage = value
-    arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    try:
+        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:  # e.g. ``conv.bias = conv``: a layer, not values
+        raise EvalError(f"rule {m.rule.name}: weight {slot.name!r} needs float values, got "
+                        f"{type(value).__name__} ({exc})") from None
     if arr.size != slot.count:
         raise EvalError(f"rule {m.rule.name}: weight {slot.name!r} needs {slot.count} values, got {arr.size}")
     if not slot.tagged:
