@@ -182,6 +182,9 @@ class _Build(Transformer):
         last = values[-1]
         line = self.lines[key_tok.line - 1]
         start = key_tok.column - 1
+        if start > 0 and line[start - 1] not in " \t\v\f":  # '0=1.5-2=3' is one (bad) token for ncnn
+            raise ParamSyntaxError("params must be separated by whitespace", self.file, key_tok.line,
+                                   key_tok.column)
         end = last.end_column - 1 if last.line == key_tok.line else len(line)
         return _make_param(line[start:end], key_tok.column, self.file, key_tok.line)
 
