@@ -92,6 +92,26 @@ def _make_param(tok: str, col: int, file: str, lineno: int) -> RawParam:
     return RawParam(key, value, tok, col)
 
 
+# One param token of a line with quotes: key=, then an unquoted string (a letter, then anything up to
+# whitespace, as the grammar's STRING) or any mix of quoted strings and non-space, non-quote characters.
+_QUOTED_PARAM_RE = re.compile(
+    r'[ \t\v\f]*([+-]?[0-9]+=(?:[A-Za-z][^ \t\n\v\f\r]*|(?:"[^"\r\n]*"|[^ \t\n\v\f\r"])*))(?=[ \t\v\f]|\Z)')
+
+
+def _quoted_param_tokens(ln: str, pos: int) -> list[str]:
+    """The param tokens of ``ln`` from ``pos`` when a quoted string may contain spaces; anything
+    else (an unterminated quote, a token that is not key=value) is left to lark."""
+    out = []
+    m = _QUOTED_PARAM_RE.match(ln, pos)
+    while m is not None:
+        out.append(m.group(1))
+        pos = m.end()
+        m = _QUOTED_PARAM_RE.match(ln, pos)
+    if ln[pos:].strip(_ASCII_WS):
+        raise _FastPathMiss
+    return out
+
+
 def _fast(text: str, file: str) -> RawParam_File:
     if "\r" in text:
         raise _FastPathMiss  # a lone CR (CRLF is normalized before): lark reports it
@@ -119,8 +139,7 @@ def _fast(text: str, file: str) -> RawParam_File:
         toks = split(ln)
         if not toks:
             continue  # blank line
-        if '"' in ln:
-            raise _FastPathMiss
+        quoted = '"' in ln  # a quoted string value may contain spaces: its params are re-tokenized
         ntok = len(toks)
         if ntok < 4:
             raise _FastPathMiss
@@ -140,11 +159,11 @@ def _fast(text: str, file: str) -> RawParam_File:
         if ntok > nb:
             # columns: params are found in order; the first one directly unless a name contains '='
             pos = 0
-            if names_with_eq:
+            if names_with_eq or quoted:
                 for k in range(nb):
                     pos = ln.find(toks[k], pos) + len(toks[k])
             find, append = ln.find, params.append
-            for tok in toks[nb:]:
+            for tok in _quoted_param_tokens(ln, pos) if quoted else toks[nb:]:
                 pos = find(tok, pos)
                 hit = cache_get(tok)
                 if hit is None:
