@@ -274,9 +274,8 @@ def param_files(draw) -> str:
 def test_fast_path_and_lark_agree_on_valid_files(text: str):
     lark = records(parse_param(text, engine="lark"))
     assert records(parse_param(text, engine="auto")) == lark
-    if '"' not in text:  # the fast path must really handle these (else the comparison is vacuous)
-        norm = text.replace("\r\n", "\n")
-        assert records(P._fast(norm, "<string>")) == lark
+    # the fast path must really handle these (else the comparison is vacuous)
+    assert records(P._fast(text.replace("\r\n", "\n"), "<string>")) == lark
 
 
 _NASTY = list("=,\" .-+e5a#\n\t\x00é\u00a0\r") + ["0x", "1.5f", "-inf", "1e39", "=1"]
@@ -285,7 +284,8 @@ _NASTY = list("=,\" .-+e5a#\n\t\x00é\u00a0\r") + ["0x", "1.5f", "-inf", "1e39",
 @settings(max_examples=300, deadline=None)
 @given(text=param_files(), data=st.data())
 def test_fast_path_and_lark_agree_on_mutated_files(text: str, data):
-    """Insert/delete/replace: both engines accept with the same records, or both raise ParamSyntaxError."""
+    """Insert/delete/replace: both engines accept with the same records, or both raise ParamSyntaxError
+    (the auto engine never reports a later line than lark: it stops at the first bad value)."""
     i = data.draw(st.integers(0, len(text)))
     op = data.draw(st.sampled_from(["insert", "delete", "replace"]))
     ins = data.draw(st.sampled_from(_NASTY))
@@ -300,8 +300,8 @@ def test_fast_path_and_lark_agree_on_mutated_files(text: str, data):
         assert isinstance(res, (tuple, ParamSyntaxError)), repr(res)
     if isinstance(auto, tuple) or isinstance(lark, tuple):
         assert auto == lark
-    else:
-        assert auto.line == lark.line, (str(auto), str(lark))
+    else:  # lark checks values after the whole structure: it may report a later (structural) error
+        assert auto.line <= lark.line, (str(auto), str(lark))
 
 
 # ------------------------------------------------------------------------------ malformed files
