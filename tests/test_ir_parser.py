@@ -118,7 +118,8 @@ def test_bad_values(tok: str, offset: int):
     assert lark.line == 4 and col <= lark.column <= col + len(tok), str(lark)
 
 
-@pytest.mark.parametrize("line", ["0 = 1", "0= 1", "0=1, 2", "0=1 ,2", "0=1,\t2", "-23300=2, 1,2"])
+@pytest.mark.parametrize("line", ["0 = 1", "0= 1", "0=1, 2", "0=1 ,2", "0=1,\t2", "-23300=2, 1,2",
+                                  "0=5+0=1", "0=1.5-2=3", "0=1,2-3=4"])
 def test_no_whitespace_inside_a_param(line: str):
     text = one_param(line)
     assert not param_text_accepted(text)
