@@ -237,3 +237,51 @@ def mutate_bin(rng: random.Random, data: bytes, array_starts: list[int]) -> byte
         p = rng.randrange(len(data))
         return data[:p] + bytes([data[p] ^ (1 << rng.randrange(8))]) + data[p + 1:]
     return flip_bits(rng, data)
+
+
+# -- export-center --shard files (.npz) ---------------------------------------------------------------
+
+SHARD_MUTATORS: list[Mutator] = [flip_bits, set_bytes, truncate, cut_chunk, splice, huge_number, odd_float,
+                                 weird_bytes]
+_JSON_VALUES = [None, True, 0, -1, 1.5, "x", [], {}, [0], [0, 1], [1, 0], [[1, 2]], ["a", "b"], {"a": 1},
+                10**30, float("nan"), "\udcff"]
+
+
+def mutate_shard(rng: random.Random, data: bytes) -> bytes:
+    """Rewrite a shard with its metadata (JSON) or its arrays changed: valid zip and .npy, wrong content."""
+    import copy
+    import io
+    import json
+
+    import numpy as np
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    for _ in range(rng.randint(1, 3)):
+        target = meta
+        while isinstance(target, dict) and target and rng.random() < 0.6:
+            value = target[rng.choice(list(target))]
+            if not isinstance(value, dict):
+                break
+            target = value
+        if isinstance(target, dict):
+            key = rng.choice([*target, "extra"])
+            if rng.random() < 0.2:
+                target.pop(key, None)
+            else:
+                target[key] = copy.deepcopy(rng.choice(_JSON_VALUES))
+    if rng.random() < 0.1:
+        meta = copy.deepcopy(rng.choice(_JSON_VALUES))
+    r = rng.random()
+    if r < 0.15:
+        shape = rng.choice([(5,), (5, 4), (0, 3), (5, 3, 1), (6, 3), ()])
+        arrays["sums"] = np.zeros(shape, rng.choice([np.float64, np.float32, np.int64]))
+    elif r < 0.3:
+        arrays["counts"] = np.array(rng.choice([[1, 2], [-1, 0, 0, 0, 0], [1.5] * 5, ["a"] * 5, 3]))
+    elif r < 0.35:
+        arrays.pop(rng.choice(list(arrays)))
+    arrays["meta"] = np.array(json.dumps(meta, allow_nan=True))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()

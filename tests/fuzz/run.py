@@ -7,8 +7,8 @@
 Run from the repository root. Every iteration ``i`` draws from ``random.Random(f"{seed}:{i}")``, so a
 failure is reproduced by ``--replay i`` alone. Seeds are the real PP-OCRv3 rec models from pnnx (fp32 and
 fp16 weights; fetched through ``tests/fixtures.py``, skipped with ``--no-real``), windows of them,
-synthetic models covering the other weighted layer types and storage flags, and every built-in rule
-pass's pattern text. The address space is capped (``--memory-mb``) so an unbounded allocation shows up
+synthetic models covering the other weighted layer types and storage flags, every built-in rule
+pass's pattern text, and an ``export-center --shard`` file (bytes and metadata mutated). The address space is capped (``--memory-mb``) so an unbounded allocation shows up
 as a ``MemoryError`` escape, and every case has a time limit (``--timeout``). Exit status 1 when
 anything escaped; failing inputs are saved under ``--save`` when given.
 """
@@ -28,9 +28,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .corpus import Model, pattern_texts, real_model, synthetic_model, windows
-from .mutate import PARAM_MUTATORS, PATTERN_MUTATORS, mutate, mutate_bin
-from .targets import Escape, Timeout, cli_target, model_target, pattern_target, time_limit
+from .corpus import Model, pattern_texts, real_model, shard_bytes, synthetic_model, windows
+from .mutate import PARAM_MUTATORS, PATTERN_MUTATORS, SHARD_MUTATORS, mutate, mutate_bin, mutate_shard
+from .targets import Escape, Timeout, cli_target, model_target, pattern_target, shard_target, time_limit
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Corpus:
     small: list[Model]
     patterns: list[tuple[str, str]]
     pattern_graph: object = None
+    shard: bytes = b""
 
 
 @dataclass
@@ -83,16 +84,19 @@ def build_corpus(real: list[tuple[Path, Path]] | None = None, use_real: bool = T
         small += windows(m, rng, windows_per_model)
     syn = small[0]
     graph = graph_from_text(syn.param.decode(), syn.bin)
-    return Corpus(full, small, pattern_texts(), graph)
+    return Corpus(full, small, pattern_texts(), graph, shard_bytes())
 
 
 def one(corpus: Corpus, seed: int | str, i: int, cli_every: int = 16) -> str:
     """Iteration ``i``: pick a seed input and a kind of mutation, run the target; returns the outcome."""
     rng = random.Random(f"{seed}:{i}")
     kind = rng.random()
-    if kind < 0.22:
+    if kind < 0.20:
         name, text = rng.choice(corpus.patterns)
         return pattern_target(mutate(rng, text.encode(), PATTERN_MUTATORS), corpus.pattern_graph)
+    if kind < 0.23:
+        return "shard-" + shard_target(mutate_shard(rng, corpus.shard) if rng.random() < 0.6
+                                       else mutate(rng, corpus.shard, SHARD_MUTATORS))
     pool = corpus.full if corpus.full and rng.random() < 0.15 else corpus.small
     m = rng.choice(pool)
     param, bin = m.param, m.bin
@@ -152,8 +156,8 @@ def _worker(args) -> Result:
     return run_range(corpus, seed, range(start, stop, step), timeout)
 
 
-def save_failure(directory: Path, corpus: Corpus, seed, failure: dict) -> None:
-    """Write the input of a failing iteration (re-derived from its seed) next to its traceback."""
+def save_failure(directory: Path, seed, failure: dict) -> None:
+    """Write a failing iteration's traceback and its replay command (the input is re-derived from the seed)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"iter-{failure['iteration']}.txt").write_text(
         f"replay: python -m tests.fuzz.run --seed {seed} --replay {failure['iteration']}\n\n{failure['detail']}")
@@ -211,9 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"    replay: python -m tests.fuzz.run --seed {args.seed} --replay {f['iteration']}",
                   file=sys.stderr)
         if args.save:
-            corpus = None
             for f in total.failures:
-                save_failure(Path(args.save), corpus, args.seed, f)
+                save_failure(Path(args.save), args.seed, f)
         return 1
     return 0
 
