@@ -220,7 +220,6 @@ class Graph:
         self.source: tuple[str | None, str | None] = (None, None)
         self._counter = itertools.count()
         self._split_names_retired: set[str] = set()
-        self.outputs_hint: set[str] = set()
         self._batch: _Batch | None = None
 
     # -- loading and saving (implemented in io modules) -----------------------------------------

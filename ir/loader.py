@@ -88,7 +88,6 @@ def _make_layer(raw: RawLayer) -> Layer:
 def graph_from_records(pf: RawParam_File) -> Graph:
     g = Graph()
     g._split_names_retired = set()
-    g.outputs_hint = set()
     blobs, layers, by_name, by_type = g.blobs, g.layers, g._by_name, g._by_type
     for raw in pf.layers:
         ly = _make_layer(raw)
@@ -113,7 +112,6 @@ def graph_from_records(pf: RawParam_File) -> Graph:
             b.producer = ly
     # protected outputs: what ncnn itself reports as outputs (no consumer), before Split absorption
     g._outputs = g.dangling_blobs()
-    g.outputs_hint = set(g._outputs)
     absorb_splits(g)
     return g
 
@@ -179,7 +177,6 @@ def copy_graph(g: Graph) -> Graph:
 
     new = Graph()
     new._split_names_retired = set(g._split_names_retired)
-    new.outputs_hint = set(g.outputs_hint)
     mapping = {}
     for ly in g.layers:
         c = Layer(ly.type, ly.name, ly.inputs, ly.outputs, ly.params.copy(), line=ly.line)

@@ -26,7 +26,11 @@ class SplitRecord:
 
 
 def absorb_splits(graph: Graph) -> None:
-    """Remove every Split whose tops are all consumed, rewiring consumers to the Split's input."""
+    """Remove every Split, rewiring the consumers of its tops to the Split's input.
+
+    A top nobody reads (onnx2ncnn leaves one where a consumer was fused away) is only an alias of
+    the input: it disappears, from the protected outputs too.
+    """
     with graph.batch():  # O(1) removals: list.remove per Split made loading quadratic
         _absorb(graph)
 
@@ -37,10 +41,9 @@ def _absorb(graph: Graph) -> None:
             continue
         src = split.inputs[0]
         tops = split.outputs
-        if any(not graph.blobs[t].consumers for t in tops) or any(t in graph.outputs_hint for t in tops):
-            continue
+        unused = [t for t in tops if not graph.blobs[t].consumers]
         slots: list[tuple[Layer, int] | None] = []
-        clean = True
+        clean = not unused
         for t in tops:
             consumers = graph.blobs[t].consumers
             if len(consumers) != 1 or consumers[0].inputs.count(t) != 1 or consumers[0].type == "Split":
@@ -52,6 +55,8 @@ def _absorb(graph: Graph) -> None:
         graph.remove(split, reconnect=False)
         for t in tops:
             graph.replace_all_uses(t, src, _missing_ok=True)
+        if unused and graph._outputs is not None:
+            graph._outputs = [n for n in graph._outputs if n not in unused]
         if clean and src not in graph.splits:
             graph.splits[src] = SplitRecord(split.name, list(tops), slots, split.params.tokens())
         else:
