@@ -30,6 +30,8 @@ import onnx_graphsurgeon as gs
 
 from ncnnpass.ir.errors import GraphError
 
+from .ranks import tensor_ranks
+
 __all__ = ["CtcFeatsResult", "CtcHead", "add_ctc_feats", "find_ctc_heads", "load_onnx"]
 
 
@@ -131,21 +133,6 @@ def _softmax_is_last_axis(node: gs.Node, rank: int | None, opset: int) -> bool:
     return rank is not None and axis == rank - 1
 
 
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Tensor ranks from the model's own annotations plus ONNX shape inference (best effort)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # shape inference is only a hint here
-        inferred = model
-    ranks: dict[str, int] = {}
-    graph = inferred.graph
-    for info in list(graph.value_info) + list(graph.output) + list(graph.input):
-        t = info.type.tensor_type
-        if t.HasField("shape"):
-            ranks[info.name] = len(t.shape.dim)
-    return ranks
-
-
 def _opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -185,7 +172,7 @@ def _find_heads(graph: gs.Graph, ranks: dict[str, int], opset: int) -> tuple[lis
 def find_ctc_heads(model: onnx.ModelProto) -> list[CtcHead]:
     """All graph outputs that are the softmax of a CTC projection, in graph-output order."""
     graph = gs.import_onnx(model)
-    heads, _ = _find_heads(graph, _ranks(model), _opset(model))
+    heads, _ = _find_heads(graph, tensor_ranks(model), _opset(model))
     return heads
 
 
@@ -229,7 +216,7 @@ def add_ctc_feats(model: onnx.ModelProto, output: str | None = None, feats_name:
     one. Raises :class:`~ncnnpass.ir.errors.GraphError` when no CTC head is found. The input model is not
     modified. Running the pass twice adds nothing the second time.
     """
-    ranks = _ranks(model)
+    ranks = tensor_ranks(model)
     opset = _opset(model)
     graph = gs.import_onnx(model)
     heads, why = _find_heads(graph, ranks, opset)

@@ -32,6 +32,7 @@ from typing import Any
 
 from ncnnpass.ir.errors import ToolError, VerificationError
 from ncnnpass.ir.fileio import atomic_write
+from ncnnpass.passes.onnx.ranks import tensor_ranks
 
 from . import default_cache_dir, file_lock, log, run_tool
 
@@ -212,30 +213,10 @@ def check_onnx(model_or_path: Any, what: str = "ONNX model") -> None:
         raise ToolError(f"{what} is invalid:\n" + "\n".join(p.strip()[:2000] for p in problems))
 
 
-def _ranks(model: Any) -> dict[str, int]:
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    ranks: dict[str, int] = {}
-    g = inferred.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type
-        if tt.HasField("shape"):
-            ranks[vi.name] = len(tt.shape.dim)
-    for init in g.initializer:
-        ranks[init.name] = len(init.dims)
-    for node in g.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    ranks[node.output[0]] = len(attr.t.dims)
-    return ranks
-
-
 def find_rank_mismatched_concats(model_or_path: Any) -> list[str]:
     """Names of ``Concat`` nodes whose inputs (ranks known from shape inference) differ in rank."""
     model = _load(model_or_path)
-    ranks = _ranks(model)
+    ranks = tensor_ranks(model)
     bad = []
     for i, node in enumerate(model.graph.node):
         if node.op_type != "Concat":
@@ -266,7 +247,7 @@ def repair_concat_ranks(model: Any) -> int:
     used = {n.name for n in model.graph.node} | {o for n in model.graph.node for o in n.output}
     use_attr = _opset(model) < 13
     for _ in range(20):
-        ranks = _ranks(model)
+        ranks = tensor_ranks(model)
         nodes = list(model.graph.node)
         new_nodes = []
         changed = 0
