@@ -40,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_LINE = 1000
+
+
+def _shorten(message: str) -> str:
+    """Keep an error line readable when it quotes a hostile token (a 100 kB name): its first line is
+    cut in the middle. Lines after the first (a tool's output tail) are kept as they are."""
+    first, sep, rest = message.partition("\n")
+    if len(first) > MAX_ERROR_LINE:
+        cut = len(first) - MAX_ERROR_LINE + 200
+        first = f"{first[:MAX_ERROR_LINE - 400]}...[{cut} characters]...{first[-200:]}"
+    return first + sep + rest
+
+
 class _Terminated(BaseException):
     """SIGTERM as an exception: its default action kills at once, leaving a half-written temp file."""
 
@@ -73,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     except NcnnpassError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"ncnnpass {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ncnnpass {args.command}: error: {_shorten(str(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader went away (``ncnnpass passes | head -1``): stop quietly, as SIGPIPE
         with contextlib.suppress(OSError):

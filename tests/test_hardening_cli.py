@@ -67,6 +67,7 @@ def files(tmp_path_factory) -> Path:
     (d / "bad.yml").write_text("Global: [unclosed\n")
     (d / "nonutf8.param").write_bytes(b"7767517\n2 2\nInput in\xff 0 1 x\xfe\nReLU r 1 1 x\xfe y\n")
     (d / "short.bin").write_bytes(b"\0\0\0\0")
+    (d / "long-token.param").write_text("7767517 " + "B" * 100_000 + "\n1 1\nInput in 0 1 x\n")
     (d / "conv.param").write_text("7767517\n2 2\nInput in 0 1 x\nConvolution c 1 1 x y 0=2 1=1 6=1000000000\n")
     np.save(d / "evil.npy", np.array([EvilPickle(d / "marker-npy")], dtype=object), allow_pickle=True)
     np.savez(d / "evil.npz", sums=np.array([EvilPickle(d / "marker-npz")], dtype=object),
@@ -87,6 +88,7 @@ def _cases(d: Path, onnx: str | None) -> dict[str, list[str]]:
         "inspect:missing": ["inspect", "missing.param"],
         "inspect:garbage": ["inspect", "garbage.param"],
         "inspect:lying-weights": ["inspect", "conv.param", "short.bin"],
+        "inspect:long-token": ["inspect", "long-token.param"],
         "inspect:ok-non-utf8-names": ["inspect", "nonutf8.param"],
         "inspect:ok-json-non-utf8-names": ["inspect", "--json", "nonutf8.param"],
         "run:missing": ["run", "missing.param", "small.bin", "-o", "o.param", "o.bin"],
@@ -154,7 +156,7 @@ def test_usage_error_exits_2(runs, cmd):
 
 
 USER_ERRORS = {
-    "inspect:missing": "param file not found", "inspect:garbage": "garbage.param:", "inspect:lying-weights":
+    "inspect:missing": "param file not found", "inspect:long-token": "characters]...BBB", "inspect:garbage": "garbage.param:", "inspect:lying-weights":
     "too short", "run:missing": "not found", "run:garbage": "garbage.param:", "run:wrong-bin": "left over",
     "run:unknown-pass": "unknown pass", "run:bad-pattern": "more than 4096 bits", "run:no-outdir":
     "output directory does not exist", "run:huge-shape": "more than the 67108864", "ctc-feats:garbage": "not a readable ONNX model",
