@@ -14,9 +14,9 @@ def default_bin(param: str) -> str:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"3,48,320"`` -> ``(3, 48, 320)``."""
+    """``"3,48,320"`` (or ``"3x48x320"``) -> ``(3, 48, 320)``."""
     try:
-        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
     except ValueError:
         raise NcnnpassError(f"bad shape {text!r}: expected comma-separated integers such as 3,48,320") from None
     if not dims or any(d <= 0 for d in dims):

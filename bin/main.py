@@ -63,6 +63,9 @@ def _on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv[1:]:  # accepted after the subcommand too (ncnnpass run ... --verbose)
+        argv = ["--verbose"] + [a for a in argv if a != "--verbose"]
     args = parser.parse_args(argv)
     previous = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
