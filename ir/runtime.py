@@ -58,9 +58,9 @@ def make_options(options: str | Mapping[str, object] | None = None, num_threads:
     """An ``ncnn.Option`` from a preset name or a dict of field overrides."""
     ncnn = _ncnn()
     opt = ncnn.Option()
-    fields = OPTION_PRESETS[options] if isinstance(options, str) else dict(options or {})
     if isinstance(options, str) and options not in OPTION_PRESETS:
         raise RuntimeBridgeError(f"unknown option preset {options!r} (one of {', '.join(OPTION_PRESETS)})")
+    fields = OPTION_PRESETS[options] if isinstance(options, str) else dict(options or {})
     for k, v in fields.items():
         if not hasattr(opt, k):
             raise RuntimeBridgeError(f"ncnn.Option has no field {k!r}")
