@@ -144,7 +144,7 @@ def _pnnx_with_fallback(sim: Path, original: Path, outdir: Path, shape: tuple[in
         why = f"pnnx left {', '.join(bad)} in the onnxsim output"
     except ToolError as exc:
         why = f"pnnx failed on the onnxsim output ({str(exc).splitlines()[0]})"
-    log.warning("%s; converting the unsimplified ONNX instead", why)
+    log.info("%s; converting the unsimplified ONNX instead", why)
     for stale in outdir.glob(f"{sim.stem}.ncnn.*"):
         stale.unlink()
     param, bin = run_pnnx(original, outdir, input_shape=shape, fp16=fp16)
