@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4)")
     p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
+    p.add_argument("--static-width", action="store_true",
+                   help="bake the --shape width into the model (default: a model that runs at any width, "
+                        "when the ONNX width is dynamic)")
     p.set_defaults(func=run)
 
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
-                     tolerance=args.tolerance, report=not args.no_report,
+                     tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(result.table())
     print(f"\nwrote {result.after[0]} and {result.after[1]} (report: {args.outdir}/convert.json)")

@@ -27,6 +27,12 @@ def test_convert_v3_onnx_repairs_precision(ppocrv3_rec_onnx: Path, tmp_path: Pat
     assert before.max_abs_default > 2 * after.max_abs_default
     assert after.max_abs_default <= 1e-5
     assert after.max_abs_fp32 <= 1e-5
+    # pnnx was given a second width, so the model runs at any width (PaddleOCR feeds variable widths);
+    # a conversion with the width baked in corrupts ncnn's heap at other widths.
+    assert after.second_width == 160 and after.max_abs_default_second_width <= 1e-5
+    assert "runs at any width" in result.stages[2].note
+    assert not (Graph.load(out / "pnnx" / "model.ncnn.param").find(
+        "Reshape", where=lambda ly: 6 not in ly.params and ly.get("w", -233) == 120)), "width baked into a Reshape"
     for name in ("model.onnx", "model.sim.onnx", "model.ncnn.param", "model.ncnn.bin", "compare.json",
                  "compare.png", "convert.json", "pnnx/model.ncnn.param", "pnnx/model.ncnn.bin"):
         assert (out / name).is_file(), name
@@ -46,7 +52,14 @@ def test_convert_v4_paddle_dir(ppocrv4_rec_paddle_dir: Path, tmp_path: Path) -> 
     # v4 after pnnx: ~3e-3 under default options (measured); after optimize at the fp32 floor.
     assert result.figures["before"].max_abs_default > 1e-4
     assert result.figures["after"].max_abs_default <= 1e-5
+    assert result.figures["after"].max_abs_default_second_width <= 1e-5
     assert result.figures["after"].layers < result.figures["before"].layers
+
+
+def test_static_width_conversion(ppocrv3_rec_onnx: Path, tmp_path: Path) -> None:
+    result = convert(str(ppocrv3_rec_onnx), tmp_path / "s", dynamic_width=False, report=False)
+    assert result.figures["after"].second_width is None
+    assert result.figures["after"].max_abs_default <= 1e-5
 
 
 def test_failing_stage_keeps_earlier_outputs(ppocrv3_rec_onnx: Path, tmp_path: Path) -> None:

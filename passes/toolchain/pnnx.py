@@ -76,8 +76,12 @@ def find_pnnx() -> str:
 
 def run_pnnx(onnx_path: str | os.PathLike, out_dir: str | os.PathLike,
              input_shape: Sequence[int] = (1, 3, 48, 320), fp16: bool = False,
-             timeout: float = 1800) -> tuple[Path, Path]:
+             timeout: float = 1800, input_shape2: Sequence[int] | None = None) -> tuple[Path, Path]:
     """Convert ``onnx_path`` with pnnx; return ``(param, bin)`` placed in ``out_dir``.
+
+    ``input_shape2`` (pnnx ``inputshape2``) is a second input shape: pnnx then writes the dims that
+    differ between the two as expressions (``Reshape 6="0w,120"``), so the model runs at any size;
+    with one shape pnnx bakes it into Reshape params and ncnn corrupts memory at other widths.
 
     pnnx writes many side files next to its input, so it runs on a copy in a private temporary
     directory; only ``<stem>.ncnn.param`` and ``<stem>.ncnn.bin`` are moved (atomically) to ``out_dir``.
@@ -94,7 +98,10 @@ def run_pnnx(onnx_path: str | os.PathLike, out_dir: str | os.PathLike,
     with tempfile.TemporaryDirectory(prefix=".pnnx-", dir=out) as tmp:
         work = Path(tmp) / src.name
         shutil.copyfile(src, work)
-        run_tool([exe, work.name, f"inputshape=[{shape}]", f"fp16={1 if fp16 else 0}"], cwd=tmp, what="pnnx")
+        args = [exe, work.name, f"inputshape=[{shape}]"]
+        if input_shape2 is not None:
+            args.append(f"inputshape2=[{','.join(str(int(d)) for d in input_shape2)}]")
+        run_tool([*args, f"fp16={1 if fp16 else 0}"], cwd=tmp, what="pnnx")
         produced = [Path(tmp) / f"{stem}.ncnn.param", Path(tmp) / f"{stem}.ncnn.bin"]
         missing = [p.name for p in produced if not p.is_file()]
         if missing:
