@@ -221,6 +221,7 @@ class Graph:
         self._counter = itertools.count()
         self._split_names_retired: set[str] = set()
         self._batch: _Batch | None = None
+        self._pos_cache: dict[Layer, int] | None = None  # layer -> index; dropped by every edit
 
     # -- loading and saving (implemented in io modules) -----------------------------------------
     @classmethod
@@ -310,21 +311,12 @@ class Graph:
         return self._positions()[layer]
 
     def _positions(self) -> dict[Layer, int]:
-        cache = getattr(self, "_pos_cache", None)
-        if cache is None or cache[0] is not self._version():
-            pos = {ly: i for i, ly in enumerate(self.layers)}
-            self._pos_cache = (self._version(), pos)
-            return pos
-        return cache[1]
-
-    def _version(self) -> object:
-        v = getattr(self, "_ver", None)
-        if v is None:
-            v = self._ver = object()
-        return v
+        if self._pos_cache is None:
+            self._pos_cache = {ly: i for i, ly in enumerate(self.layers)}
+        return self._pos_cache
 
     def _touch(self) -> None:
-        self._ver = object()
+        self._pos_cache = None
 
     @property
     def inputs(self) -> list[str]:
@@ -411,7 +403,6 @@ class Graph:
         self._unlink(layer)
         layer._inputs, layer._outputs = inputs, outputs
         self._link(layer)
-        self._touch()
 
     def _rename_layer(self, layer: Layer, new: str) -> None:
         if new == layer._name:

@@ -87,7 +87,6 @@ def _make_layer(raw: RawLayer) -> Layer:
 
 def graph_from_records(pf: RawParam_File) -> Graph:
     g = Graph()
-    g._split_names_retired = set()
     blobs, layers, by_name, by_type = g.blobs, g.layers, g._by_name, g._by_type
     for raw in pf.layers:
         ly = _make_layer(raw)
