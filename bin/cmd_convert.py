@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from .common import parse_shape
@@ -35,14 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ncnnpass.ir.errors import NcnnpassError
     from ncnnpass.passes.toolchain.convert import convert
-    from ncnnpass.passes.toolchain.model_zoo import ZOO
 
     shape = parse_shape(args.shape)
     if len(shape) != 3:
         raise NcnnpassError(f"--shape needs C,H,W, got {args.shape!r}")
-    if args.src not in ZOO and not os.path.exists(args.src):  # before any stage starts printing progress
-        raise NcnnpassError(f"source not found: {args.src} (an .onnx file, a Paddle inference directory, or one "
-                            f"of {', '.join(ZOO)})")
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,

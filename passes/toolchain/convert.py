@@ -102,6 +102,15 @@ def _stage(stages: list[Stage], name: str, progress: Progress):
     return _Timer()
 
 
+def _check_source(src: str) -> None:
+    """Fail with one message before any stage runs when ``src`` names nothing convert can read."""
+    from . import model_zoo
+
+    if src not in model_zoo.ZOO and not Path(src).exists():
+        raise NcnnpassError(f"source not found: {src} (an .onnx file, a Paddle inference directory, or one of "
+                            f"{', '.join(model_zoo.ZOO)})")
+
+
 def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> Path:
     from . import model_zoo
 
@@ -122,8 +131,7 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> Path:
                                 f"{', '.join(model_zoo.ZOO)}")
         shutil.copyfile(p, target)
     else:
-        raise NcnnpassError(f"source not found: {src} (an .onnx file, a Paddle inference directory, or one of "
-                            f"{', '.join(model_zoo.ZOO)})")
+        raise NcnnpassError(f"{src}: not a file or a directory")
     return target
 
 
@@ -227,6 +235,7 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
 
     from .onnxsim_step import simplify_onnx
 
+    _check_source(src)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     stages: list[Stage] = []
