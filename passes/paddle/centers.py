@@ -56,6 +56,7 @@ from ncnnpass.ir.fileio import atomic_write
 from ncnnpass.passes.onnx.ctc_feats import add_ctc_feats, load_onnx
 
 from .ctc_decode import Charset, DictionaryError, dictionary_from_metadata, read_dictionary
+from .dictionary import dictionary_source
 from .label_files import LabelProblem, Sample, read_label_files
 from .rec_preprocess import ImageReadError, parse_image_shape, read_image, resize_norm_img
 
@@ -177,7 +178,8 @@ class PreparedModel:
     mid_channels: int | None
     source: str
     source_sha256: str
-    dictionary: list[str] | None  #: from metadata ``character`` or ``inference.yml``
+    dictionary: list[str] | None  #: from metadata ``character``, or ``inference.yml``/``config.json``
+    dictionary_origin: str | None = None  #: the file of a Paddle directory the dictionary came from
 
 
 def _sha256_files(paths: Sequence[Path]) -> str:
@@ -188,24 +190,6 @@ def _sha256_files(paths: Sequence[Path]) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _inference_yml_dictionary(model_dir: Path) -> list[str] | None:
-    """``PostProcess.character_dict`` from a Paddle export's ``inference.yml`` (when present)."""
-    yml = model_dir / "inference.yml"
-    if not yml.is_file():
-        return None
-    try:
-        import yaml
-
-        with open(yml, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-        chars = (data or {}).get("PostProcess", {}).get("character_dict")
-    except Exception:  # an unreadable inference.yml only means no dictionary from it
-        return None
-    if isinstance(chars, list) and chars and all(isinstance(c, str) for c in chars):
-        return list(chars)
-    return None
 
 
 def _convert_paddle_dir(model_dir: Path) -> onnx.ModelProto:
@@ -223,6 +207,7 @@ def _convert_paddle_dir(model_dir: Path) -> onnx.ModelProto:
 def prepare_model(model: str | os.PathLike | onnx.ModelProto) -> PreparedModel:
     """Load an ONNX file, an ONNX model or a Paddle inference directory and add feats/logits outputs."""
     dictionary: list[str] | None = None
+    dictionary_origin: str | None = None
     if isinstance(model, onnx.ModelProto):
         proto, source, sha = model, "<onnx model>", hashlib.sha256(model.SerializeToString()).hexdigest()
     else:
@@ -233,7 +218,8 @@ def prepare_model(model: str | os.PathLike | onnx.ModelProto) -> PreparedModel:
                 raise NcnnpassError(f"{path} is a directory without inference.pdmodel / inference.json; "
                                     "MODEL must be an ONNX file or a Paddle inference directory")
             sha = _sha256_files(files)
-            dictionary = _inference_yml_dictionary(path)
+            found = dictionary_source(path)
+            dictionary, dictionary_origin = (found[0], found[1].name) if found else (None, None)
             proto = _convert_paddle_dir(path)
         else:
             sha = _sha256_files([path])
@@ -258,7 +244,8 @@ def prepare_model(model: str | os.PathLike | onnx.ModelProto) -> PreparedModel:
         model=center_model, feats=result.feats, logits=result.logits, input_name=inputs[0].name,
         input_dims=dims, feat_dim=result.feat_dim, num_classes=result.num_classes,
         mid_channels=result.mid_channels, source=source, source_sha256=sha,
-        dictionary=dictionary or dictionary_from_metadata(proto))
+        dictionary=dictionary or dictionary_from_metadata(proto),
+        dictionary_origin=dictionary_origin if dictionary else None)
 
 
 def _resolve_image_shape(pm: PreparedModel, wanted: tuple[int, int, int] | None,
@@ -283,7 +270,7 @@ def _resolve_charset(pm: PreparedModel, dict_path: str | os.PathLike | None,
         entries, origin = read_dictionary(dict_path), str(dict_path)
     elif pm.dictionary:
         entries = pm.dictionary
-        origin = "inference.yml" if Path(pm.source).is_dir() else "ONNX metadata 'character'"
+        origin = pm.dictionary_origin or "ONNX metadata 'character'"
     else:
         raise DictionaryError(f"{pm.source} carries no dictionary (no 'character' metadata): pass --dict")
     n, k = len(entries), pm.num_classes

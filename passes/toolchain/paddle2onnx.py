@@ -1,24 +1,30 @@
 """Convert a Paddle inference model to ONNX, validated, repaired when safe, and verified.
 
-The version trap: paddle2onnx 2.x (+ paddlepaddle 3.x) turns the legacy PP-OCRv4 rec ``inference.pdmodel``
-into an ONNX whose shape-computing ``Concat`` nodes mix rank-0 and rank-1 inputs (a ``Squeeze`` of a
-1-element ``Shape`` slice concatenated with 1-element constants); onnxruntime refuses to load it and pnnx
+Two forms of Paddle inference model exist: the legacy ``inference.pdmodel`` (PaddleOCR 2.x) and the PIR
+``inference.json`` that PaddleOCR 3.x exports (PP-OCRv5 and later). The version trap: paddle2onnx 2.x
+(+ paddlepaddle 3.x) turns the legacy PP-OCRv4 rec ``inference.pdmodel`` into an ONNX whose
+shape-computing ``Concat`` nodes mix rank-0 and rank-1 inputs; onnxruntime refuses to load it and pnnx
 crashes. paddle2onnx 1.3.1 converts the same model correctly, and its converter is a C++ extension that
-does not need paddlepaddle at all for a ``.pdmodel`` (only its Python ``__init__`` imports paddle). So:
+does not need paddlepaddle for a ``.pdmodel``; but it cannot read ``inference.json``. So:
 
 1. ``.pdmodel`` + paddle2onnx 1.x installed (``pip install --no-deps paddle2onnx==1.3.1``): call the C++
    exporter directly in a subprocess, no paddlepaddle needed (works with numpy 2).
-2. paddle2onnx 2.x + paddlepaddle installed (also the only route for the newer ``inference.json``
-   form): run it, validate, and repair the rank-mismatched ``Concat`` inputs with ``Unsqueeze(axes=[0])``.
-3. A side environment with paddle2onnx 1.3.1 made by :func:`ensure_legacy_env` (on request).
-4. Otherwise :class:`ToolError` saying exactly what to install.
+2. paddle2onnx 2.x + paddlepaddle installed here: run it, validate, and repair the rank-mismatched
+   ``Concat`` inputs with ``Unsqueeze(axes=[0])``.
+3. ``.pdmodel``: a side environment with paddle2onnx 1.3.1 made by :func:`ensure_legacy_env` (on request).
+4. ``inference.json``: the cached side environment :data:`side_env.PADDLE3` (paddle2onnx 2.1.0 +
+   paddlepaddle 3.0.0, about 1 GB under the ncnnpass cache dir), made on first use with progress lines;
+   ``$NCNNPASS_PADDLE3_PYTHON`` may name an existing one instead.
+5. Otherwise :class:`ToolError` saying exactly what to install.
 
-Every result is validated (``onnx.checker`` full check, strict shape inference, an onnxruntime session)
-and verified numerically (:func:`verify_conversion`).
+Every result is validated (``onnx.checker``, strict shape inference, an onnxruntime session) and
+verified numerically against Paddle inference when a paddle is at hand
+(:func:`ncnnpass.passes.toolchain.paddle_verify.verify_conversion`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -30,22 +36,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ncnnpass.ir.errors import ToolError, VerificationError
+from ncnnpass.ir.errors import ToolError
 from ncnnpass.ir.fileio import atomic_write
 from ncnnpass.passes.onnx.ranks import tensor_ranks
 
 from . import default_cache_dir, file_lock, log, run_tool
+from .paddle_verify import DEFAULT_ATOL, LEGACY_ENV_NAME, verify_conversion
+from .side_env import PADDLE3, Progress, ensure_side_env, ready_python
+
+__all__ = ["PaddleModel", "check_onnx", "ensure_legacy_env", "find_paddle_model", "find_rank_mismatched_concats",
+           "paddle_to_onnx", "repair_concat_ranks", "validate_onnx", "verify_conversion"]
 
 LEGACY_VERSION = "1.3.1"
-LEGACY_ENV_NAME = f"paddle2onnx-{LEGACY_VERSION}-env"
 LEGACY_PADDLE = ("paddlepaddle==2.6.2", "numpy<2")
 INSTALL_HINT = (
     f"pip install --no-deps paddle2onnx=={LEGACY_VERSION}   (converts legacy inference.pdmodel models, "
     "no paddlepaddle needed), or call ncnnpass.passes.toolchain.paddle2onnx.ensure_legacy_env(); "
-    "the inference.json form needs paddle2onnx>=2 and paddlepaddle>=3 (pip install paddle2onnx paddlepaddle; "
-    "paddle2onnx 2.x pins onnx<=1.17, so prefer a separate venv)"
+    "the inference.json form is converted in a side env that ncnnpass makes itself "
+    f"(python -m ncnnpass.passes.toolchain.side_env paddle3: {' '.join(PADDLE3.packages)})"
 )
-DEFAULT_ATOL = 1e-4
 
 # Runs in a subprocess: loads paddle2onnx's C++ extension by file path, so the package's __init__
 # (which imports paddle) never runs. argv: model, params, out, opset, auto_upgrade.
@@ -71,30 +80,6 @@ if not data:
 with open(out, "wb") as fh:
     fh.write(data)
 """
-
-# Runs in a subprocess with paddle: argv: model, params, x.npy, y.npy.
-_PADDLE_INFER = r"""
-import sys
-import numpy as np
-import paddle.inference as pi
-model, params, xin, yout = sys.argv[1:5]
-cfg = pi.Config(model, params)
-cfg.disable_gpu()
-cfg.switch_ir_optim(False)
-try:
-    cfg.disable_mkldnn()
-except Exception:
-    pass
-cfg.disable_glog_info()
-pred = pi.create_predictor(cfg)
-x = np.load(xin)
-h = pred.get_input_handle(pred.get_input_names()[0])
-h.reshape(list(x.shape))
-h.copy_from_cpu(x)
-pred.run()
-np.save(yout, pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu())
-"""
-
 
 @dataclass(frozen=True)
 class PaddleModel:
@@ -291,17 +276,31 @@ def _cpp_export(python: str | os.PathLike, pm: PaddleModel, out: Path, opset: in
               str(opset or 9), "0" if opset else "1"], what=f"paddle2onnx {LEGACY_VERSION} (C++ exporter)")
 
 
-def _cli_export(pm: PaddleModel, out: Path, opset: int | None) -> None:
+def _cli_export(pm: PaddleModel, out: Path, opset: int | None, python: str | os.PathLike | None = None,
+                what: str | None = None) -> None:
+    """paddle2onnx 2.x's command line, in ``python`` (default: this one)."""
     cmd: list[str | os.PathLike] = [
-        sys.executable, "-m", "paddle2onnx.command", "--model_dir", pm.model_file.parent,
+        python or sys.executable, "-m", "paddle2onnx.command", "--model_dir", pm.model_file.parent,
         "--model_filename", pm.model_file.name, "--params_filename", pm.params_file.name,
         "--save_file", out]
     if opset:
         cmd += ["--opset_version", str(opset)]
-    run_tool(cmd, what=f"paddle2onnx {_installed_version('paddle2onnx')}")
+    run_tool(cmd, what=what or f"paddle2onnx {_installed_version('paddle2onnx')}",
+             env={**os.environ, "GLOG_minloglevel": "2"})
 
 
-def _routes(pm: PaddleModel, cache_dir: str | os.PathLike | None, create_env: bool) -> list[tuple[str, Any]]:
+def _paddle3_route(cache_dir: str | os.PathLike | None, progress: Progress | None) -> tuple[str, Any]:
+    """The ``inference.json`` route through the PADDLE3 side env (made now when missing)."""
+    python = ensure_side_env(PADDLE3, cache_dir, progress)
+
+    def side(pm: PaddleModel, o: Path, op: int | None) -> None:
+        _cli_export(pm, o, op, python, what=f"paddle2onnx in {python.parent.parent}")
+
+    return f"side env {python.parent.parent}", side
+
+
+def _routes(pm: PaddleModel, cache_dir: str | os.PathLike | None, create_env: bool,
+            progress: Progress | None = None) -> list[tuple[str, Any]]:
     routes: list[tuple[str, Any]] = []
     version = _installed_version("paddle2onnx")
     if pm.kind == "pdmodel" and version and version.startswith("1."):
@@ -314,17 +313,37 @@ def _routes(pm: PaddleModel, cache_dir: str | os.PathLike | None, create_env: bo
             def side(pm: PaddleModel, o: Path, op: int | None) -> None:
                 _cpp_export(ensure_legacy_env(cache_dir), pm, o, op)
             routes.append((f"side env {env}", side))
+    elif not routes or ready_python(PADDLE3, cache_dir) is not None:
+        routes.append(_paddle3_route(cache_dir, progress))
     return routes
+
+
+def _cache_key(pm: PaddleModel, opset: int | None) -> str:
+    digest = hashlib.sha256(f"{PADDLE3.name}|opset={opset}|repair-v1".encode())
+    for f in (pm.model_file, pm.params_file):
+        digest.update(b"\0" + f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
+def _cached_onnx(pm: PaddleModel, opset: int | None, cache_dir: str | os.PathLike | None) -> Path:
+    """Where a valid ONNX converted from an ``inference.json`` model is kept (by content hash)."""
+    return Path(cache_dir or default_cache_dir()) / "onnx-from-paddle" / f"{_cache_key(pm, opset)}.onnx"
 
 
 def paddle_to_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset: int | None = None, *,
                    cache_dir: str | os.PathLike | None = None, create_env: bool = False,
-                   verify: bool = True, atol: float = DEFAULT_ATOL) -> Path:
+                   verify: bool = True, atol: float = DEFAULT_ATOL, progress: Progress | None = None) -> Path:
     """Convert the Paddle inference model in ``model_dir`` to a validated ONNX at ``out_path``.
 
     Tries the routes in the module docstring in order and keeps the first result that validates
     (after the Concat-rank repair if needed). ``create_env`` lets it build the paddle2onnx 1.3.1 side
-    venv under ``cache_dir``. With ``verify`` the result is checked by :func:`verify_conversion`.
+    venv under ``cache_dir`` for a ``.pdmodel``; an ``inference.json`` model makes the paddle 3 side
+    env when needed (progress lines to ``progress``, default stderr; one-line :class:`ToolError` naming
+    the pip command when that fails). With ``verify`` the result is checked by :func:`verify_conversion`
+    (``atol``: max absolute difference to Paddle inference).
     """
     import onnx
 
@@ -332,7 +351,15 @@ def paddle_to_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, op
     out = Path(out_path)
     if not out.parent.is_dir():
         raise ToolError(f"output directory does not exist: {out.parent}")
-    routes = _routes(pm, cache_dir, create_env)
+    cached = _cached_onnx(pm, opset, cache_dir) if pm.kind == "json" else None
+    if cached is not None and cached.is_file():
+        # paddle2onnx 2.x takes a minute or more: a valid result for the same files is reused.
+        atomic_write(out, cached.read_bytes())
+        log.info("paddle2onnx: reusing %s (converted earlier from the same files) for %s", cached, pm.model_file)
+        if verify:
+            verify_conversion(model_dir, out, atol=atol, cache_dir=cache_dir)
+        return out
+    routes = _routes(pm, cache_dir, create_env, progress)
     if not routes:
         raise ToolError(f"cannot convert {pm.model_file}: no usable paddle2onnx; {INSTALL_HINT}")
     failures = []
@@ -357,85 +384,14 @@ def paddle_to_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, op
             if problems:
                 failures.append(f"{name}: invalid ONNX: " + "; ".join(p[:300] for p in problems))
                 continue
-            atomic_write(out, model.SerializeToString())
+            data = model.SerializeToString()
+            atomic_write(out, data)
         log.info("paddle2onnx via %s: %s -> %s in %.2fs", name, pm.model_file, out, time.perf_counter() - start)
         if verify:
             verify_conversion(model_dir, out, atol=atol, cache_dir=cache_dir)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cached, data)
         return out
     raise ToolError(f"could not convert {pm.model_file} to a valid ONNX:\n" + "\n".join(failures)
                     + f"\nfix: {INSTALL_HINT}")
-
-
-# ---------------------------------------------------------------- numerical verification
-
-def _concrete_input(model: Any, input_shape: tuple[int, ...]) -> tuple[str, list[int]]:
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise ToolError(f"expected one graph input, found {[i.name for i in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = [d.dim_value if d.dim_value > 0 else input_shape[k] for k, d in enumerate(dims)]
-    return inputs[0].name, shape
-
-
-def _paddle_python(cache_dir: str | os.PathLike | None, kind: str) -> str | None:
-    if _has_module("paddle"):
-        return sys.executable
-    env = legacy_env_dir(cache_dir)
-    if kind == "pdmodel" and _env_ready(env, True):
-        return str(_env_python(env))
-    return None
-
-
-def verify_conversion(model_dir: str | os.PathLike, onnx_path: str | os.PathLike,
-                      input_shape: tuple[int, ...] = (2, 3, 48, 320), atol: float = DEFAULT_ATOL,
-                      seed: int = 0, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Check an ONNX made from ``model_dir`` numerically; raise :class:`VerificationError` on mismatch.
-
-    With paddle importable (here or in a side env made with ``with_paddle=True``), the onnxruntime output
-    on a seeded uniform [-1, 1] input must match Paddle inference within ``atol``. Without paddle the
-    output must be finite and, when the graph ends in Softmax, every row must sum to 1 (within 1e-3).
-    Returns ``{"reference": "paddle"|"none", "max_abs_err": float|None, "output_shape": tuple}``.
-    """
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    pm = find_paddle_model(model_dir)
-    model = onnx.load(str(onnx_path))
-    name, shape = _concrete_input(model, input_shape)
-    x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    y = sess.run(None, {name: x})[0]
-    if not np.all(np.isfinite(y)):
-        raise VerificationError(f"{onnx_path}: onnxruntime output has non-finite values")
-    result: dict[str, Any] = {"reference": "none", "max_abs_err": None, "output_shape": tuple(y.shape)}
-    python = _paddle_python(cache_dir, pm.kind)
-    if python is not None:
-        with tempfile.TemporaryDirectory(prefix="ncnnpass-verify-") as tmp:
-            xin, yout = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
-            np.save(xin, x)
-            run_tool([python, "-c", _PADDLE_INFER, pm.model_file, pm.params_file, xin, yout],
-                     what="paddle inference", env={**os.environ, "GLOG_minloglevel": "2"})
-            ref = np.load(yout)
-        if ref.shape != y.shape:
-            raise VerificationError(f"{onnx_path}: output shape {y.shape} != paddle's {ref.shape}")
-        err = float(np.max(np.abs(ref.astype(np.float64) - y)))
-        result.update(reference="paddle", max_abs_err=err)
-        log.info("verify %s against paddle: max abs err %.3g (atol %.1g)", onnx_path, err, atol)
-        if err > atol:
-            raise VerificationError(f"{onnx_path}: max |onnx - paddle| = {err:.3g} > {atol:g}")
-        return result
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    if producers.get(sess.get_outputs()[0].name) == "Softmax":
-        sums = y.sum(axis=-1)
-        worst = float(np.max(np.abs(sums - 1.0)))
-        result["max_abs_err"] = worst
-        if worst > 1e-3:
-            raise VerificationError(f"{onnx_path}: softmax rows sum to 1 ± {worst:.3g}")
-    log.info("verify %s without paddle: output %s finite%s", onnx_path, y.shape,
-             "" if result["max_abs_err"] is None else f", softmax rows sum to 1 ± {result['max_abs_err']:.2g}")
-    return result
-
