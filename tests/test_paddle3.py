@@ -124,6 +124,32 @@ def test_verification_shape_from_inference_yml(tmp_path: Path) -> None:
     assert verification_shape(tmp_path, "x") == (2, 3, 32, 100)
 
 
+def test_drop_identities() -> None:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Identity", ["a"], ["b"]),
+             helper.make_node("Identity", ["b"], ["c"]), helper.make_node("Softmax", ["c"], ["y"], axis=1),
+             helper.make_node("Identity", ["a"], ["z"])]  # a graph output: stays
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y, z]), opset_imports=[helper.make_opsetid("", 13)])
+    data = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+
+    def run(m: onnx.ModelProto) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": data})
+
+    before = run(model)
+    assert p2o.drop_identities(model) == 2
+    assert [n.op_type for n in model.graph.node] == ["Relu", "Softmax", "Identity"]
+    assert model.graph.node[1].input[0] == "a" and p2o.validate_onnx(model) == []
+    for a, b in zip(before, run(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert p2o.drop_identities(model) == 0
+
+
 # ----------------------------------------------------------------------------------- real
 
 
@@ -159,6 +185,7 @@ def test_offline_install_fails_in_one_line(v5_dir: Path, tmp_path: Path, monkeyp
 @pytest.mark.real
 def test_v5_onnx_matches_paddle(v5_dir: Path, v5_onnx: Path) -> None:
     assert p2o.validate_onnx(v5_onnx) == []
+    assert "Identity" not in {n.op_type for n in onnx.load(str(v5_onnx)).graph.node}
     for shape, seed in (((2, 3, 48, 320), 0), ((1, 3, 48, 160), 3)):
         result = verify_conversion(v5_dir, v5_onnx, input_shape=shape, seed=seed, atol=ATOL_PADDLE)
         print(f"PP-OCRv5 {shape}: max |onnx - paddle| = {result['max_abs_err']:.3g}")
@@ -222,3 +249,14 @@ def test_export_center_on_inference_json_dir(v5_dir: Path, v5_onnx: Path, tmp_pa
     centers = load_centers(out)
     assert centers and all(v.shape == (side["feat_dim"],) and np.all(np.isfinite(v)) for v in centers.values())
     assert 0 in centers  # the blank frames between characters
+
+
+@pytest.mark.real
+def test_legacy_pdmodel_keeps_the_131_route(ppocrv4_rec_paddle_dir: Path, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="ncnnpass.toolchain")
+    out = p2o.paddle_to_onnx(ppocrv4_rec_paddle_dir, tmp_path / "v4.onnx")
+    routes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("paddle2onnx via ")]
+    assert len(routes) == 1 and "paddle2onnx 1.3.1 C++ exporter" in routes[0], routes
+    assert not any("reusing" in r.getMessage() for r in caplog.records)
+    assert p2o.validate_onnx(out) == []

@@ -269,6 +269,41 @@ def repair_concat_ranks(model: Any) -> int:
     return fixed
 
 
+def drop_identities(model: Any) -> int:
+    """Bypass ``Identity`` nodes (paddle2onnx 2.x leaves them, e.g. before the CTC Softmax); return how many.
+
+    An Identity whose output is a graph output stays, and so does every one in a model with subgraphs
+    (their bodies may name the output). Consumers read the Identity's input instead.
+    """
+    nodes = list(model.graph.node)
+    if any(a.type in (5, 10) for n in nodes for a in n.attribute):  # GRAPH / GRAPHS attributes
+        return 0
+    outputs = {o.name for o in model.graph.output}
+    rename = {n.output[0]: n.input[0] for n in nodes
+              if n.op_type == "Identity" and n.domain in ("", "ai.onnx") and n.output[0] not in outputs}
+    if not rename:
+        return 0
+
+    def source(name: str) -> str:
+        while name in rename:
+            name = rename[name]
+        return name
+
+    kept = [n for n in nodes if not (n.op_type == "Identity" and n.output[0] in rename)]
+    for n in kept:
+        for k, name in enumerate(n.input):
+            if name in rename:
+                n.input[k] = source(name)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    dropped = {v.name for v in model.graph.value_info if v.name in rename}
+    if dropped:
+        keep_vi = [v for v in model.graph.value_info if v.name not in dropped]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep_vi)
+    return len(rename)
+
+
 # ---------------------------------------------------------------- conversion routes
 
 def _cpp_export(python: str | os.PathLike, pm: PaddleModel, out: Path, opset: int | None) -> None:
@@ -319,7 +354,7 @@ def _routes(pm: PaddleModel, cache_dir: str | os.PathLike | None, create_env: bo
 
 
 def _cache_key(pm: PaddleModel, opset: int | None) -> str:
-    digest = hashlib.sha256(f"{PADDLE3.name}|opset={opset}|repair-v1".encode())
+    digest = hashlib.sha256(f"{PADDLE3.name}|opset={opset}|repair-v1|no-identity".encode())
     for f in (pm.model_file, pm.params_file):
         digest.update(b"\0" + f.name.encode() + b"\0")
         with open(f, "rb") as fh:
@@ -383,6 +418,9 @@ def paddle_to_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, op
                 problems = validate_onnx(model) if n else problems
             if problems:
                 failures.append(f"{name}: invalid ONNX: " + "; ".join(p[:300] for p in problems))
+                continue
+            if drop_identities(model) and validate_onnx(model):
+                failures.append(f"{name}: invalid after removing Identity nodes")
                 continue
             data = model.SerializeToString()
             atomic_write(out, data)
