@@ -20,9 +20,9 @@ On a Distillation config (``Architecture.algorithm: Distillation``, one sub-mode
    Train dataset *name* as upstream's export_center.py does breaks on ``MultiScaleDataSet``, which
    needs its sampler.
 
-With ruamel.yaml the file is edited round trip: comments, anchors/aliases, key order and quoting stay;
-block indentation is normalised to the file's dominant style. Without it PyYAML is used and comments
-and anchors are lost (a note says so).
+The file is edited round trip with ruamel.yaml (a dependency of ncnnpass): comments, anchors/aliases, key
+order and quoting stay; block indentation is normalised to the file's dominant style. Should ruamel.yaml
+be missing from a broken install, PyYAML is used and a note says that comments and anchors are lost.
 """
 
 from __future__ import annotations
