@@ -95,8 +95,9 @@ def _check_source(src: str) -> None:
                             f"{', '.join(model_zoo.ZOO)})")
 
 
-def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> tuple[Path, Path]:
-    """(``OUTDIR/model.onnx``, the source file or directory it came from)."""
+def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int, int] | None) -> tuple[Path, Path]:
+    """(``OUTDIR/model.onnx``, the source file or directory it came from). A Paddle model's conversion
+    is verified at ``shape`` or its kind's default (a detector cannot run at a recognizer's 48×320)."""
     from . import model_zoo
 
     target = outdir / "model.onnx"
@@ -106,9 +107,12 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> tuple[Path, Path]:
         src = str(path)
     p = Path(src)
     if p.is_dir():
-        from .paddle2onnx import paddle_to_onnx
+        from .inference_yml import read_model_info
+        from .paddle2onnx import paddle_to_onnx, verify_conversion
 
-        paddle_to_onnx(p, target)
+        c, h, w = shape or read_model_info(p).input_shape
+        paddle_to_onnx(p, target, verify=False)
+        verify_conversion(p, target, input_shape=(1, c, h, w))
         stage.note = stage.note or "(paddle2onnx)"
     elif p.is_file():
         if p.suffix.lower() != ".onnx":
@@ -240,7 +244,7 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     stages: list[Stage] = []
     warnings: list[str] = []
     with _stage(stages, "source → ONNX", progress, HINTS["source"]) as st:
-        onnx_path, source = _source_to_onnx(src, out, st)
+        onnx_path, source = _source_to_onnx(src, out, st, shape)
         info = read_model_info(source, onnx_path)
         st.outputs = [str(onnx_path)]
         st.note = f"{st.note} ({info.describe()})".strip()

@@ -34,6 +34,7 @@ class ModelFigures:
     second_width: int | None = None  # the second input size's width, when the model is dynamic
     max_abs_default_second_width: float | None = None  # error at the second input size (default options)
     second_height: int | None = None  # the second input size's height (differs from the first for det)
+    max_abs_fp32_second_width: float | None = None  # error at the second input size (fp32 options)
 
 
 @dataclass
@@ -117,4 +118,5 @@ def measure(graph: Graph, onnx_path: Path, x: np.ndarray, runs: int = 20,
     if x2 is not None:
         fig.second_width, fig.second_height = int(x2.shape[-1]), int(x2.shape[-2])
         fig.max_abs_default_second_width = max_error(graph, sess, x2, "default")
+        fig.max_abs_fp32_second_width = max_error(graph, sess, x2, "fp32")
     return fig

@@ -33,7 +33,7 @@ DEFAULT_SHAPES: dict[str | None, tuple[int, int, int]] = {
     "rec": (3, 48, 320), "cls": (3, 48, 192), "det": (3, 640, 640), None: (3, 48, 320)}
 # Which of (H, W) a deployed model of this kind is fed at varying sizes.
 VARIABLE_DIMS: dict[str | None, tuple[bool, bool]] = {
-    "rec": (False, True), "cls": (False, False), "det": (True, True), None: (False, True)}
+    "rec": (False, True), "cls": (False, True), "det": (True, True), None: (False, True)}
 
 _DET_POST = ("DBPostProcess", "EASTPostProcess", "SASTPostProcess", "PSEPostProcess", "FCEPostProcess",
              "CTPostProcess", "DistillationDBPostProcess")
