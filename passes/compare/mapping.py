@@ -1,5 +1,7 @@
 """Map ncnn blobs to ONNX tensors.
 
+0. Graph inputs by name or position; graph outputs that nothing below matched, by position (ONNX
+   output k is ncnn output k when the counts agree and the shapes agree up to 1-dims).
 1. **By name** where the converter kept ONNX tensor names (onnx2ncnn, ncnnoptimize): the blob name, or
    the name with a ``_splitncnn_<k>`` suffix removed.
 2. **By structure and values** where it did not (pnnx numbers its blobs): a candidate tensor must have
@@ -409,4 +411,29 @@ def map_blobs(graph: Graph, blob_order: list[str], ncnn_vals: dict[str, np.ndarr
         m.tensor, m.layout, m.fit = chosen[2], chosen[3], chosen[0]
         m.aliases, m.alternatives, m.fused = aliases, alternatives, fused
         m.how = "value, ambiguous" if alternatives else "value"
+    _map_outputs_by_position(graph, ncnn_vals, ref, ref_vals, result, accept)
     return MappingResult([result[b] for b in blob_order if b in result])
+
+
+def _map_outputs_by_position(graph: Graph, ncnn_vals: dict[str, np.ndarray], ref: OnnxReference,
+                             ref_vals: dict[str, np.ndarray], result: dict[str, BlobMapping], accept: float) -> None:
+    """Graph outputs nothing matched by value take the ONNX output at their position, when the counts
+    of outputs agree and the shapes do up to leading/inner 1-dims (ncnn drops the batch and may drop
+    more: a DB detector's ONNX 1×1×H×W is ncnn's 1×H×W or H×W). Values are not required to fit: a
+    near-zero output (a detector's probability map on random input) has an ill-conditioned relative
+    error, and a genuinely wrong output must be reported as a large error, not as "unmapped"."""
+    outs = list(graph.outputs)
+    if len(outs) != len(ref.output_names):
+        return
+    for b, t in zip(outs, ref.output_names, strict=True):
+        m = result.get(b)
+        if m is None or m.mapped or b not in ncnn_vals or t not in ref_vals:
+            continue
+        arr, r = ncnn_vals[b], ref_vals[t]
+        if not isinstance(r, np.ndarray) or r.dtype.kind != "f":
+            continue
+        lay, f = _best_layout(arr, r, candidate_layouts(tuple(r.shape), tuple(arr.shape)))
+        if lay is None or lay.kind == "reshape":
+            continue
+        m.tensor, m.how, m.layout, m.fit = t, "output (position)", lay, f
+        m.reason = "" if f <= accept else f"graph output mapped by position; values differ (relative L2 {f:.2g})"

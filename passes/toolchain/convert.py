@@ -1,8 +1,16 @@
 """One reproducible step from a Paddle inference model (or ONNX) to a verified ncnn model.
 
 Stages: source (zoo name / Paddle dir via paddle2onnx / ONNX file) → onnxsim → pnnx → ncnnpass
-pipeline → verification against onnxruntime → compare report. Every stage is timed and logged; a
-failing stage raises with its own message and leaves the files of the earlier stages in OUTDIR.
+pipeline → verification against onnxruntime → compare report. Every stage is timed and logged.
+
+The model's kind (rec/det/cls), default input shape and dynamic dims come from
+:func:`ncnnpass.passes.toolchain.inference_yml.read_model_info`. Dynamic dims (rec: W, det: H and W)
+are given to pnnx twice (``inputshape``/``inputshape2``) and verified at both sizes.
+
+Fatal stages (source, pnnx, pipeline, verification) raise an error naming the stage and what to try,
+leaving the files of the earlier stages in OUTDIR. Optional stages never end a conversion: onnxsim
+failing hands the unsimplified ONNX to pnnx (which simplifies itself), a compare report failing is
+recorded as ``failed`` with its reason in ``convert.json`` and in :attr:`ConvertResult.warnings`.
 """
 
 from __future__ import annotations
@@ -10,10 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,65 +29,26 @@ from ncnnpass.ir.errors import NcnnpassError, ToolError, VerificationError
 from ncnnpass.ir.fileio import atomic_write
 
 from . import log
+from .convert_figures import ConvertResult, ModelFigures, Stage, measure
+
+__all__ = ["convert", "ConvertResult", "ModelFigures", "Stage", "measure", "second_shape"]
 
 Progress = Callable[[str], None]
 
-
-@dataclass
-class Stage:
-    name: str
-    seconds: float
-    outputs: list[str] = field(default_factory=list)
-    note: str = ""
-
-
-@dataclass
-class ModelFigures:
-    """How one ncnn model compares with onnxruntime on the same seeded input."""
-
-    layers: int
-    max_abs_default: float
-    max_abs_fp32: float
-    ms_per_run: float
-    second_width: int | None = None  # a width other than the conversion width, when the model is dynamic
-    max_abs_default_second_width: float | None = None
+HINTS = {
+    "source": "give an .onnx file, a Paddle inference directory (inference.pdmodel or inference.json with "
+              "inference.pdiparams) or a model name",
+    "pnnx": "try --static-width, another --shape, or a newer pnnx (pip install -U --no-deps pnnx)",
+    "pipeline": "try --pipeline repair, or list the pipelines with: ncnnpass passes",
+    "verify": "inspect the pnnx output with: ncnnpass compare OUTDIR/model.onnx OUTDIR/pnnx/model.ncnn.param "
+              "OUTDIR/pnnx/model.ncnn.bin; --tolerance raises the bound",
+}
 
 
-@dataclass
-class ConvertResult:
-    outdir: str
-    onnx: str
-    before: tuple[str, str]
-    after: tuple[str, str]
-    pipeline: str
-    stages: list[Stage]
-    figures: dict[str, ModelFigures]
-    pass_report: str
-    tolerance: float
+def _stage(stages: list[Stage], name: str, progress: Progress, hint: str | None = None, optional: bool = False):
+    """Time one stage. A fatal stage's error is re-raised naming the stage and ``hint``; an optional
+    stage's error is recorded on the stage (``status="failed"``, ``reason``) and swallowed."""
 
-    def table(self) -> str:
-        b, a = self.figures["before"], self.figures["after"]
-        rows = [
-            ("", "pnnx output", f"after {self.pipeline}"),
-            ("layers", str(b.layers), str(a.layers)),
-            ("max |ncnn - onnxruntime|, default options", f"{b.max_abs_default:.2e}", f"{a.max_abs_default:.2e}"),
-            ("max |ncnn - onnxruntime|, fp32 options", f"{b.max_abs_fp32:.2e}", f"{a.max_abs_fp32:.2e}"),
-            ("inference, 1 thread, median (ms)", f"{b.ms_per_run:.2f}", f"{a.ms_per_run:.2f}"),
-        ]
-        if a.second_width is not None:
-            rows.insert(4, (f"max |ncnn - onnxruntime| at width {a.second_width}, default",
-                            f"{b.max_abs_default_second_width:.2e}", f"{a.max_abs_default_second_width:.2e}"))
-        w0 = max(len(r[0]) for r in rows)
-        w1 = max(len(r[1]) for r in rows)
-        return "\n".join(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>14}" for r in rows)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["stages"] = [asdict(s) for s in self.stages]
-        return d
-
-
-def _stage(stages: list[Stage], name: str, progress: Progress):
     class _Timer:
         def __enter__(self):
             progress(f"[{len(stages) + 1}] {name} ...")
@@ -92,12 +59,29 @@ def _stage(stages: list[Stage], name: str, progress: Progress):
         def __exit__(self, et, ev, tb):
             self.stage.seconds = time.perf_counter() - self.t
             stages.append(self.stage)
-            status = "done" if et is None else "FAILED"
+            if et is not None and not isinstance(ev, Exception):
+                return False  # KeyboardInterrupt and friends
+            failed = et is not None
+            if failed:
+                self.stage.status = "failed"
+                self.stage.reason = f"{type(ev).__name__}: {ev}".strip().splitlines()[0][:300]
+            status = "FAILED" if failed else "done"
             progress(f"    {status} in {self.stage.seconds:.2f}s {self.stage.note}".rstrip())
             log.info("stage %s %s in %.2fs", name, status, self.stage.seconds)
-            if et is not None and not isinstance(ev, NcnnpassError) and isinstance(ev, Exception):
-                raise ToolError(f"stage {name!r} failed: {type(ev).__name__}: {ev}") from ev
-            return False
+            if not failed:
+                return False
+            if optional:
+                progress(f"    warning: {name} failed ({self.stage.reason}); the conversion goes on")
+                return True
+            text = str(ev).strip()
+            msg = f"stage {name!r} failed: {text if isinstance(ev, NcnnpassError) else type(ev).__name__ + ': ' + text}"
+            msg += f" (what to try: {hint})" if hint else ""
+            cls = type(ev) if isinstance(ev, NcnnpassError) else ToolError
+            try:
+                new = cls(msg)
+            except TypeError:
+                new = ToolError(msg)
+            raise new from ev
 
     return _Timer()
 
@@ -111,7 +95,9 @@ def _check_source(src: str) -> None:
                             f"{', '.join(model_zoo.ZOO)})")
 
 
-def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> Path:
+def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int, int] | None) -> tuple[Path, Path]:
+    """(``OUTDIR/model.onnx``, the source file or directory it came from). A Paddle model's conversion
+    is verified at ``shape`` or its kind's default (a detector cannot run at a recognizer's 48×320)."""
     from . import model_zoo
 
     target = outdir / "model.onnx"
@@ -121,9 +107,12 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> Path:
         src = str(path)
     p = Path(src)
     if p.is_dir():
-        from .paddle2onnx import paddle_to_onnx
+        from .inference_yml import read_model_info
+        from .paddle2onnx import paddle_to_onnx, verify_conversion
 
-        paddle_to_onnx(p, target)
+        c, h, w = shape or read_model_info(p).input_shape
+        paddle_to_onnx(p, target, verify=False)
+        verify_conversion(p, target, input_shape=(1, c, h, w))
         stage.note = stage.note or "(paddle2onnx)"
     elif p.is_file():
         if p.suffix.lower() != ".onnx":
@@ -132,7 +121,7 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage) -> Path:
         shutil.copyfile(p, target)
     else:
         raise NcnnpassError(f"{src}: not a file or a directory")
-    return target
+    return target, p
 
 
 def _unsupported_types(param: Path) -> list[str]:
@@ -142,18 +131,7 @@ def _unsupported_types(param: Path) -> list[str]:
     return sorted({ly.type for ly in g.layers if ly.type not in KNOWN_TYPES})
 
 
-def _width_is_dynamic(onnx_path: Path) -> bool:
-    """True when the ONNX model's (first) input has a symbolic or unknown last dimension (width)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
-    return bool(dims) and (bool(dims[-1].dim_param) or dims[-1].dim_value <= 0)
-
-
-def _pnnx_with_fallback(sim: Path, original: Path, outdir: Path, shape: tuple[int, ...], fp16: bool,
+def _pnnx_with_fallback(sim: Path | None, original: Path, outdir: Path, shape: tuple[int, ...], fp16: bool,
                         shape2: tuple[int, ...] | None) -> tuple[Path, Path, str, bool]:
     """Run pnnx, preferring the onnxsim output; returns (param, bin, note, dynamic width).
 
@@ -164,9 +142,10 @@ def _pnnx_with_fallback(sim: Path, original: Path, outdir: Path, shape: tuple[in
     so the model runs at any width; without it they are baked in."""
     from .pnnx import run_pnnx
 
-    attempts = [(sim, shape2), (original, shape2)] + ([(original, None)] if shape2 is not None else [])
+    attempts = ([(sim, shape2)] if sim is not None else []) + [(original, shape2)] + \
+        ([(original, None)] if shape2 is not None else [])
     reasons = []
-    for k, (src, s2) in enumerate(attempts):
+    for src, s2 in attempts:
         for stale in outdir.glob("*.ncnn.*"):
             stale.unlink()
         what = ("the onnxsim output" if src == sim else "the unsimplified ONNX") + \
@@ -180,111 +159,141 @@ def _pnnx_with_fallback(sim: Path, original: Path, outdir: Path, shape: tuple[in
         if bad:
             reasons.append(f"pnnx left {', '.join(bad)} in {what}")
             continue
-        if k:
+        if reasons:
             log.info("%s; used %s", "; ".join(reasons), what)
-        note = f"({'; '.join(reasons)}; used {what})" if k else ""
+        note = f"({'; '.join(reasons)}; used {what})" if reasons else ""
         return param, bin, note, s2 is not None
     raise ToolError("pnnx could not convert the model: " + "; ".join(reasons))
 
 
-def _error(graph: Graph, sess, x: np.ndarray, options: str) -> float:
-    from ncnnpass.ir import runtime
-
-    ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    ref = ref[0] if ref.shape[0] == 1 else ref
-    arr = next(iter(runtime.run(graph, x, options=options).values()))
-    if arr.size != ref.size:
-        raise VerificationError(f"ncnn output has {arr.size} values, onnxruntime {ref.size} "
-                                f"(input {'x'.join(map(str, x.shape))})")
-    return float(np.abs(arr.reshape(ref.shape) - ref).max())
-
-
-def measure(graph: Graph, onnx_path: Path, x: np.ndarray, runs: int = 20,
-            x2: np.ndarray | None = None) -> ModelFigures:
-    """Errors against onnxruntime under default and fp32 options (and at a second width ``x2``),
-    and median 1-thread latency."""
-    import onnxruntime as ort
-
-    from ncnnpass.ir import runtime
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    errs = {opt: _error(graph, sess, x, opt) for opt in ("default", "fp32")}
-    net = runtime.load(graph, "default", num_threads=1)
-    net.run(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        net.run(x)
-        times.append((time.perf_counter() - t) * 1000)
-    fig = ModelFigures(len(graph.layers), errs["default"], errs["fp32"], statistics.median(times))
-    if x2 is not None:
-        fig.second_width = int(x2.shape[-1])
-        fig.max_abs_default_second_width = _error(graph, sess, x2, "default")
-    return fig
+def _second_size(d: int) -> int:
+    """A second size for a dynamic dim: about half (3/4 when that is too small), a multiple of 32 when
+    ``d`` is one (DB detectors' FPN needs it); never ``d`` itself."""
+    step = 32 if d % 32 == 0 else 1
+    for f in (2, 4 / 3):
+        d2 = int(d / f) // step * step
+        if d2 >= max(step, 16) and d2 != d:
+            return d2
+    return d + 2 * step if step > 1 else d * 2
 
 
-def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] = (3, 48, 320),
+def second_shape(shape: tuple[int, int, int], dynamic: tuple[bool, bool]) -> tuple[int, int, int] | None:
+    """The second C,H,W to give pnnx (``inputshape2``) and verify at: each dynamic dim changed."""
+    c, h, w = shape
+    if not any(dynamic):
+        return None
+    h2 = h if not dynamic[0] else (h * 3 // 4) // 32 * 32 if h % 32 == 0 and h >= 128 else _second_size(h)
+    return (c, h2, _second_size(w) if dynamic[1] else w)
+
+
+
+
+def _simplify(onnx_path: Path, out: Path, stage: Stage, shape: tuple[int, ...], dynamic: bool) -> Path | None:
+    """The optional onnxsim stage: the pnnx-ready ONNX simplified, or None (pnnx then simplifies itself).
+
+    A dynamic conversion keeps the input dims open (a fixed-shape model cannot take pnnx's inputshape2)."""
+    from .onnxsim_step import simplify_onnx
+    from .resize_roi import prepare_for_pnnx
+
+    prep, cleared = prepare_for_pnnx(onnx_path, out / "model.prep.onnx")
+    notes = [f"cleared the unused roi of {cleared} Resize nodes for pnnx"] if cleared else []
+    sim = out / "model.sim.onnx"
+    try:
+        simplify_onnx(prep, sim, input_shape=None if dynamic else shape)
+    except NcnnpassError as exc:
+        reason = str(exc).strip().splitlines()[0][:200]
+        stage.note = "(" + "; ".join([*notes, f"onnxsim failed, pnnx gets the unsimplified ONNX: {reason}"]) + ")"
+        stage.status, stage.reason = "failed", reason
+        log.warning("onnxsim failed (%s); pnnx gets the unsimplified ONNX", reason)
+        return None
+    stage.outputs = [str(sim)]
+    stage.note = f"({'; '.join(notes)})" if notes else ""
+    return sim
+
+
+def _write_report(out: Path, onnx_path: Path, param: Path, bin: Path, shape: tuple[int, int, int],
+                  seed: int, stage: Stage) -> None:
+    from ncnnpass.passes.compare.core import compare_models
+    from ncnnpass.passes.compare.output import plot_png, write_json
+
+    rep_json, rep_png = out / "compare.json", out / "compare.png"
+    cr = compare_models(str(onnx_path), str(param), str(bin), shape=shape, seed=seed)
+    write_json(cr, str(rep_json))
+    stage.outputs = [str(rep_json)]
+    plot_png(cr, str(rep_png))
+    stage.outputs.append(str(rep_png))
+
+
+def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
             pipeline: str = "repair", fp16_weights: bool = False, tolerance: float = 1e-4,
             report: bool = True, seed: int = 0, dynamic_width: bool = True,
             progress: Progress = lambda s: None) -> ConvertResult:
     """Run the whole chain; see the module docstring. ``tolerance`` bounds the fp32-options error.
 
-    ``dynamic_width``: when the ONNX input's width is dynamic (PaddleOCR recognition: N×3×48×W), ask
-    pnnx for a model that runs at any width and verify it at a second width too."""
+    ``shape``: C,H,W to convert and verify at; default per model kind (rec 3×48×320, cls 3×48×192,
+    det 3×640×640, or the ``inference.yml`` image shape). ``dynamic_width``: when the ONNX input has
+    dynamic dims the model kind varies at inference (rec: W, det: H and W), ask pnnx for a model that
+    runs at any size and verify it at a second size too; False bakes ``shape`` in."""
     from ncnnpass.passes import apply_passes
 
-    from .onnxsim_step import simplify_onnx
+    from .inference_yml import read_model_info
 
     _check_source(src)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     stages: list[Stage] = []
-    c, h, w = shape
-    with _stage(stages, "source → ONNX", progress) as st:
-        onnx_path = _source_to_onnx(src, out, st)
+    warnings: list[str] = []
+    with _stage(stages, "source → ONNX", progress, HINTS["source"]) as st:
+        onnx_path, source = _source_to_onnx(src, out, st, shape)
+        info = read_model_info(source, onnx_path)
         st.outputs = [str(onnx_path)]
-    with _stage(stages, "onnxsim", progress) as st:
-        sim = out / "model.sim.onnx"
-        simplify_onnx(onnx_path, sim, input_shape=(1, c, h, w))
-        st.outputs = [str(sim)]
-    with _stage(stages, f"pnnx (fp16={int(fp16_weights)})", progress) as st:
-        w2 = w // 2 if w >= 32 else w * 2
-        shape2 = (1, c, h, w2) if dynamic_width and _width_is_dynamic(onnx_path) else None
+        st.note = f"{st.note} ({info.describe()})".strip()
+    c, h, w = shape if shape is not None else info.input_shape
+    shape2 = second_shape((c, h, w), info.dynamic) if dynamic_width else None
+    with _stage(stages, "onnxsim", progress, optional=True) as st:
+        sim = _simplify(onnx_path, out, st, (1, c, h, w), shape2 is not None)
+    if st.status == "failed":
+        warnings.append(f"onnxsim failed ({st.reason}); pnnx converted the unsimplified ONNX")
+    prep = out / "model.prep.onnx"
+    pnnx_src = prep if prep.is_file() else onnx_path
+    with _stage(stages, f"pnnx (fp16={int(fp16_weights)})", progress, HINTS["pnnx"]) as st:
         before_param, before_bin, st.note, dynamic = _pnnx_with_fallback(
-            sim, onnx_path, out / "pnnx", (1, c, h, w), fp16_weights, shape2)
-        st.note = (st.note + f" (runs at any width; checked at {w} and {w2})" if dynamic else st.note).strip()
+            sim, pnnx_src, out / "pnnx", (1, c, h, w), fp16_weights, (1, *shape2) if shape2 else None)
+        if not dynamic:
+            shape2 = None
+        else:
+            what = "width" if shape2[1] == h else "size"
+            st.note = (st.note + f" (runs at any {what}; checked at {h}×{w} and {shape2[1]}×{shape2[2]})").strip()
         st.outputs = [str(before_param), str(before_bin)]
-    with _stage(stages, f"ncnnpass pipeline {pipeline!r}", progress) as st:
+    with _stage(stages, f"ncnnpass pipeline {pipeline!r}", progress, HINTS["pipeline"]) as st:
         before = Graph.load(before_param, before_bin)
         after = before.copy()
-        rep = apply_passes(after, pipeline, input_shape=shape)
+        rep = apply_passes(after, pipeline, input_shape=(c, h, w))
         after_param, after_bin = out / "model.ncnn.param", out / "model.ncnn.bin"
         after.save(after_param, after_bin)
         st.outputs = [str(after_param), str(after_bin)]
         st.note = f"({len(before.layers)} → {len(after.layers)} layers)"
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (1, c, h, w)).astype(np.float32)
-    x2 = rng.uniform(-1, 1, (1, c, h, w2)).astype(np.float32) if dynamic else None
-    with _stage(stages, "verify against onnxruntime", progress) as st:
+    x2 = rng.uniform(-1, 1, (1, *shape2)).astype(np.float32) if shape2 else None
+    with _stage(stages, "verify against onnxruntime", progress, HINTS["verify"]) as st:
         figures = {"before": measure(before, onnx_path, x, x2=x2), "after": measure(after, onnx_path, x, x2=x2)}
-        st.note = f"(after: {figures['after'].max_abs_default:.2e} default, {figures['after'].max_abs_fp32:.2e} fp32)"
-        if figures["after"].max_abs_fp32 > tolerance:
+        a = figures["after"]
+        st.note = f"(after: {a.max_abs_default:.2e} default, {a.max_abs_fp32:.2e} fp32)"
+        if a.max_abs_fp32 > tolerance:
             raise VerificationError(f"the converted model differs from onnxruntime by "
-                                    f"{figures['after'].max_abs_fp32:.2e} > {tolerance:g} under fp32 options")
-        if dynamic and figures["after"].max_abs_default_second_width > max(tolerance, 10 * figures["after"].max_abs_default):
+                                    f"{a.max_abs_fp32:.2e} > {tolerance:g} under fp32 options")
+        if shape2 and a.max_abs_default_second_width > max(tolerance, 10 * a.max_abs_default):
             raise VerificationError(f"the converted model differs from onnxruntime by "
-                                    f"{figures['after'].max_abs_default_second_width:.2e} at width {w2}")
+                                    f"{a.max_abs_default_second_width:.2e} at {shape2[1]}×{shape2[2]}")
     result = ConvertResult(str(out), str(onnx_path), (str(before_param), str(before_bin)),
-                           (str(after_param), str(after_bin)), pipeline, stages, figures, str(rep), tolerance)
+                           (str(after_param), str(after_bin)), pipeline, stages, figures, str(rep), tolerance,
+                           kind=info.kind, model_name=info.name, shape=(c, h, w), second_shape=shape2,
+                           warnings=warnings)
     if report:
-        with _stage(stages, "compare report", progress) as st:
-            from ncnnpass.passes.compare.core import compare_models
-            from ncnnpass.passes.compare.output import plot_png, write_json
-
-            rep_json, rep_png = out / "compare.json", out / "compare.png"
-            cr = compare_models(str(onnx_path), str(after_param), str(after_bin), shape=shape, seed=seed)
-            write_json(cr, str(rep_json))
-            plot_png(cr, str(rep_png))
-            st.outputs = [str(rep_json), str(rep_png)]
+        with _stage(stages, "compare report", progress, optional=True) as st:
+            _write_report(out, onnx_path, after_param, after_bin, (c, h, w), seed, st)
+        if st.status == "failed":
+            warnings.append(f"the compare report failed ({st.reason}); the verified model is written")
     atomic_write(out / "convert.json", json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     return result

