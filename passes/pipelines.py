@@ -14,8 +14,10 @@ class Pipeline:
 
 REPAIR = Pipeline(
     "repair",
-    "precision fixes: SE blocks off fp16 InnerProduct (gap-fc-to-conv), remaining InnerProducts kept fp32",
+    "precision fixes: SE blocks off fp16 InnerProduct (mean-reduction-to-pooling, gap-fc-to-conv), "
+    "remaining InnerProducts kept fp32",
     (
+        "mean-reduction-to-pooling",
         "gap-fc-to-conv",
         "keep-fp32[types=InnerProduct]",
     ),

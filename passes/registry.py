@@ -12,6 +12,7 @@ from .engine import Pass
 # Module names, in the order ``ncnnpass passes`` lists them.
 PASS_MODULES = (
     "gap_fc_to_conv",
+    "mean_reduction_to_pooling",
     "adaptive_avgpool_lowering",
     "keep_fp32",
     "fuse_activation",

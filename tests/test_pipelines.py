@@ -30,9 +30,9 @@ def test_pipelines_are_named_lists_of_registered_passes() -> None:
         for spec in pl.passes:
             assert parse_spec(spec)[0] in names
     assert PIPELINES["optimize"].passes[:len(PIPELINES["repair"].passes)] == PIPELINES["repair"].passes
-    assert [p.name for p in resolve_passes("repair")] == ["gap-fc-to-conv", "keep-fp32"]
-    assert [p.name for p in resolve_passes(["eliminate-noop", "repair"])] == ["eliminate-noop", "gap-fc-to-conv",
-                                                                              "keep-fp32"]
+    assert [p.name for p in resolve_passes("repair")] == ["mean-reduction-to-pooling", "gap-fc-to-conv", "keep-fp32"]
+    assert [p.name for p in resolve_passes(["eliminate-noop", "repair"])] == [
+        "eliminate-noop", "mean-reduction-to-pooling", "gap-fc-to-conv", "keep-fp32"]
     assert split_specs("a,b[x=1,y=2|3],c") == ["a", "b[x=1,y=2|3]", "c"]
     assert parse_spec("keep-fp32[types=InnerProduct|Gemm, bits=7]") == (
         "keep-fp32", {"types": "InnerProduct|Gemm", "bits": "7"})

@@ -17,6 +17,11 @@ How (each rule is exact on its own; the engine runs them to a fixpoint, so chain
    in the ncnn wheel, including W == c), exactly as it broadcasts c×1×1.
 5. ``merge``/``direct``: Flatten of Flatten, and an InnerProduct that cannot be converted (int8) reads the
    c×1×1 blob directly (InnerProduct flattens its input anyway).
+6. ``convert-vector-conv`` (onnx2ncnn's form): a 1×1 ``Convolution`` reading the 1-D blob, which ncnn runs
+   through its deprecated "1d input compatibility path" (it reshapes to c×1×1, convolves, flattens back;
+   the generic and Vulkan builds call InnerProduct instead), reads the c×1×1 blob itself; a Flatten follows.
+7. ``convert-direct``: an InnerProduct reading a c×1×1 blob itself (e.g. after a mean ``Reduction`` with
+   keepdims) becomes ``Convolution 1×1 -> Flatten`` like ``convert``.
 
 Any consumer whose result depends on the blob being 1-D (Softmax, Reshape, Concat, Permute axes, a graph
 output, ...) keeps reading the Flatten, so results never change: the chain stops there, shape restored.
@@ -51,6 +56,28 @@ where:
   %n > 0 and %wsize % %n == 0 and c11(a)
 replace:
   Flatten f 1 1 a b
+  Convolution fc 1 1 a y3  0=%n 1=1 5=%bias 6=%wsize 9={{%act if %act else none}} 10={{%actp if len(%actp) else none}} 31={{fc.featmask if fc.featmask else none}}
+  Flatten flatten 1 1 y3 y
+
+rule convert-vector-conv
+doc "Flatten(c x 1 x 1) -> 1x1 Convolution on the 1-D blob  =>  Convolution on c x 1 x 1 -> Flatten"
+match:
+  Flatten f 1 1 a b!
+  Convolution fc 1 1 b y ...
+where:
+  c11(a) and vector_conv(fc)
+replace:
+  Flatten f 1 1 a b
+  @fc fc 1 1 a y3 @fc
+  Flatten flatten 1 1 y3 y
+
+rule convert-direct
+doc "InnerProduct reading c x 1 x 1  =>  Convolution 1x1 -> Flatten (same weight bytes)"
+match:
+  InnerProduct fc 1 1 a y  0=%n 1=%bias 2=%wsize 8=0 9=%act 10=%actp
+where:
+  %n > 0 and %wsize % %n == 0 and c11(a)
+replace:
   Convolution fc 1 1 a y3  0=%n 1=1 5=%bias 6=%wsize 9={{%act if %act else none}} 10={{%actp if len(%actp) else none}} 31={{fc.featmask if fc.featmask else none}}
   Flatten flatten 1 1 y3 y
 
@@ -118,8 +145,22 @@ replace:
 """
 
 
+def vector_conv(m, layer: Layer) -> bool:
+    """A Convolution that, reading a 1-D blob, computes ``W·x + b`` (ncnn's 1-D compatibility path), and
+    reading the same values as c×1×1 computes them again as c×1×1: 1×1 kernel, no padding, fp32 weights
+    (not int8), static weights. Stride and dilation do not matter on a 1×1 input."""
+    if layer.type != "Convolution" or len(layer.inputs) != 1:
+        return False
+    ints = [int(layer.get(k)) for k in ("kernel_w", "kernel_h", "pad_left", "pad_right", "pad_top", "pad_bottom",
+                                         "int8_scale_term", "dynamic_weight", "num_output")]
+    kw, kh, pl, pr, pt, pb, int8, dyn, n = ints
+    return (kw, kh) == (1, 1) and (pl, pr, pt, pb) == (0, 0, 0, 0) and not int8 and not dyn and n > 0
+
+
 def convertible(layer: Layer) -> bool:
-    """An InnerProduct this pass can turn into a 1×1 Convolution."""
+    """An InnerProduct this pass can turn into a 1×1 Convolution, or a Convolution reading a 1-D blob."""
+    if layer.type == "Convolution":
+        return vector_conv(None, layer)
     if layer.type != "InnerProduct" or len(layer.inputs) != 1:
         return False
     n = int(layer.get("num_output"))
@@ -127,7 +168,8 @@ def convertible(layer: Layer) -> bool:
 
 
 def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
-    """Does ``blob`` reach a convertible InnerProduct through Flatten/element-wise layers only?"""
+    """Does ``blob`` reach a convertible InnerProduct (or a 1×1 Convolution reading 1-D) through
+    Flatten/element-wise layers only?"""
     g = m.ctx.graph
     stack = [(blob.name if hasattr(blob, "name") else blob, 0)]
     seen = set()
@@ -148,4 +190,4 @@ def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
 PASS = RulePass(
     "gap-fc-to-conv",
     "global Pooling + InnerProduct chain -> adaptive 1x1 Pooling + 1x1 Convolutions (fp32 math, same weights)",
-    TEXT, {"reaches_innerproduct": reaches_innerproduct}, file=__file__)
+    TEXT, {"reaches_innerproduct": reaches_innerproduct, "vector_conv": vector_conv}, file=__file__)
