@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +47,32 @@ Inputs = Mapping[str, np.ndarray] | np.ndarray
 Options = str | Mapping[str, object] | None
 
 
+_DEFAULT: contextvars.ContextVar[str] = contextvars.ContextVar("ncnnpass_default_target", default="x86")
+
+
+def get_default_target() -> str:
+    """The target used where none is given (``x86`` for the library; the CLI sets its ``--target``)."""
+    return _DEFAULT.get()
+
+
+def set_default_target(name: str | None) -> None:
+    """Make ``name`` the target of every run that names none (shape inference included)."""
+    _DEFAULT.set(normalize_target(name or "x86"))
+
+
+@contextlib.contextmanager
+def default_target(name: str | None) -> Iterator[str]:
+    """``with default_target("isolated"): ...`` - :func:`set_default_target` for a block."""
+    token = _DEFAULT.set(normalize_target(name or "x86"))
+    try:
+        yield token.var.get()
+    finally:
+        _DEFAULT.reset(token)
+
+
 def normalize_target(name: str | None) -> str:
-    """The canonical target name (``None`` -> ``x86``, ``arm-a76`` -> ``arm``); unknown names raise."""
-    name = (name or "x86").strip().lower()
+    """The canonical target name (``None`` -> the default target, ``arm-a76`` -> ``arm``); unknown names raise."""
+    name = (name or get_default_target()).strip().lower()
     if name not in TARGETS:
         raise RuntimeBridgeError(f"unknown ncnn target {name!r} (one of {', '.join(TARGETS)})")
     return "arm" if name == "arm-a76" else name
@@ -311,6 +336,12 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
+
+
+@contextlib.contextmanager
+def using_target(target: str | Target | None) -> Iterator[Target]:
+    """Yield ``target`` if it is a session, else the process-wide warm session of that name (both stay open)."""
+    yield target if isinstance(target, Target) else shared_target(target)
 
 
 _SHARED: dict[str, Target] = {}
