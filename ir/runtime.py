@@ -2,6 +2,10 @@
 
 Options are applied before loading (ncnn requires it). Inputs are cloned into ncnn-owned Mats
 (a non-owning Mat fed to an in-place first layer crashes ncnn in light mode).
+
+``target`` picks where ncnn runs (:mod:`ncnnpass.ir.targets`): ``x86`` in this process (the library
+default), ``isolated`` in a worker subprocess (a crash becomes a :class:`RuntimeBridgeError`), ``arm`` /
+``arm-a57`` the aarch64 ncnn under qemu. For many runs on one target use :func:`open_target`.
 """
 
 from __future__ import annotations
@@ -11,8 +15,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import worker
 from .errors import RuntimeBridgeError
 from .graph import Graph
+from .targets import (
+    TARGETS,
+    Target,
+    default_target,
+    describe_target,
+    get_default_target,
+    normalize_target,
+    open_target,
+    set_default_target,
+    shared_target,
+    using_target,
+)
+
+__all__ = ["OPTION_PRESETS", "TARGETS", "LoadedNet", "Target", "check_input_shapes", "default_target",
+           "describe_target", "get_default_target", "infer_shapes", "load", "make_options", "normalize_target",
+           "open_target", "option_fields", "run", "set_default_target", "shared_target", "using_target"]
 
 # Named option sets. "default" is ncnn's own defaults; "fp32" turns every reduced-precision path off.
 OPTION_PRESETS: dict[str, dict[str, bool]] = {
@@ -54,20 +75,19 @@ def _ncnn():
     return ncnn
 
 
-def make_options(options: str | Mapping[str, object] | None = None, num_threads: int | None = None):
-    """An ``ncnn.Option`` from a preset name or a dict of field overrides."""
-    ncnn = _ncnn()
-    opt = ncnn.Option()
+def option_fields(options: str | Mapping[str, object] | None = None) -> dict[str, object]:
+    """The ``ncnn.Option`` field overrides of a preset name or a dict (validated names of presets)."""
     if isinstance(options, str) and options not in OPTION_PRESETS:
         raise RuntimeBridgeError(f"unknown option preset {options!r} (one of {', '.join(OPTION_PRESETS)})")
-    fields = OPTION_PRESETS[options] if isinstance(options, str) else dict(options or {})
-    for k, v in fields.items():
-        if not hasattr(opt, k):
-            raise RuntimeBridgeError(f"ncnn.Option has no field {k!r}")
-        setattr(opt, k, v)
-    if num_threads is not None:
-        opt.num_threads = num_threads
-    return opt
+    return dict(OPTION_PRESETS[options]) if isinstance(options, str) else dict(options or {})
+
+
+def make_options(options: str | Mapping[str, object] | None = None, num_threads: int | None = None):
+    """An ``ncnn.Option`` from a preset name or a dict of field overrides."""
+    try:
+        return worker.make_option(_ncnn(), option_fields(options), num_threads)
+    except worker.NcnnCallError as exc:
+        raise RuntimeBridgeError(str(exc)) from None
 
 
 @dataclass
@@ -80,69 +100,47 @@ class LoadedNet:
 
     def run(self, inputs: Mapping[str, np.ndarray] | np.ndarray, outputs: Iterable[str] | str | None = None,
             light_mode: bool | None = None) -> dict[str, np.ndarray]:
-        ncnn = _ncnn()
         if isinstance(inputs, np.ndarray):
             if len(self.graph_inputs) != 1:
                 raise RuntimeBridgeError(f"the model has inputs {self.graph_inputs}; pass a dict")
             inputs = {self.graph_inputs[0]: inputs}
-        if outputs == "all":
-            names = [b.name for b in self.net.blobs() if b.name and b.producer != -1]
-        elif outputs is None:
-            names = list(self.graph_outputs)
-        else:
-            names = [outputs] if isinstance(outputs, str) else list(outputs)
-        extract_all = light_mode is False or len(names) > 1
-        with self.net.create_extractor() as ex:
-            if light_mode is not None or extract_all:
-                ex.set_light_mode(bool(light_mode) if light_mode is not None else False)
-            for name, arr in inputs.items():
-                # int32 stays int32 (ncnn reads int bits: Embed token ids, Dequantize/Requantize input);
-                # everything else becomes float32
-                arr = np.asarray(arr)
-                a = np.ascontiguousarray(arr, dtype=np.int32 if arr.dtype == np.int32 else np.float32)
-                if a.ndim == 4 and a.shape[0] == 1:
-                    a = a[0]
-                if ex.input(name, ncnn.Mat(a).clone()) != 0:
-                    raise RuntimeBridgeError(f"ncnn refused input blob {name!r}")
-            result = {}
-            for name in names:
-                ret, mat = ex.extract(name)
-                if ret != 0:
-                    raise RuntimeBridgeError(f"ncnn could not extract blob {name!r} (error {ret})")
-                if min(mat.w, mat.h, mat.d, mat.c) < 0:  # e.g. Reshape 0=-5: ncnn returns 0 and a bogus Mat
-                    raise RuntimeBridgeError(f"ncnn gave blob {name!r} the invalid shape w={mat.w} h={mat.h} "
-                                             f"d={mat.d} c={mat.c} (a layer param out of range?)")
-                result[name] = np.array(mat, copy=True)
-        return result
+        try:
+            names = worker.output_names(self.net, outputs, self.graph_outputs)
+            return worker.run_net(_ncnn(), self.net, dict(inputs), names, light_mode)
+        except worker.NcnnCallError as exc:
+            raise RuntimeBridgeError(str(exc)) from None
 
 
 def load(graph: Graph, options: str | Mapping[str, object] | None = None,
          num_threads: int | None = None) -> LoadedNet:
-    """Load ``graph`` into an ``ncnn.Net`` with the given options (set before loading)."""
-    ncnn = _ncnn()
-    net = ncnn.Net()
-    net.opt = make_options(options, num_threads)
-    text = graph.to_param_text()
-    if net.load_param_mem(text) != 0:
-        raise RuntimeBridgeError("ncnn rejected the .param text (see ncnn's log above)")
-    data = graph.to_bin_bytes()
-    if data:
-        net.load_model_mem(data)
-    else:
-        net.load_model(ncnn.DataReaderFromEmpty())
+    """Load ``graph`` into an in-process ``ncnn.Net`` with the given options (set before loading)."""
+    fields = option_fields(options)
+    try:
+        net = worker.load_net(_ncnn(), graph.to_param_text(), graph.to_bin_bytes(), fields, num_threads)
+    except worker.NcnnCallError as exc:
+        raise RuntimeBridgeError(str(exc)) from None
     return LoadedNet(net, graph.inputs, graph.outputs)
 
 
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | np.ndarray, outputs: Iterable[str] | str | None = None,
         options: str | Mapping[str, object] | None = None, num_threads: int | None = None,
-        light_mode: bool | None = None) -> dict[str, np.ndarray]:
-    """Run once: ``outputs`` = None (protected outputs), a name, a list, or ``"all"`` blobs."""
-    return load(graph, options, num_threads).run(inputs, outputs, light_mode)
+        light_mode: bool | None = None, target: str | Target | None = None) -> dict[str, np.ndarray]:
+    """Run once: ``outputs`` = None (protected outputs), a name, a list, or ``"all"`` blobs.
+
+    ``target``: a name (None = :func:`get_default_target`, ``x86`` unless set) or an open session. A
+    name other than ``x86`` runs in a process-wide worker kept warm between calls."""
+    if isinstance(target, Target):
+        return target.run(graph, inputs, outputs, options, num_threads, light_mode)
+    if normalize_target(target) == "x86":
+        return load(graph, options, num_threads).run(inputs, outputs, light_mode)
+    return shared_target(target).run(graph, inputs, outputs, options, num_threads, light_mode)
 
 
 def infer_shapes(graph: Graph, input_shapes: Mapping[str, tuple[int, ...]] | tuple[int, ...],
-                 options: str | Mapping[str, object] | None = "fp32") -> dict[str, tuple[int, ...]]:
-    """Run zeros of the given input shapes (numpy order, e.g. (c, h, w)) and record every blob's shape."""
+                 options: str | Mapping[str, object] | None = "fp32", target: str | Target | None = None
+                 ) -> dict[str, tuple[int, ...]]:
+    """Run zeros of the given input shapes (numpy order, e.g. (c, h, w)) and record every blob's shape
+    (on ``target``: ``isolated`` survives models that crash ncnn)."""
     if not isinstance(input_shapes, Mapping):
         ins = graph.inputs
         if len(ins) != 1:
@@ -151,7 +149,7 @@ def infer_shapes(graph: Graph, input_shapes: Mapping[str, tuple[int, ...]] | tup
     check_input_shapes(input_shapes)
     feeds = {k: np.zeros(v, np.float32) for k, v in input_shapes.items()}
     names = list(graph.blobs)
-    result = run(graph, feeds, names, options, light_mode=False)
+    result = run(graph, feeds, names, options, light_mode=False, target=target)
     shapes = {}
     for name, arr in result.items():
         shapes[name] = tuple(arr.shape)

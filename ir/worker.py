@@ -1,0 +1,200 @@
+"""The ncnn-calling core, used in-process and as a standalone worker process.
+
+This file imports nothing from ncnnpass (only ``ncnn``, ``numpy`` and the standard library), so it also runs
+as a script under an emulated aarch64 Python that has just the ncnn wheel and Debian's numpy:
+``python3 worker.py`` serves requests on stdin/stdout until stdin closes.
+
+Wire format (both directions): an 8-byte little-endian header length, a JSON header, then the raw bytes
+of the arrays/blobs the header lists in ``"arrays"`` (name, dtype, shape, nbytes), in order. No pickle:
+the two sides may run different numpy majors.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+
+class NcnnCallError(Exception):
+    """ncnn refused something (a one-line reason); the caller wraps it in its own exception."""
+
+
+def make_option(ncnn, fields: dict, num_threads: int | None = None):
+    """An ``ncnn.Option`` with ``fields`` set (unknown fields are an error)."""
+    opt = ncnn.Option()
+    for k, v in fields.items():
+        if not hasattr(opt, k):
+            raise NcnnCallError(f"ncnn.Option has no field {k!r}")
+        setattr(opt, k, v)
+    if num_threads is not None:
+        opt.num_threads = int(num_threads)
+    return opt
+
+
+def load_net(ncnn, param_text: str, bin_bytes: bytes, fields: dict, num_threads: int | None = None):
+    """An ``ncnn.Net`` with options set before loading (ncnn requires that order)."""
+    net = ncnn.Net()
+    net.opt = make_option(ncnn, fields, num_threads)
+    if net.load_param_mem(param_text) != 0:
+        raise NcnnCallError("ncnn rejected the .param text (see ncnn's log above)")
+    if bin_bytes:
+        net.load_model_mem(bin_bytes)
+    else:
+        net.load_model(ncnn.DataReaderFromEmpty())
+    return net
+
+
+def output_names(net, outputs, graph_outputs: list[str]) -> list[str]:
+    """Resolve ``outputs``: None (the graph's outputs), ``"all"`` produced blobs, a name or a list."""
+    if outputs == "all":
+        return [b.name for b in net.blobs() if b.name and b.producer != -1]
+    if outputs is None:
+        return list(graph_outputs)
+    return [outputs] if isinstance(outputs, str) else list(outputs)
+
+
+def run_net(ncnn, net, inputs: dict, names: list[str], light_mode: bool | None = None) -> dict:
+    """Feed ``inputs`` (name -> array) and extract ``names``; returns name -> float32/int32 array."""
+    extract_all = light_mode is False or len(names) > 1
+    with net.create_extractor() as ex:
+        if light_mode is not None or extract_all:
+            ex.set_light_mode(bool(light_mode) if light_mode is not None else False)
+        for name, arr in inputs.items():
+            # int32 stays int32 (ncnn reads int bits: Embed token ids, Dequantize/Requantize input);
+            # everything else becomes float32
+            arr = np.asarray(arr)
+            a = np.ascontiguousarray(arr, dtype=np.int32 if arr.dtype == np.int32 else np.float32)
+            if a.ndim == 4 and a.shape[0] == 1:
+                a = a[0]
+            # cloned: a non-owning Mat fed to an in-place first layer crashes ncnn in light mode
+            if ex.input(name, ncnn.Mat(a).clone()) != 0:
+                raise NcnnCallError(f"ncnn refused input blob {name!r}")
+        result = {}
+        for name in names:
+            ret, mat = ex.extract(name)
+            if ret != 0:
+                raise NcnnCallError(f"ncnn could not extract blob {name!r} (error {ret})")
+            if min(mat.w, mat.h, mat.d, mat.c) < 0:  # e.g. Reshape 0=-5: ncnn returns 0 and a bogus Mat
+                raise NcnnCallError(f"ncnn gave blob {name!r} the invalid shape w={mat.w} h={mat.h} "
+                                    f"d={mat.d} c={mat.c} (a layer param out of range?)")
+            result[name] = np.array(mat, copy=True)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- wire
+
+
+def write_message(stream, header: dict, arrays: list[tuple[str, np.ndarray | bytes]] = ()) -> None:
+    """Send ``header`` plus named arrays (or raw bytes) on a binary stream."""
+    meta, payloads = [], []
+    for name, a in arrays:
+        if isinstance(a, (bytes, bytearray)):
+            meta.append({"name": name, "dtype": "bytes", "shape": [len(a)], "nbytes": len(a)})
+            payloads.append(bytes(a))
+        else:
+            a = np.ascontiguousarray(a)
+            meta.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "nbytes": a.nbytes})
+            payloads.append(a.tobytes())
+    head = json.dumps(dict(header, arrays=meta)).encode()
+    stream.write(struct.pack("<Q", len(head)) + head)
+    for p in payloads:
+        stream.write(p)
+    stream.flush()
+
+
+def read_exact(stream, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        c = stream.read(n - got)
+        if not c:
+            raise EOFError("stream closed")
+        chunks.append(c)
+        got += len(c)
+    return b"".join(chunks)
+
+
+def read_message(stream, read=read_exact) -> tuple[dict, dict]:
+    """Receive one message: (header, name -> array or bytes)."""
+    (n,) = struct.unpack("<Q", read(stream, 8))
+    header = json.loads(read(stream, n).decode())
+    arrays = {}
+    for m in header.pop("arrays", []):
+        raw = read(stream, int(m["nbytes"]))
+        if m["dtype"] == "bytes":
+            arrays[m["name"]] = raw
+        else:
+            arrays[m["name"]] = np.frombuffer(raw, dtype=np.dtype(m["dtype"])).reshape(m["shape"]).copy()
+    return header, arrays
+
+
+# --------------------------------------------------------------------------------------------- server
+
+MAX_CACHED_NETS = 4
+
+
+def _handle(ncnn, nets: OrderedDict, header: dict, arrays: dict) -> tuple[dict, list]:
+    op = header.get("op")
+    if op == "ping":
+        return {"ok": True, "ncnn": getattr(ncnn, "__version__", "?")}, []
+    if op == "load":
+        key = header["key"]
+        if key not in nets:
+            net = load_net(ncnn, arrays["param"].decode(), arrays.get("bin", b""), header.get("fields", {}),
+                           header.get("num_threads"))
+            nets[key] = (net, header.get("graph_outputs", []))
+            while len(nets) > MAX_CACHED_NETS:
+                _, (old, _) = nets.popitem(last=False)
+                old.clear()
+        nets.move_to_end(key)
+        return {"ok": True}, []
+    if op == "run":
+        entry = nets.get(header["key"])
+        if entry is None:
+            raise NcnnCallError("the worker has no such net loaded")
+        net, graph_outputs = entry
+        names = output_names(net, header.get("outputs"), graph_outputs)
+        result = run_net(ncnn, net, arrays, names, header.get("light_mode"))
+        return {"ok": True, "names": names}, list(result.items())
+    raise NcnnCallError(f"unknown worker request {op!r}")
+
+
+def serve(stdin, stdout) -> None:
+    """Answer requests until stdin closes. A Python-level error becomes ``{"ok": false, "error": ...}``."""
+    import ncnn
+
+    nets: OrderedDict = OrderedDict()
+    while True:
+        try:
+            header, arrays = read_message(stdin)
+        except EOFError:
+            return
+        try:
+            reply, out = _handle(ncnn, nets, header, arrays)
+        except NcnnCallError as exc:
+            reply, out = {"ok": False, "error": str(exc)}, []
+        except Exception as exc:  # noqa: BLE001 - reported to the client, the worker stays up
+            reply, out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, []
+        write_message(stdout, reply, out)
+
+
+def main() -> None:
+    # keep the protocol stream private: anything ncnn or numpy prints to fd 1 goes to stderr instead
+    import os
+
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    serve(sys.stdin.buffer, proto_out)
+
+
+if __name__ == "__main__":
+    import os
+
+    # this file's folder holds ncnnpass modules that must not shadow anything (PYTHONSAFEPATH=1 also avoids it)
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        sys.path.pop(0)
+    main()
