@@ -208,3 +208,13 @@ def test_mean_reduction_repair_is_idempotent_and_survives_optimize() -> None:
     apply_passes(opt, "optimize")
     assert opt.count_by_type("InnerProduct") == 0
     assert_equivalent(g, opt, atol=ATOL)
+
+
+def test_chain_of_three_vector_convolutions_without_bias() -> None:
+    fc2 = f"Convolution fc2 1 1 h h2 0=8 1=1 6={R * 8} 9=1\nConvolution fc3 1 1 h2 s 0={C} 1=1 5=1 6={8 * C}"
+    g = build(se(GAP, CONV1, fc2))
+    after, _ = repair(g)
+    assert after.count_by_type("Flatten") == 0
+    assert after.layer("fc3").inputs == after.layer("fc2").outputs and after.layer("fc2").get("bias_term") == 0
+    assert after.layer("fc1").inputs == after.layer("gap").outputs
+    assert_equivalent(g, after, atol=ATOL)

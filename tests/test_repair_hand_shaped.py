@@ -222,3 +222,21 @@ def test_seed_file_through_the_cli_matches_the_seed_authors_hand_repair(referenc
     theirs = _run(hand_param, bin_, x, "default")
     assert np.abs(ours - theirs).max() <= 2e-6
     assert np.abs(ours - ref).max() <= ACCEPT
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("form", ["onnx2ncnn", "mean"])
+def test_fp16_weight_file_keeps_its_bytes(tmp_path: Path, form: str) -> None:
+    """pnnx fp16=1: the weights stay fp16, byte for byte; results change only by float rounding (fp32 options)."""
+    pnnx_param, bin_ = (Path(p) for p in fixtures.require(lambda: fixtures.ppocrv3_rec_ncnn(True),
+                                                           "pnnx conversion of PP-OCRv3 rec (fp16=1)"))
+    param = tmp_path / f"{form}.param"
+    param.write_text(hand_shaped(pnnx_param, form))
+    g = Graph.load(str(param), str(bin_))
+    assert apply_passes(g, "repair").changed
+    out_param, out_bin = tmp_path / "fixed.param", tmp_path / "fixed.bin"
+    g.save(str(out_param), str(out_bin))
+    assert out_bin.read_bytes() == bin_.read_bytes()
+    assert {g.layer(n).weights["weight"].storage for n in ("p2o.Conv.24", "p2o.Conv.29")} == {"fp16"}
+    x = np.random.default_rng(0).uniform(-1, 1, SHAPE).astype(np.float32)
+    assert np.abs(_run(out_param, out_bin, x, "fp32") - _run(param, bin_, x, "fp32")).max() <= 2e-6

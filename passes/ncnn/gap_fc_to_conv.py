@@ -151,9 +151,12 @@ def vector_conv(m, layer: Layer) -> bool:
     (not int8), static weights. Stride and dilation do not matter on a 1×1 input."""
     if layer.type != "Convolution" or len(layer.inputs) != 1:
         return False
-    ints = [int(layer.get(k)) for k in ("kernel_w", "kernel_h", "pad_left", "pad_right", "pad_top", "pad_bottom",
-                                         "int8_scale_term", "dynamic_weight", "num_output")]
-    kw, kh, pl, pr, pt, pb, int8, dyn, n = ints
+    keys = ("kernel_w", "kernel_h", "pad_left", "pad_right", "pad_top", "pad_bottom", "int8_scale_term",
+            "dynamic_weight", "num_output")
+    try:
+        kw, kh, pl, pr, pt, pb, int8, dyn, n = (int(layer.get(k)) for k in keys)
+    except (TypeError, ValueError):  # a malformed value: not ours to convert
+        return False
     return (kw, kh) == (1, 1) and (pl, pr, pt, pb) == (0, 0, 0, 0) and not int8 and not dyn and n > 0
 
 
