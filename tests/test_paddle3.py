@@ -113,6 +113,28 @@ def test_dictionary_sources(tmp_path: Path) -> None:
     assert dictionary_from_model_dir(tmp_path) == ["a", "b"]
 
 
+def test_rec_image_shape_sets_export_center_default(tmp_path: Path) -> None:
+    from ncnnpass.passes.paddle.centers import PreparedModel, _resolve_image_shape
+    from ncnnpass.passes.paddle.dictionary import rec_image_shape
+
+    assert rec_image_shape(tmp_path) is None
+    ops = {"PreProcess": {"transform_ops": [{"DecodeImage": None}, {"RecResizeImg": {"image_shape": [3, 32, 100]}}]}}
+    (tmp_path / "config.json").write_text(json.dumps(ops))
+    assert rec_image_shape(tmp_path) == (3, 32, 100)
+    (tmp_path / "inference.yml").write_text(yaml.safe_dump({"PostProcess": {"name": "CTCLabelDecode"}}))
+    assert rec_image_shape(tmp_path) == (3, 32, 100)  # inference.yml has none: config.json's
+
+    def prepared(dims: list[int | None], shape: tuple[int, int, int] | None) -> PreparedModel:
+        return PreparedModel(model=onnx.ModelProto(), feats="f", logits="l", input_name="x", input_dims=dims,
+                             feat_dim=8, num_classes=5, mid_channels=None, source=str(tmp_path), source_sha256="",
+                             dictionary=None, export_image_shape=shape)
+
+    assert _resolve_image_shape(prepared([None, 3, None, None], (3, 32, 100)), None, False) == (3, 32, 100)
+    assert _resolve_image_shape(prepared([None, 3, 48, None], (3, 32, 100)), None, False) == (3, 48, 100)
+    assert _resolve_image_shape(prepared([None, 3, None, None], None), None, False) == (3, 48, 320)
+    assert _resolve_image_shape(prepared([None, 3, None, None], (3, 32, 100)), (3, 48, 200), False) == (3, 48, 200)
+
+
 def test_verification_shape_from_inference_yml(tmp_path: Path) -> None:
     assert verification_shape(tmp_path, "x") is None
     hpi = {"Hpi": {"backend_configs": {"paddle_infer": {"trt_dynamic_shapes": {
