@@ -83,6 +83,28 @@ def test_ready_env_is_reused_without_a_step(tmp_path: Path, monkeypatch: pytest.
     assert said == []
 
 
+def test_waits_for_another_installer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another process holds the lock and finishes the env, a second caller waits and reuses it."""
+    import threading
+
+    from ncnnpass.passes.toolchain import file_lock
+
+    monkeypatch.delenv(side_env.PADDLE3.override_var, raising=False)
+    env = side_env.PADDLE3.directory(tmp_path)
+    said: list[str] = []
+    result: list[Path] = []
+    with file_lock(str(env) + ".lock"):
+        worker = threading.Thread(target=lambda: result.append(
+            side_env.ensure_side_env(side_env.PADDLE3, tmp_path, said.append)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive()  # blocked on the lock
+        python = _fake_env(env)
+        (env / side_env.COMPLETE_MARKER).write_text("x\n")
+    worker.join(30)
+    assert result == [python] and said == []
+
+
 def test_override_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     python = _fake_env(tmp_path / "mine")
     monkeypatch.setenv(side_env.PADDLE3.override_var, str(tmp_path / "mine"))
@@ -232,13 +254,19 @@ def test_tampered_onnx_fails_verification(v5_dir: Path, v5_onnx: Path, tmp_path:
 
 
 @pytest.mark.real
-def test_conversion_is_reused(v5_dir: Path, v5_onnx: Path, tmp_path: Path) -> None:
+def test_conversion_is_reused(v5_dir: Path, v5_onnx: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A second conversion of the same files takes the cached result, verified again against paddle."""
-    pm = p2o.find_paddle_model(v5_dir)
-    cached = p2o._cached_onnx(pm, None, None)
-    assert cached.is_file() and cached.read_bytes() == v5_onnx.read_bytes()
-    out = p2o.paddle_to_onnx(v5_dir, tmp_path / "again.onnx")
-    assert out.read_bytes() == v5_onnx.read_bytes()
+    caplog.set_level("INFO", logger="ncnnpass.toolchain")
+    first = p2o.paddle_to_onnx(v5_dir, tmp_path / "first.onnx")  # converts only if the cache was cleared
+    cached = p2o._cached_onnx(p2o.find_paddle_model(v5_dir), None, None)
+    assert cached.is_file() and cached.read_bytes() == first.read_bytes()
+    caplog.clear()
+    again = p2o.paddle_to_onnx(v5_dir, tmp_path / "again.onnx")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("paddle2onnx: reusing") for m in messages), messages
+    assert not any(m.startswith("paddle2onnx via") for m in messages)
+    assert any("against paddle" in m for m in messages)  # verified again
+    assert again.read_bytes() == first.read_bytes()
 
 
 @pytest.mark.real
