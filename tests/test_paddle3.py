@@ -275,8 +275,9 @@ def test_convert_cli_inference_json(v5_dir: Path, v5_onnx: Path, tmp_path: Path)
     out = tmp_path / "v5"
     assert main(["convert", str(v5_dir), "-o", str(out), "--no-report"]) == 0
     report = json.loads((out / "convert.json").read_text())
-    after = report["figures"]["after"]
-    print(f"PP-OCRv5 convert: after repair max |ncnn - onnxruntime| default {after['max_abs_default']:.3g}")
+    before, after = report["figures"]["before"], report["figures"]["after"]
+    print(f"PP-OCRv5 convert: max |ncnn - onnxruntime| default options, pnnx {before['max_abs_default']:.3g}, "
+          f"after repair {after['max_abs_default']:.3g}")
     assert after["max_abs_default"] < 1e-3 and (out / "model.ncnn.param").is_file()
 
 
@@ -296,6 +297,8 @@ def test_export_center_on_inference_json_dir(v5_dir: Path, v5_onnx: Path, tmp_pa
     assert side["num_classes"] == V5_CLASSES and side["dictionary_size"] == V5_CLASSES - 2
     assert side["use_space_char"] is True
     assert side["samples_used"] >= 0.75 * side["samples_total"], side  # rendered Latin lines
+    print(f"PP-OCRv5 export-center: {side['samples_used']}/{side['samples_total']} samples used, "
+          f"feat_dim {side['feat_dim']}")
     centers = load_centers(out)
     assert centers and all(v.shape == (side["feat_dim"],) and np.all(np.isfinite(v)) for v in centers.values())
     assert 0 in centers  # the blank frames between characters
