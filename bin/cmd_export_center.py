@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="character dictionary (default: the ONNX metadata key 'character', or for a Paddle "
                         "directory PostProcess.character_dict in inference.yml / config.json)")
     p.add_argument("--image-shape", metavar="C,H,W",
-                   help="RecResizeImg image_shape (default: the model's static dims, else 3,48,320)")
+                   help="RecResizeImg image_shape (default: the model's static dims, else the export's "
+                        "inference.yml RecResizeImg for a Paddle directory, else 3,48,320)")
     p.add_argument("--eval-mode", action="store_true",
                    help="RecResizeImg eval_mode: long lines widen the input instead of being squeezed")
     p.add_argument("--use-space-char", action=argparse.BooleanOptionalAction, default=None,

@@ -83,6 +83,28 @@ def test_ready_env_is_reused_without_a_step(tmp_path: Path, monkeypatch: pytest.
     assert said == []
 
 
+def test_waits_for_another_installer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another process holds the lock and finishes the env, a second caller waits and reuses it."""
+    import threading
+
+    from ncnnpass.passes.toolchain import file_lock
+
+    monkeypatch.delenv(side_env.PADDLE3.override_var, raising=False)
+    env = side_env.PADDLE3.directory(tmp_path)
+    said: list[str] = []
+    result: list[Path] = []
+    with file_lock(str(env) + ".lock"):
+        worker = threading.Thread(target=lambda: result.append(
+            side_env.ensure_side_env(side_env.PADDLE3, tmp_path, said.append)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive()  # blocked on the lock
+        python = _fake_env(env)
+        (env / side_env.COMPLETE_MARKER).write_text("x\n")
+    worker.join(30)
+    assert result == [python] and said == []
+
+
 def test_override_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     python = _fake_env(tmp_path / "mine")
     monkeypatch.setenv(side_env.PADDLE3.override_var, str(tmp_path / "mine"))
@@ -111,6 +133,28 @@ def test_dictionary_sources(tmp_path: Path) -> None:
     assert dictionary_source(tmp_path) == (["x", "y"], tmp_path / "inference.yml")
     (tmp_path / "inference.yml").write_text("PostProcess: [unclosed\n")
     assert dictionary_from_model_dir(tmp_path) == ["a", "b"]
+
+
+def test_rec_image_shape_sets_export_center_default(tmp_path: Path) -> None:
+    from ncnnpass.passes.paddle.centers import PreparedModel, _resolve_image_shape
+    from ncnnpass.passes.paddle.dictionary import rec_image_shape
+
+    assert rec_image_shape(tmp_path) is None
+    ops = {"PreProcess": {"transform_ops": [{"DecodeImage": None}, {"RecResizeImg": {"image_shape": [3, 32, 100]}}]}}
+    (tmp_path / "config.json").write_text(json.dumps(ops))
+    assert rec_image_shape(tmp_path) == (3, 32, 100)
+    (tmp_path / "inference.yml").write_text(yaml.safe_dump({"PostProcess": {"name": "CTCLabelDecode"}}))
+    assert rec_image_shape(tmp_path) == (3, 32, 100)  # inference.yml has none: config.json's
+
+    def prepared(dims: list[int | None], shape: tuple[int, int, int] | None) -> PreparedModel:
+        return PreparedModel(model=onnx.ModelProto(), feats="f", logits="l", input_name="x", input_dims=dims,
+                             feat_dim=8, num_classes=5, mid_channels=None, source=str(tmp_path), source_sha256="",
+                             dictionary=None, export_image_shape=shape)
+
+    assert _resolve_image_shape(prepared([None, 3, None, None], (3, 32, 100)), None, False) == (3, 32, 100)
+    assert _resolve_image_shape(prepared([None, 3, 48, None], (3, 32, 100)), None, False) == (3, 48, 100)
+    assert _resolve_image_shape(prepared([None, 3, None, None], None), None, False) == (3, 48, 320)
+    assert _resolve_image_shape(prepared([None, 3, None, None], (3, 32, 100)), (3, 48, 200), False) == (3, 48, 200)
 
 
 def test_verification_shape_from_inference_yml(tmp_path: Path) -> None:
@@ -210,13 +254,19 @@ def test_tampered_onnx_fails_verification(v5_dir: Path, v5_onnx: Path, tmp_path:
 
 
 @pytest.mark.real
-def test_conversion_is_reused(v5_dir: Path, v5_onnx: Path, tmp_path: Path) -> None:
+def test_conversion_is_reused(v5_dir: Path, v5_onnx: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A second conversion of the same files takes the cached result, verified again against paddle."""
-    pm = p2o.find_paddle_model(v5_dir)
-    cached = p2o._cached_onnx(pm, None, None)
-    assert cached.is_file() and cached.read_bytes() == v5_onnx.read_bytes()
-    out = p2o.paddle_to_onnx(v5_dir, tmp_path / "again.onnx")
-    assert out.read_bytes() == v5_onnx.read_bytes()
+    caplog.set_level("INFO", logger="ncnnpass.toolchain")
+    first = p2o.paddle_to_onnx(v5_dir, tmp_path / "first.onnx")  # converts only if the cache was cleared
+    cached = p2o._cached_onnx(p2o.find_paddle_model(v5_dir), None, None)
+    assert cached.is_file() and cached.read_bytes() == first.read_bytes()
+    caplog.clear()
+    again = p2o.paddle_to_onnx(v5_dir, tmp_path / "again.onnx")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("paddle2onnx: reusing") for m in messages), messages
+    assert not any(m.startswith("paddle2onnx via") for m in messages)
+    assert any("against paddle" in m for m in messages)  # verified again
+    assert again.read_bytes() == first.read_bytes()
 
 
 @pytest.mark.real
@@ -225,8 +275,9 @@ def test_convert_cli_inference_json(v5_dir: Path, v5_onnx: Path, tmp_path: Path)
     out = tmp_path / "v5"
     assert main(["convert", str(v5_dir), "-o", str(out), "--no-report"]) == 0
     report = json.loads((out / "convert.json").read_text())
-    after = report["figures"]["after"]
-    print(f"PP-OCRv5 convert: after repair max |ncnn - onnxruntime| default {after['max_abs_default']:.3g}")
+    before, after = report["figures"]["before"], report["figures"]["after"]
+    print(f"PP-OCRv5 convert: max |ncnn - onnxruntime| default options, pnnx {before['max_abs_default']:.3g}, "
+          f"after repair {after['max_abs_default']:.3g}")
     assert after["max_abs_default"] < 1e-3 and (out / "model.ncnn.param").is_file()
 
 
@@ -246,6 +297,8 @@ def test_export_center_on_inference_json_dir(v5_dir: Path, v5_onnx: Path, tmp_pa
     assert side["num_classes"] == V5_CLASSES and side["dictionary_size"] == V5_CLASSES - 2
     assert side["use_space_char"] is True
     assert side["samples_used"] >= 0.75 * side["samples_total"], side  # rendered Latin lines
+    print(f"PP-OCRv5 export-center: {side['samples_used']}/{side['samples_total']} samples used, "
+          f"feat_dim {side['feat_dim']}")
     centers = load_centers(out)
     assert centers and all(v.shape == (side["feat_dim"],) and np.all(np.isfinite(v)) for v in centers.values())
     assert 0 in centers  # the blank frames between characters

@@ -56,7 +56,7 @@ from ncnnpass.ir.fileio import atomic_write
 from ncnnpass.passes.onnx.ctc_feats import add_ctc_feats, load_onnx
 
 from .ctc_decode import Charset, DictionaryError, dictionary_from_metadata, read_dictionary
-from .dictionary import dictionary_source
+from .dictionary import dictionary_source, rec_image_shape
 from .label_files import LabelProblem, Sample, read_label_files
 from .rec_preprocess import ImageReadError, parse_image_shape, read_image, resize_norm_img
 
@@ -180,6 +180,7 @@ class PreparedModel:
     source_sha256: str
     dictionary: list[str] | None  #: from metadata ``character``, or ``inference.yml``/``config.json``
     dictionary_origin: str | None = None  #: the file of a Paddle directory the dictionary came from
+    export_image_shape: tuple[int, int, int] | None = None  #: RecResizeImg of a Paddle directory's export
 
 
 def _sha256_files(paths: Sequence[Path]) -> str:
@@ -208,6 +209,7 @@ def prepare_model(model: str | os.PathLike | onnx.ModelProto) -> PreparedModel:
     """Load an ONNX file, an ONNX model or a Paddle inference directory and add feats/logits outputs."""
     dictionary: list[str] | None = None
     dictionary_origin: str | None = None
+    export_image_shape: tuple[int, int, int] | None = None
     if isinstance(model, onnx.ModelProto):
         proto, source, sha = model, "<onnx model>", hashlib.sha256(model.SerializeToString()).hexdigest()
     else:
@@ -220,6 +222,7 @@ def prepare_model(model: str | os.PathLike | onnx.ModelProto) -> PreparedModel:
             sha = _sha256_files(files)
             found = dictionary_source(path)
             dictionary, dictionary_origin = (found[0], found[1].name) if found else (None, None)
+            export_image_shape = rec_image_shape(path)
             proto = _convert_paddle_dir(path)
         else:
             sha = _sha256_files([path])
@@ -245,13 +248,14 @@ def prepare_model(model: str | os.PathLike | onnx.ModelProto) -> PreparedModel:
         input_dims=dims, feat_dim=result.feat_dim, num_classes=result.num_classes,
         mid_channels=result.mid_channels, source=source, source_sha256=sha,
         dictionary=dictionary or dictionary_from_metadata(proto),
-        dictionary_origin=dictionary_origin if dictionary else None)
+        dictionary_origin=dictionary_origin if dictionary else None, export_image_shape=export_image_shape)
 
 
 def _resolve_image_shape(pm: PreparedModel, wanted: tuple[int, int, int] | None,
                          eval_mode: bool) -> tuple[int, int, int]:
     _, c, h, w = pm.input_dims
-    shape = wanted or (3, h or 48, w or 320)
+    default = pm.export_image_shape or (3, 48, 320)
+    shape = wanted or (c or default[0], h or default[1], w or default[2])
     shape = parse_image_shape(shape)
     for axis, name, static in ((0, "channels", c), (1, "height", h), (2, "width", w)):
         if static is not None and shape[axis] != static:

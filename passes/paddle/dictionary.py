@@ -1,7 +1,8 @@
-"""The character dictionary a PaddleOCR export carries: ``PostProcess.character_dict``.
+"""What a PaddleOCR recognition export says about its input text: dictionary and image shape.
 
-PaddleOCR's export writes it into ``inference.yml`` (both the legacy and the 3.x form); PaddleX-style
-exports repeat it in ``config.json``. Either may be missing or hold no list (a detector has none).
+PaddleOCR's export writes ``PostProcess.character_dict`` and the ``RecResizeImg`` preprocessing into
+``inference.yml`` (both the legacy and the 3.x form); PaddleX-style exports repeat them in
+``config.json``. Either may be missing or hold neither (a detector has no dictionary).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dictionary_from_model_dir", "dictionary_source"]
+__all__ = ["dictionary_from_model_dir", "dictionary_source", "rec_image_shape"]
 
 SOURCES = ("inference.yml", "config.json")
 
@@ -33,23 +34,45 @@ def _read(path: Path) -> Any:
         return yaml.safe_load(fh)
 
 
-def dictionary_source(model_dir: str | os.PathLike) -> tuple[list[str], Path] | None:
-    """``(characters, file)`` from the first of ``inference.yml``/``config.json`` that has them."""
+def _rec_resize(data: Any) -> tuple[int, int, int] | None:
+    pre = data.get("PreProcess") if isinstance(data, dict) else None
+    ops = pre.get("transform_ops") if isinstance(pre, dict) else None
+    for op in ops if isinstance(ops, list) else []:
+        args = op.get("RecResizeImg") if isinstance(op, dict) else None
+        shape = args.get("image_shape") if isinstance(args, dict) else None
+        if isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape):
+            return (shape[0], shape[1], shape[2])
+    return None
+
+
+def _first(model_dir: str | os.PathLike, pick: Any) -> tuple[Any, Path] | None:
+    """``(pick(data), file)`` for the first of :data:`SOURCES` where ``pick`` finds something."""
     for name in SOURCES:
         path = Path(model_dir) / name
         if not path.is_file():
             continue
         try:
-            chars = _character_dict(_read(path))
+            found = pick(_read(path))
         except (OSError, ValueError, UnicodeDecodeError, ImportError):
-            chars = None  # an unreadable file only means no dictionary from it
+            found = None  # an unreadable file only means nothing from it
         except Exception as exc:  # yaml.YAMLError without importing yaml up front
             if type(exc).__module__.split(".")[0] != "yaml":
                 raise
-            chars = None
-        if chars:
-            return chars, path
+            found = None
+        if found:
+            return found, path
     return None
+
+
+def dictionary_source(model_dir: str | os.PathLike) -> tuple[list[str], Path] | None:
+    """``(characters, file)`` from the first of ``inference.yml``/``config.json`` that has them."""
+    return _first(model_dir, _character_dict)
+
+
+def rec_image_shape(model_dir: str | os.PathLike) -> tuple[int, int, int] | None:
+    """``RecResizeImg.image_shape`` (C, H, W) of the export's preprocessing, or None."""
+    found = _first(model_dir, _rec_resize)
+    return found[0] if found else None
 
 
 def dictionary_from_model_dir(model_dir: str | os.PathLike) -> list[str] | None:

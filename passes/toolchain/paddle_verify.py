@@ -95,13 +95,10 @@ def verification_shape(model_dir: str | os.PathLike, input_name: str) -> tuple[i
             return (max(lo[0], min(2, hi[0])), *opt[1:])
     except (KeyError, TypeError, ValueError, StopIteration, AttributeError):
         pass
-    ops = (data.get("PreProcess") or {}).get("transform_ops") if isinstance(data.get("PreProcess"), dict) else None
-    for op in ops or []:
-        if isinstance(op, dict) and isinstance(op.get("RecResizeImg"), dict):
-            shape = op["RecResizeImg"].get("image_shape")
-            if isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) for v in shape):
-                return (2, *shape)
-    return None
+    from ncnnpass.passes.paddle.dictionary import rec_image_shape
+
+    shape = rec_image_shape(model_dir)
+    return (2, *shape) if shape else None
 
 
 def _concrete_input(model: Any, input_shape: tuple[int, ...]) -> tuple[str, list[int]]:
