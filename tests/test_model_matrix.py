@@ -14,7 +14,10 @@ route of ``paddle_to_onnx``; they are guarded by :func:`fixtures.require` like e
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,13 +52,25 @@ def _run(src: Path, out: Path, fp16: bool) -> int:
     return main(["convert", str(src), "-o", str(out), "--no-report"] + (["--fp16-weights"] if fp16 else []))
 
 
+def _run_or_raise(src: Path, out: Path, fp16: bool) -> bool:
+    """``_run`` == 0, or RuntimeError with the CLI's error line (the reason of a guarded skip)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        code = _run(src, out, fp16)
+    sys.stderr.write(buf.getvalue())
+    if code != 0:
+        lines = [ln for ln in buf.getvalue().splitlines() if "error:" in ln] or ["no error line"]
+        raise RuntimeError(lines[-1][:400])
+    return True
+
+
 @pytest.mark.parametrize(("kind", "source", "fp16"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_model_matrix(kind: str, source: Callable[[], Path], fp16: bool, tmp_path: Path) -> None:
     src = fixtures.require(source, f"model for the {kind} matrix case")
     out = tmp_path / "out"
     if (src / "inference.json").is_file():
         # the inference.json form converts only with paddle2onnx 2.x + paddlepaddle 3 (a side env)
-        code = fixtures.require(lambda: _run(src, out, fp16) == 0 or None,
+        code = fixtures.require(lambda: _run_or_raise(src, out, fp16),
                                 f"convert {src.name} (inference.json needs paddle2onnx 2.x + paddlepaddle 3.0)")
     else:
         code = _run(src, out, fp16) == 0
