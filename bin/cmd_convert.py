@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cls 3,48,192, det 3,640,640)")
     p.add_argument("--pipeline", default="repair", help="ncnnpass pipeline: repair or optimize (default repair)")
     p.add_argument("--fp16-weights", action="store_true", help="store weights as fp16 (pnnx fp16=1)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4; 2e-2 with "
+                        "--fp16-weights)")
     p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
     p.add_argument("--static-width", action="store_true",
                    help="bake --shape into the model (default: a model that runs at any width, and for "
