@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +345,64 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
+
+
+@dataclass
+class RunJob:
+    """One run for :meth:`TargetPool.map` (the arguments of :meth:`Target.run`)."""
+
+    graph: Graph
+    inputs: Inputs
+    outputs: Iterable[str] | str | None = None
+    options: Options = None
+    num_threads: int | None = None
+    light_mode: bool | None = None
+
+
+class TargetPool:
+    """``workers`` sessions on one target running jobs in parallel (emulated ARM runs take seconds each).
+
+    >>> with TargetPool("arm", workers=2) as pool:
+    ...     results = pool.map([RunJob(g1, x, options="default"), RunJob(g2, x, options="default")])
+    A job that crashes ncnn yields its :class:`RuntimeBridgeError` in place of a result (``errors="return"``)
+    or raises it (``errors="raise"``); its worker restarts for the next job."""
+
+    def __init__(self, name: str | None, workers: int = 2, *, timeout: float | None = None,
+                 progress: Callable[[str], None] | None = _stderr_progress):
+        self.name = normalize_target(name)
+        self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(max(1, workers))]
+
+    def map(self, jobs: Iterable[RunJob], errors: str = "return") -> list[dict[str, np.ndarray] | RuntimeBridgeError]:
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        free: queue.Queue[Target] = queue.Queue()
+        for t in self.sessions:
+            free.put(t)
+
+        def one(job: RunJob):
+            t = free.get()
+            try:
+                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
+            except RuntimeBridgeError as exc:
+                if errors == "raise":
+                    raise
+                return exc
+            finally:
+                free.put(t)
+
+        with ThreadPoolExecutor(len(self.sessions)) as ex:
+            return list(ex.map(one, list(jobs)))
+
+    def close(self) -> None:
+        for t in self.sessions:
+            t.close()
+
+    def __enter__(self) -> TargetPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

@@ -187,3 +187,18 @@ def test_arm_tests_fail_in_ci_when_the_runtime_is_missing(tmp_path) -> None:
     assert out.returncode == 1, out.stdout[-2000:]
     assert "CI=true and a required fixture/tool is unavailable" in out.stdout
     assert "arm64 root" in out.stdout
+
+
+def test_pool_runs_jobs_in_parallel_workers_and_returns_errors_in_place() -> None:
+    g = small()
+    jobs = [runtime.RunJob(g, feeds(0), options="fp32"), runtime.RunJob(g, feeds(1), outputs="nope"),
+            runtime.RunJob(g, feeds(2), outputs="all", options="fp32")]
+    with runtime.TargetPool("isolated", workers=2, progress=None) as pool:
+        results = pool.map(jobs)
+        assert len(pool.sessions) == 2
+        with pytest.raises(RuntimeBridgeError, match="'nope'"):
+            pool.map(jobs[1:2], errors="raise")
+    assert isinstance(results[1], RuntimeBridgeError) and "could not extract blob 'nope'" in str(results[1])
+    assert np.array_equal(results[0]["y"], runtime.run(g, feeds(0), options="fp32")["y"])
+    assert set(results[2]) == {"x", "t", "u", "y"}
+    assert np.array_equal(results[2]["y"], runtime.run(g, feeds(2), options="fp32")["y"])
