@@ -132,13 +132,6 @@ class InProcessTarget(Target):
         return [net.run(x, outputs, light_mode) for x in inputs]
 
 
-def _no_core_dumps() -> None:
-    """In the worker before exec: a crashing ncnn (or qemu) must not litter core files."""
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def _one_line(text: str, limit: int = 400) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     out = " | ".join(lines[-4:])
@@ -181,8 +174,7 @@ class WorkerTarget(Target):
         t0 = time.perf_counter()
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=self._stderr, env=env, cwd=tempfile.gettempdir(),
-                                          preexec_fn=_no_core_dumps)
+                                          stderr=self._stderr, env=env, cwd=tempfile.gettempdir())
         except OSError as exc:
             raise RuntimeBridgeError(f"cannot start the ncnn worker ({self.label}): {exc}") from None
         self._loaded.clear()

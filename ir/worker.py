@@ -182,8 +182,12 @@ def serve(stdin, stdout) -> None:
 
 
 def main() -> None:
-    # keep the protocol stream private: anything ncnn or numpy prints to fd 1 goes to stderr instead
     import os
+    import resource
+
+    # a crashing ncnn must not litter core files (qemu-user honours the limit its guest sets)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # keep the protocol stream private: anything ncnn or numpy prints to fd 1 goes to stderr instead
 
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
