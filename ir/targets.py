@@ -149,6 +149,10 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class _NotLoaded(RuntimeBridgeError):
+    """The worker dropped a net from its cache (internal: the client loads it again)."""
+
+
 class WorkerTarget(Target):
     """ncnn in a long-lived subprocess speaking the :mod:`ncnnpass.ir.worker` protocol.
 
@@ -267,7 +271,8 @@ class WorkerTarget(Target):
         if "FATAL ERROR" in err or "corrupted" in err or "double free" in err:
             raise self._fail("reported memory corruption", since)
         if not reply.get("ok"):
-            raise RuntimeBridgeError(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
+            cls = _NotLoaded if reply.get("not_loaded") else RuntimeBridgeError
+            raise cls(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
         return reply, out
 
     # -- API
@@ -289,12 +294,15 @@ class WorkerTarget(Target):
         default_timeout = DEFAULT_TIMEOUT["arm" if self.name in ARM_CPUS else "isolated"]
         timeout = self.timeout if self.timeout is not None else default_timeout
         results = []
+        def load() -> None:
+            self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
+                           "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
+            self._loaded.add(key)
+
         with self._lock:
             self.ensure_started()
             if key not in self._loaded:
-                self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
-                               "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
-                self._loaded.add(key)
+                load()
             for x in inputs:
                 feeds = _feeds(graph, x)
                 sent = []
@@ -302,8 +310,12 @@ class WorkerTarget(Target):
                     a = np.asarray(v)
                     sent.append((k, np.ascontiguousarray(a, dtype=np.int32 if a.dtype == np.int32 else np.float32)))
                 out_spec = outputs if outputs is None or isinstance(outputs, str) else list(outputs)
-                reply, arrays = self._request({"op": "run", "key": key, "outputs": out_spec,
-                                               "light_mode": light_mode}, sent, timeout)
+                request = {"op": "run", "key": key, "outputs": out_spec, "light_mode": light_mode}
+                try:
+                    reply, arrays = self._request(request, sent, timeout)
+                except _NotLoaded:  # the worker keeps a few nets only
+                    load()
+                    reply, arrays = self._request(request, sent, timeout)
                 results.append({n: arrays[n] for n in reply["names"]})
         return results
 

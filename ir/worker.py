@@ -153,8 +153,9 @@ def _handle(ncnn, nets: OrderedDict, header: dict, arrays: dict) -> tuple[dict, 
         return {"ok": True}, []
     if op == "run":
         entry = nets.get(header["key"])
-        if entry is None:
-            raise NcnnCallError("the worker has no such net loaded")
+        if entry is None:  # evicted: the client loads it again
+            return {"ok": False, "error": "the worker has no such net loaded", "not_loaded": True}, []
+        nets.move_to_end(header["key"])
         net, graph_outputs = entry
         names = output_names(net, header.get("outputs"), graph_outputs)
         result = run_net(ncnn, net, arrays, names, header.get("light_mode"))

@@ -202,3 +202,15 @@ def test_pool_runs_jobs_in_parallel_workers_and_returns_errors_in_place() -> Non
     assert np.array_equal(results[0]["y"], runtime.run(g, feeds(0), options="fp32")["y"])
     assert set(results[2]) == {"x", "t", "u", "y"}
     assert np.array_equal(results[2]["y"], runtime.run(g, feeds(2), options="fp32")["y"])
+
+
+def test_worker_reloads_nets_it_dropped(isolated) -> None:
+    """The worker caches a few nets; a session that used more gets the dropped ones loaded again."""
+    from ncnnpass.ir.worker import MAX_CACHED_NETS
+
+    graphs = [fill_weights(small(), seed=s) for s in range(MAX_CACHED_NETS + 2)]
+    first = [isolated.run(g, feeds(), options="fp32")["y"] for g in graphs]
+    again = isolated.run(graphs[0], feeds(), options="fp32")["y"]  # evicted from the worker by now
+    assert np.array_equal(again, first[0])
+    assert np.array_equal(again, runtime.run(graphs[0], feeds(), options="fp32")["y"])
+    assert not np.array_equal(first[0], first[1])
