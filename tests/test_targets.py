@@ -149,6 +149,17 @@ def test_cli_runs_isolated_by_default(tmp_path) -> None:
     assert out.returncode == 0 and "isolated worker" not in out.stdout and "verify (fp32" in out.stdout
 
 
+def test_cli_in_process_leaves_the_library_default_alone(tmp_path, capsys) -> None:
+    from ncnnpass.cli.main import main
+
+    g = small()
+    g.save(tmp_path / "m.param", tmp_path / "m.bin")
+    files = [str(tmp_path / "m.param"), str(tmp_path / "m.bin")]
+    assert main(["run", *files, "-o", str(tmp_path / "o.param"), str(tmp_path / "o.bin"), "--verify"]) == 0
+    assert "on x86 (isolated worker)" in capsys.readouterr().out
+    assert runtime.get_default_target() == "x86"
+
+
 def _no_arm_tools(monkeypatch, tmp_path) -> None:
     from ncnnpass.passes.toolchain import arm_env
 
