@@ -9,7 +9,7 @@ from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.targets import describe_target
 
-from .common import add_target_option, apply_target, parse_shape, require_file
+from .common import add_target_option, parse_shape, require_file, target_scope
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,9 +56,13 @@ def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, 
 
 
 def run(args: argparse.Namespace) -> int:
+    with target_scope(args) as target:
+        return _run(args, target)
+
+
+def _run(args: argparse.Namespace, target: str) -> int:
     from ncnnpass.passes.verify import DEFAULT_TOLERANCE
 
-    target = apply_target(args)
     require_file(args.param, "param file")
     require_file(args.bin, "bin file")
     g = Graph.load(args.param, args.bin)

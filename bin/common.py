@@ -43,9 +43,10 @@ def add_target_option(parser, default: str = "isolated") -> None:
                              f"(default {default})")
 
 
-def apply_target(args) -> str:
-    """Make ``args.target`` the default target of every ncnn run in this command; returns its name."""
-    from ncnnpass.ir.targets import set_default_target
+def target_scope(args):
+    """``with target_scope(args) as target:`` - ``args.target`` is the default target of every ncnn run in
+    the block (shape inference included); the previous default comes back after (the CLI runs in-process in
+    tests and scripts)."""
+    from ncnnpass.ir.targets import default_target
 
-    set_default_target(args.target)
-    return args.target
+    return default_target(args.target)

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,10 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class _NotLoaded(RuntimeBridgeError):
+    """The worker dropped a net from its cache (internal: the client loads it again)."""
+
+
 class WorkerTarget(Target):
     """ncnn in a long-lived subprocess speaking the :mod:`ncnnpass.ir.worker` protocol.
 
@@ -266,7 +271,8 @@ class WorkerTarget(Target):
         if "FATAL ERROR" in err or "corrupted" in err or "double free" in err:
             raise self._fail("reported memory corruption", since)
         if not reply.get("ok"):
-            raise RuntimeBridgeError(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
+            cls = _NotLoaded if reply.get("not_loaded") else RuntimeBridgeError
+            raise cls(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
         return reply, out
 
     # -- API
@@ -288,12 +294,15 @@ class WorkerTarget(Target):
         default_timeout = DEFAULT_TIMEOUT["arm" if self.name in ARM_CPUS else "isolated"]
         timeout = self.timeout if self.timeout is not None else default_timeout
         results = []
+        def load() -> None:
+            self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
+                           "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
+            self._loaded.add(key)
+
         with self._lock:
             self.ensure_started()
             if key not in self._loaded:
-                self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
-                               "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
-                self._loaded.add(key)
+                load()
             for x in inputs:
                 feeds = _feeds(graph, x)
                 sent = []
@@ -301,8 +310,12 @@ class WorkerTarget(Target):
                     a = np.asarray(v)
                     sent.append((k, np.ascontiguousarray(a, dtype=np.int32 if a.dtype == np.int32 else np.float32)))
                 out_spec = outputs if outputs is None or isinstance(outputs, str) else list(outputs)
-                reply, arrays = self._request({"op": "run", "key": key, "outputs": out_spec,
-                                               "light_mode": light_mode}, sent, timeout)
+                request = {"op": "run", "key": key, "outputs": out_spec, "light_mode": light_mode}
+                try:
+                    reply, arrays = self._request(request, sent, timeout)
+                except _NotLoaded:  # the worker keeps a few nets only
+                    load()
+                    reply, arrays = self._request(request, sent, timeout)
                 results.append({n: arrays[n] for n in reply["names"]})
         return results
 
@@ -336,6 +349,64 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
+
+
+@dataclass
+class RunJob:
+    """One run for :meth:`TargetPool.map` (the arguments of :meth:`Target.run`)."""
+
+    graph: Graph
+    inputs: Inputs
+    outputs: Iterable[str] | str | None = None
+    options: Options = None
+    num_threads: int | None = None
+    light_mode: bool | None = None
+
+
+class TargetPool:
+    """``workers`` sessions on one target running jobs in parallel (emulated ARM runs take seconds each).
+
+    >>> with TargetPool("arm", workers=2) as pool:
+    ...     results = pool.map([RunJob(g1, x, options="default"), RunJob(g2, x, options="default")])
+    A job that crashes ncnn yields its :class:`RuntimeBridgeError` in place of a result (``errors="return"``)
+    or raises it (``errors="raise"``); its worker restarts for the next job."""
+
+    def __init__(self, name: str | None, workers: int = 2, *, timeout: float | None = None,
+                 progress: Callable[[str], None] | None = _stderr_progress):
+        self.name = normalize_target(name)
+        self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(max(1, workers))]
+
+    def map(self, jobs: Iterable[RunJob], errors: str = "return") -> list[dict[str, np.ndarray] | RuntimeBridgeError]:
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        free: queue.Queue[Target] = queue.Queue()
+        for t in self.sessions:
+            free.put(t)
+
+        def one(job: RunJob):
+            t = free.get()
+            try:
+                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
+            except RuntimeBridgeError as exc:
+                if errors == "raise":
+                    raise
+                return exc
+            finally:
+                free.put(t)
+
+        with ThreadPoolExecutor(len(self.sessions)) as ex:
+            return list(ex.map(one, list(jobs)))
+
+    def close(self) -> None:
+        for t in self.sessions:
+            t.close()
+
+    def __enter__(self) -> TargetPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextlib.contextmanager
