@@ -62,6 +62,8 @@ class RawParam_File:
     layers: list[RawLayer]
     header_lines: tuple[int, int]
     header_cols: tuple[int, int, int]
+    ignored_lines: int = 0  # non-blank lines after the header's layer count (ncnn never reads them)
+    ignored_from: int | None = None  # the first of them
 
 
 @lru_cache(maxsize=1)
@@ -128,7 +130,7 @@ def _fast(text: str, file: str) -> RawParam_File:
     if len(mt) != 1 or len(ct) != 2 or not all(INT_RE.match(t) for t in (*mt, *ct)):
         raise _FastPathMiss
     layers = []
-    int_match, key_match = INT_RE.match, _KEY_RE.match
+    int_match = INT_RE.match
     raw_param, raw_layer = RawParam, RawLayer
     # Converters repeat the same few hundred param tokens ("0=64", "1=3", ...): parse each text once.
     # Lists are copied on every use so that no two layers share a mutable value.
@@ -150,11 +152,9 @@ def _fast(text: str, file: str) -> RawParam_File:
         nb = 4 + nin + nout
         if nin < 0 or nout < 0 or ntok < nb:
             raise _FastPathMiss
+        # ncnn reads the names by the counts, so a name may look like a param ("1=2"); only the grammar
+        # (the error path) cannot tell them apart
         names_with_eq = "=" in "".join(toks[:nb])
-        if names_with_eq:
-            for k in range(nb):
-                if key_match(toks[k]):
-                    raise _FastPathMiss
         params = []
         if ntok > nb:
             # columns: params are found in order; the first one directly unless a name contains '='
@@ -281,6 +281,25 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _cut_after_layer_count(text: str) -> tuple[str, int, int | None]:
+    """``text`` up to its ``layer_count``-th layer line, the number of non-blank lines cut, and the
+    line number of the first: ncnn stops reading after the layers the header announces, so what
+    follows (even garbage) is ignored. Files with a malformed header are returned whole."""
+    lines = text.split("\n")
+    nonblank = [i for i, ln in enumerate(lines) if ln.strip(_ASCII_WS)]
+    if len(nonblank) < 3:
+        return text, 0, None
+    counts = _WS_RE.findall(lines[nonblank[1]])
+    if (len(_WS_RE.findall(lines[nonblank[0]])) != 1 or len(counts) != 2 or len(counts[0]) > 18
+            or not INT_RE.fullmatch(counts[0])):
+        return text, 0, None
+    n = int(counts[0])
+    if n <= 0 or len(nonblank) - 2 <= n:
+        return text, 0, None
+    last = nonblank[1 + n]
+    return "\n".join(lines[:last + 1]) + "\n", len(nonblank) - 2 - n, nonblank[2 + n] + 1
+
+
 def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> RawParam_File:
     """Parse ``.param`` text. ``engine``: ``auto`` (fast path, lark on anything unusual) or ``lark``."""
     if engine not in ("auto", "lark"):
@@ -288,14 +307,17 @@ def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> R
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n")
+    text, ignored, ignored_from = _cut_after_layer_count(text)
     try:
         with gc_paused():
+            pf = None
             if engine == "auto":
-                try:
-                    return _fast(text, file)
-                except _FastPathMiss:
-                    pass
-            return parse_lark(text, file)
+                with contextlib.suppress(_FastPathMiss):
+                    pf = _fast(text, file)
+            if pf is None:
+                pf = parse_lark(text, file)
+            pf.ignored_lines, pf.ignored_from = ignored, ignored_from
+            return pf
     except (ValueError, VisitError):
         # int() refuses more than sys.get_int_max_str_digits() digits (4300 by default, 640 at the least)
         long_number = _LONG_NUMBER_RE.search(text)
