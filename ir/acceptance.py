@@ -80,7 +80,7 @@ def graph_warnings(g: Graph) -> list[Problem]:
                                "warning"))
     for ly in g.layers:
         if ly.type in STRICT_ONE_BLOB_TYPES and (len(ly.inputs), len(ly.outputs)) != (1, 1):
-            out.append(Problem("blob-count", f"layer {ly.name!r} ({ly.type}) has {len(ly.inputs)} inputs and "
+            out.append(Problem("one-blob-layer", f"layer {ly.name!r} ({ly.type}) has {len(ly.inputs)} inputs and "
                                f"{len(ly.outputs)} outputs; ncnn loads this type with exactly one of each",
                                ly.name, "warning"))
     return out

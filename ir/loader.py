@@ -45,6 +45,10 @@ def check_semantics(pf: RawParam_File, text: str, file: str) -> list[Problem]:
     if pf.blob_count > MAX_BLOB_COUNT:
         raise ParamSemanticError(f"header says {pf.blob_count} blobs; ncnn refuses more than {MAX_BLOB_COUNT}",
                                  file, pf.header_lines[1], pf.header_cols[2])
+    if pf.bom:
+        warnings.append(Problem("byte-order-mark", f"{file}:1:1: the file starts with a UTF-8 byte-order mark, which "
+                                "ncnn refuses (\"parse magic failed\"); ncnnpass skips it and never writes one",
+                                severity="warning"))
     if pf.ignored_lines:
         warnings.append(Problem("ignored-lines", f"{where(pf.ignored_from)}{pf.ignored_lines} line(s) after the "
                                 f"{pf.layer_count} layers the header announces; ncnn (and ncnnpass) ignore them",
