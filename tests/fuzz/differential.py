@@ -90,6 +90,14 @@ def _rename_blob(layers, old: str, new: str) -> None:
 
 
 def structural(rng: random.Random, param: bytes) -> bytes:
+    """One structural mutation; a file too broken to take it (an earlier mutation) gets a byte-level one."""
+    try:
+        return _structural(rng, param)
+    except (ValueError, IndexError):
+        return mutate(rng, param, PARAM_MUTATORS)
+
+
+def _structural(rng: random.Random, param: bytes) -> bytes:
     head, layers = _split(param)
     n = len(layers)
     i, j = rng.randrange(1, n), rng.randrange(n)
