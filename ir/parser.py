@@ -323,6 +323,10 @@ def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> R
     if bom:
         text = text[1:]
     text = text.replace("\r\n", "\n")
+    nul = text.find("\x00")
+    if nul >= 0:  # ncnn's C strings end at a NUL: it would read other tokens than the file holds
+        raise ParamSyntaxError("NUL byte: ncnn would read the text around it differently (docs/guarantees.md, "
+                               "nul-byte)", file, text.count("\n", 0, nul) + 1, nul - text.rfind("\n", 0, nul))
     text, ignored, ignored_from = _cut_after_layer_count(text)
     try:
         with gc_paused():

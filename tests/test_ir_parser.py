@@ -221,7 +221,7 @@ def test_layout_variants(variant: str):
 
 
 # ------------------------------------------------------------------ fast path vs lark (hypothesis)
-_NAME_CHARS = st.characters(blacklist_characters=" \t\n\v\f\r\ufeff", blacklist_categories=("Cs",))
+_NAME_CHARS = st.characters(blacklist_characters=" \t\n\v\f\r\ufeff\x00", blacklist_categories=("Cs",))
 _names = st.text(_NAME_CHARS, min_size=1, max_size=6).filter(lambda s: not re.match(r"[+-]?[0-9]+=", s))
 _ints = st.integers(-(2**31) + 1, 2**31 - 1).map(str) | st.sampled_from(["+3", "007", "-0"])
 _floats = (st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda v: np.format_float_scientific(np.float32(v)))

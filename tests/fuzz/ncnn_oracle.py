@@ -66,6 +66,12 @@ class NcnnOracle:
             self.proc = None
 
     def judge(self, param: bytes, bin: bytes | None = None) -> Verdict:
+        self.submit(param, bin)
+        return self.result()
+
+    def submit(self, param: bytes, bin: bytes | None = None) -> None:
+        """Send a case; ncnn works on it while the caller does something else until :meth:`result`."""
+        self._failed: Verdict | None = None
         if self.proc is None:
             self._start()
         assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
@@ -75,7 +81,12 @@ class NcnnOracle:
         except BrokenPipeError:
             self._stop()
             self.restarts += 1
-            return Verdict("crash", "worker died")
+            self._failed = Verdict("crash", "worker died")
+
+    def result(self) -> Verdict:
+        if self._failed is not None:
+            return self._failed
+        assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         head = _read_exact(fd, 5, self.timeout)
         if head is None:
