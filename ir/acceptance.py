@@ -35,12 +35,13 @@ ONE_BLOB_TYPES = frozenset((
     "DeconvolutionDepthWise1D", "Deconvolution3D", "DeconvolutionDepthWise3D", "GLU", "Fold", "Unfold",
     "CumulativeSum", "Erf", "Diag", "CELU", "Shrink", "RMSNorm", "Spectrogram", "InverseSpectrogram", "Flip",
 ))
-# ... of which these take other blob counts by design or through params (dynamic weights, reference blobs)
-_PARAM_DEPENDENT = frozenset((
-    "Input", "Crop", "Interp", "Reshape", "Padding", "Embed", "InnerProduct", "Convolution", "ConvolutionDepthWise",
-    "Deconvolution", "DeconvolutionDepthWise", "Convolution1D", "ConvolutionDepthWise1D", "Deconvolution1D",
-    "DeconvolutionDepthWise1D", "Convolution3D", "ConvolutionDepthWise3D", "Deconvolution3D",
-    "DeconvolutionDepthWise3D",
+# ... of which these take other blob counts by design or through params ncnnpass does not model
+_PARAM_DEPENDENT = frozenset(("Input", "Crop", "Interp", "Reshape", "Padding", "Embed"))
+# ... and these take the weights as extra inputs with ``19=1`` (dynamic weight)
+DYNAMIC_WEIGHT_TYPES = frozenset((
+    "Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise", "Convolution1D",
+    "ConvolutionDepthWise1D", "Deconvolution1D", "DeconvolutionDepthWise1D", "Convolution3D",
+    "ConvolutionDepthWise3D", "Deconvolution3D", "DeconvolutionDepthWise3D",
 ))
 STRICT_ONE_BLOB_TYPES = ONE_BLOB_TYPES - _PARAM_DEPENDENT
 
@@ -79,7 +80,8 @@ def graph_warnings(g: Graph) -> list[Problem]:
                                "layer produces it: ncnn treats it as an input to feed", b.consumers[0].name,
                                "warning"))
     for ly in g.layers:
-        if ly.type in STRICT_ONE_BLOB_TYPES and (len(ly.inputs), len(ly.outputs)) != (1, 1):
+        if (ly.type in STRICT_ONE_BLOB_TYPES and (len(ly.inputs), len(ly.outputs)) != (1, 1)
+                and not (ly.type in DYNAMIC_WEIGHT_TYPES and ly.params.get(19) == 1)):
             out.append(Problem("one-blob-layer", f"layer {ly.name!r} ({ly.type}) has {len(ly.inputs)} inputs and "
                                f"{len(ly.outputs)} outputs; ncnn loads this type with exactly one of each",
                                ly.name, "warning"))

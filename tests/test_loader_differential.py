@@ -61,4 +61,7 @@ def test_ncnnpass_accepts_what_ncnn_accepts_on_mutated_real_files(real):
     # the oddities ncnn tolerates each occur among the files both accept (as warnings)
     for kind in ("duplicate-layer-name", "unproduced-blob", "blob-count", "ignored-lines"):
         assert rep.warning_kinds[kind] > 0, (kind, rep.warning_kinds)
+    # warnings about what ncnn refuses never fire on a file ncnn accepts; they do fire on refused ones
+    assert rep.warning_kinds["one-blob-layer"] == 0 and rep.warning_kinds["byte-order-mark"] == 0
     assert re.search(r"one_blob_only", " ".join(rep.stricter_ncnn)), rep.stricter_ncnn
+    assert rep.warned_when_ncnn_refused > rep.counts[(False, True)] // 2, rep.summary()

@@ -117,6 +117,10 @@ def test_oddities_ncnn_refuses_are_warnings_here():
     two = H + "3 3\nInput a 0 1 a\nInput b 0 1 b\nReLU r 2 1 a b out\n"
     assert not param_text_accepted(two)
     assert kinds(Graph.from_text(two)) == ["one-blob-layer"]
+    for conv, ncnn_ok in (("0=1 1=1 6=1", False), ("0=1 1=1 6=1 19=1", True)):  # 19=1: weights as inputs
+        t = H + f"3 3\nInput a 0 1 a\nInput b 0 1 b\nConvolution c 2 1 a b out {conv}\n"
+        assert param_text_accepted(t) == ncnn_ok
+        assert kinds(Graph.from_text(t)) == ([] if ncnn_ok else ["one-blob-layer"])
 
 
 def test_inspect_prints_warnings(tmp_path: Path):
