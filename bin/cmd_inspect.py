@@ -15,7 +15,8 @@ from .common import default_bin, require_file
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="summarize an ncnn model: layers, inputs/outputs, weights, problems",
                        description="Summarize an ncnn model: layers by type, inputs and outputs, weight "
-                                   "storage types and bytes, and the problems check() finds.")
+                                   "storage types and bytes, the problems check() finds, and the warnings "
+                                   "(oddities ncnn accepts, such as shared layer names).")
     p.add_argument("param", help="model .param file")
     p.add_argument("bin", nargs="?", help="model .bin file (default: next to the .param, if present)")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
@@ -42,6 +43,7 @@ def summarize(g: Graph, param: str, bin: str | None) -> dict:
         "weights": storage,
         "weight_bytes": sum(s["bytes"] for s in storage.values()),
         "problems": [{"kind": p.kind, "layer": p.layer, "message": p.message} for p in g.check()],
+        "warnings": [{"kind": p.kind, "layer": p.layer, "message": p.message} for p in g.warnings()],
     }
 
 
@@ -78,4 +80,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p['kind']}: {p['message']}", file=out)
     else:
         print("problems: none", file=out)
+    if report["warnings"]:  # what ncnn accepts but a converter would not write
+        print(f"warnings ({len(report['warnings'])}):", file=out)
+        for p in report["warnings"]:
+            print(f"  {p['kind']}: {p['message']}", file=out)
     return 0

@@ -202,9 +202,10 @@ class Problem:
     kind: str
     message: str
     layer: str | None = None
+    severity: str = "error"  # "error": ncnn would reject or misread it; "warning": ncnn accepts it
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
+        return f"{self.kind}: {self.message}" if self.severity == "error" else f"warning: {self.kind}: {self.message}"
 
 
 class Graph:
@@ -220,6 +221,10 @@ class Graph:
         self.source: tuple[str | None, str | None] = (None, None)
         self._counter = itertools.count()
         self._split_names_retired: set[str] = set()
+        self._dup_names: dict[str, list[Layer]] = {}  # a name several layers share (ncnn allows it)
+        self.load_warnings: list[Problem] = []
+        self._free_inputs: set[str] = set()
+        self._loaded_dup_names: set[str] = set()  # names several layers of the loaded file shared  # blobs the loaded file reads but never produces (ncnn: inputs)  # oddities of the loaded file that ncnn tolerates
         self._batch: _Batch | None = None
         self._pos_cache: dict[Layer, int] | None = None  # layer -> index; dropped by every edit
 
@@ -268,6 +273,7 @@ class Graph:
         return len(self.layers)
 
     def layer(self, name: str) -> Layer:
+        """The layer called ``name`` (the first one, as ncnn's lookup, when several share it)."""
         try:
             return self._by_name[name]
         except KeyError:
@@ -344,12 +350,17 @@ class Graph:
 
     # -- naming ---------------------------------------------------------------------------------
     def unique_layer_name(self, prefix: str) -> str:
-        if prefix not in self._by_name:
+        """A layer name no layer (nor a loaded or retired Split) has."""
+        if not self._layer_name_taken(prefix):
             return prefix
         while True:
             cand = f"{prefix}_{next(self._counter)}"
-            if cand not in self._by_name:
+            if not self._layer_name_taken(cand):
                 return cand
+
+    def _layer_name_taken(self, name: str) -> bool:
+        return (name in self._by_name or name in self._split_names_retired
+                or any(rec.layer_name == name for rec in self.splits.values()))
 
     def unique_blob_name(self, prefix: str) -> str:
         if prefix not in self.blobs and not self._split_name_taken(prefix):
@@ -409,9 +420,30 @@ class Graph:
             return
         if new in self._by_name:
             raise GraphError(f"a layer named {new!r} already exists")
-        del self._by_name[layer._name]
+        self._forget_name(layer)
         layer._name = new
         self._by_name[new] = layer
+
+    def _index_name(self, layer: Layer) -> None:
+        """Register ``layer``'s name; a name already taken becomes a shared (duplicate) name."""
+        first = self._by_name.setdefault(layer._name, layer)
+        if first is not layer:
+            self._dup_names.setdefault(layer._name, [first]).append(layer)
+
+    def _forget_name(self, layer: Layer) -> None:
+        shared = self._dup_names.get(layer._name)
+        if shared is None:
+            del self._by_name[layer._name]
+            return
+        shared.remove(layer)
+        pos = self._positions()
+        self._by_name[layer._name] = min(shared, key=lambda ly: pos.get(ly, len(pos)))
+        if len(shared) == 1:
+            del self._dup_names[layer._name]
+
+    def duplicate_layer_names(self) -> dict[str, list[Layer]]:
+        """Names several layers share (a loaded file may have them; ncnn only uses the first)."""
+        return {k: list(v) for k, v in self._dup_names.items()}
 
     # -- edits ----------------------------------------------------------------------------------
     def add_layer(self, type: str, name: str | None = None, inputs: Iterable[str] = (),
@@ -447,7 +479,8 @@ class Graph:
         self.insert(layer, index)
         return layer
 
-    def insert(self, layer: Layer, index: int | None = None, *, after: Layer | None = None) -> Layer:
+    def insert(self, layer: Layer, index: int | None = None, *, after: Layer | None = None,
+               _shared_name: bool = False) -> Layer:
         """Insert an existing detached :class:`Layer` at ``index`` (default: the end) or right
         ``after`` a layer. Inside :meth:`batch` an ``after`` placement costs O(1) (it is applied when
         the batch ends; ``after`` may be a layer removed in the same batch)."""
@@ -456,7 +489,7 @@ class Graph:
             raise GraphError("give either index or after, not both")
         if layer.graph is not None:
             raise GraphError(f"layer {layer.name!r} already belongs to a graph")
-        if layer.name in self._by_name:
+        if layer.name in self._by_name and not _shared_name:
             raise GraphError(f"a layer named {layer.name!r} already exists")
         if len(set(layer._outputs)) != len(layer._outputs):
             raise GraphError(f"layer {layer.name!r} produces the same blob twice")
@@ -474,7 +507,8 @@ class Graph:
             batch.removed.discard(layer)
         layer.graph = self
         self.layers.insert(len(self.layers) if index is None else index, layer)
-        self._by_name[layer.name] = layer
+        self._touch()
+        self._index_name(layer)
         self._by_type.setdefault(layer.type, {})[layer] = None
         self._link(layer)
         self._touch()
@@ -507,7 +541,7 @@ class Graph:
             batch.removed.add(layer)
         else:
             self.layers.remove(layer)
-        del self._by_name[layer.name]
+        self._forget_name(layer)
         del self._by_type[layer.type][layer]
         if not self._by_type[layer.type]:
             del self._by_type[layer.type]
@@ -653,15 +687,29 @@ class Graph:
             self._detach(ly)
         return dead
 
-    def check(self) -> list[Problem]:
-        """Everything that would make ncnn reject or misread this graph."""
+    def check(self, *, warnings: bool = False) -> list[Problem]:
+        """Everything that would make ncnn reject or misread this graph; with ``warnings``, also the
+        oddities ncnn accepts (:meth:`warnings`), after the errors."""
+        problems = self._errors()
+        return problems + self.warnings() if warnings else problems
+
+    def warnings(self) -> list[Problem]:
+        """Oddities ncnn loads without complaint but a converter would not write: those of the loaded
+        file (header counts, ignored lines, ...) and those of the graph now (shared layer names,
+        blobs read but never produced, one-blob layers with several blobs)."""
+        from .acceptance import graph_warnings
+
+        return list(self.load_warnings) + graph_warnings(self)
+
+    def _errors(self) -> list[Problem]:
         problems: list[Problem] = []
         seen: set[str] = set()
         for ly in self.layers:
             for n in ly.inputs:
                 b = self.blobs[n]
                 if b.producer is None:
-                    problems.append(Problem("missing-producer", f"layer {ly.name!r} reads blob {n!r} that no layer produces", ly.name))
+                    if n not in self._free_inputs:  # (one the loaded file had is an input: a warning)
+                        problems.append(Problem("missing-producer", f"layer {ly.name!r} reads blob {n!r} that no layer produces", ly.name))
                 elif n not in seen:
                     problems.append(Problem("order", f"layer {ly.name!r} reads blob {n!r} before {b.producer.name!r} produces it", ly.name))
             seen.update(ly.outputs)

@@ -6,8 +6,9 @@ import mmap
 import os
 
 from . import schema as _schema
+from .acceptance import MAX_BLOB_COUNT, blob_slots
 from .errors import GraphError, ParamSemanticError, WeightError
-from .graph import Blob, Graph, Layer
+from .graph import Blob, Graph, Layer, Problem
 from .params import ARRAY_KEY_BASE, MAX_PARAM_ID, ParamDict
 from .parser import MAGIC, RawLayer, RawParam_File, columns_of, gc_paused, parse_param
 from .splits import absorb_splits
@@ -19,12 +20,18 @@ def _col(text_lines: list[str], layer: RawLayer, token_index: int) -> int:
     return cols[token_index] if token_index < len(cols) else 1
 
 
-def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
-    """Raise :class:`ParamSemanticError` for a network ncnn would reject or misread."""
+def check_semantics(pf: RawParam_File, text: str, file: str) -> list[Problem]:
+    """Raise :class:`ParamSemanticError` for a network ncnn rejects (or loads as something ncnnpass
+    cannot represent: two blobs with one name, see docs/guarantees.md); return the oddities ncnn
+    accepts as warnings."""
 
     def col(layer: RawLayer, token_index: int) -> int:  # only on errors: split the text then
         return _col(text.replace("\r\n", "\n").split("\n"), layer, token_index)
 
+    def where(line: int | None) -> str:
+        return f"{file}:{line}: " if line is not None else ""
+
+    warnings: list[Problem] = []
     if pf.magic != MAGIC:
         raise ParamSemanticError(f"wrong magic {pf.magic}: an ncnn text .param starts with {MAGIC}",
                                  file, pf.header_lines[0], pf.header_cols[0])
@@ -32,43 +39,65 @@ def check_semantics(pf: RawParam_File, text: str, file: str) -> None:
         bad = 1 if pf.layer_count <= 0 else 2
         raise ParamSemanticError(f"the header's layer and blob counts must be positive, got "
                                  f"{pf.layer_count} {pf.blob_count}", file, pf.header_lines[1], pf.header_cols[bad])
-    if pf.layer_count != len(pf.layers):
+    if pf.layer_count != len(pf.layers):  # (fewer: the parser cut the lines ncnn ignores)
         raise ParamSemanticError(f"header says {pf.layer_count} layers but the file has {len(pf.layers)}",
                                  file, pf.header_lines[1], pf.header_cols[1])
+    if pf.blob_count > MAX_BLOB_COUNT:
+        raise ParamSemanticError(f"header says {pf.blob_count} blobs; ncnn refuses more than {MAX_BLOB_COUNT}",
+                                 file, pf.header_lines[1], pf.header_cols[2])
+    if pf.bom:
+        warnings.append(Problem("byte-order-mark", f"{file}:1:1: the file starts with a UTF-8 byte-order mark, which "
+                                "ncnn refuses (\"parse magic failed\"); ncnnpass skips it and never writes one",
+                                severity="warning"))
+    if pf.ignored_lines:
+        warnings.append(Problem("ignored-lines", f"{where(pf.ignored_from)}{pf.ignored_lines} line(s) after the "
+                                f"{pf.layer_count} layers the header announces; ncnn (and ncnnpass) ignore them",
+                                severity="warning"))
     produced: dict[str, RawLayer] = {}
-    names: dict[str, RawLayer] = {}
-    all_blobs: set[str] = set()
+    names: dict[str, RawLayer | None] = {}
+    free: set[str] = set()
     for ly in pf.layers:
         if ly.name in names:
-            raise ParamSemanticError(f"duplicate layer name {ly.name!r} (first on line {names[ly.name].line})",
-                                     file, ly.line, col(ly, 1))
-        names[ly.name] = ly
+            first = names[ly.name]
+            if first is not None:
+                warnings.append(Problem("duplicate-layer-name", f"{where(ly.line)}layer name {ly.name!r} is also "
+                                        f"used on line {first.line}", ly.name, "warning"))
+                names[ly.name] = None  # once per name
+        else:
+            names[ly.name] = ly
         for tok in (ly.type, ly.name, *ly.inputs, *ly.outputs):
             # (a name of <= 63 characters has at most 252 bytes in UTF-8)
             if len(tok) > 63 and len(tok.encode("utf-8", "surrogateescape")) > 255:
                 raise ParamSemanticError(f"name {tok[:40]!r}... is longer than ncnn's 255-byte limit", file, ly.line)
         for k, b in enumerate(ly.inputs):
-            if b not in produced:
+            if b not in produced and b not in free:
                 p = next((q for q in pf.layers if b in q.outputs), None)
-                msg = (f"blob {b!r} is used by layer {ly.name!r} before layer {p.name!r} (line {p.line}) produces it"
-                       if p is not None else f"blob {b!r} used by layer {ly.name!r} is never produced")
-                raise ParamSemanticError(msg, file, ly.line, col(ly, 4 + k))
+                if p is not None:  # ncnn makes an input blob here and a second blob of that name there
+                    raise ParamSemanticError(f"blob {b!r} is used by layer {ly.name!r} before layer {p.name!r} "
+                                             f"(line {p.line}) produces it", file, ly.line, col(ly, 4 + k))
+                free.add(b)
+                warnings.append(Problem("unproduced-blob", f"{where(ly.line)}blob {b!r} used by layer {ly.name!r} "
+                                        "is never produced: ncnn treats it as an input", ly.name, "warning"))
         for k, b in enumerate(ly.outputs):
-            if b in produced:
+            if b in produced:  # ncnn makes a second blob of that name, reachable by index only
                 raise ParamSemanticError(f"blob {b!r} is produced twice: by {produced[b].name!r} "
                                          f"(line {produced[b].line}) and {ly.name!r}",
                                          file, ly.line, col(ly, 4 + len(ly.inputs) + k))
             produced[b] = ly
-        all_blobs.update(ly.inputs)
-        all_blobs.update(ly.outputs)
         for p in ly.params:
             k = p.key
             if k > MAX_PARAM_ID or k < 0 and not ARRAY_KEY_BASE - MAX_PARAM_ID <= k <= ARRAY_KEY_BASE:
                 raise ParamSemanticError(f"param id {p.key} is out of range (0..{MAX_PARAM_ID}, or "
                                          f"{ARRAY_KEY_BASE}-id for arrays)", file, ly.line, p.column)
-    if pf.blob_count != len(all_blobs):
-        raise ParamSemanticError(f"header says {pf.blob_count} blobs but the layers use {len(all_blobs)}",
+    slots = blob_slots(pf.layers)
+    if pf.blob_count < slots:  # ncnn: "too many blobs at layer ..."
+        raise ParamSemanticError(f"header says {pf.blob_count} blobs but the layers use {slots}",
                                  file, pf.header_lines[1], pf.header_cols[2])
+    if pf.blob_count > slots:
+        warnings.append(Problem("blob-count", f"{where(pf.header_lines[1])}header says {pf.blob_count} blobs but the "
+                                f"layers use {slots}; ncnn leaves the others empty (ncnnpass writes {slots})",
+                                severity="warning"))
+    return warnings
 
 
 def _make_layer(raw: RawLayer) -> Layer:
@@ -92,7 +121,10 @@ def graph_from_records(pf: RawParam_File) -> Graph:
         ly = _make_layer(raw)
         ly.graph = g
         layers.append(ly)
-        by_name[ly.name] = ly
+        if ly._name in by_name:
+            g._index_name(ly)  # a shared name: ncnn allows it
+        else:
+            by_name[ly._name] = ly
         t = by_type.get(ly.type)
         if t is None:
             t = by_type[ly.type] = {}
@@ -111,6 +143,10 @@ def graph_from_records(pf: RawParam_File) -> Graph:
             b.producer = ly
     # protected outputs: what ncnn itself reports as outputs (no consumer), before Split absorption
     g._outputs = g.dangling_blobs()
+    g._free_inputs = {b.name for b in blobs.values() if b.producer is None}
+    if g._dup_names or len(by_name) < len(pf.layers):  # (Split layers are not in by_name yet either)
+        seen: set[str] = set()
+        g._loaded_dup_names = {r.name for r in pf.layers if r.name in seen or seen.add(r.name)}
     absorb_splits(g)
     return g
 
@@ -132,12 +168,16 @@ def load_weights(g: Graph, buf: memoryview, file: str, strict: bool = True) -> N
                           f"read {offset} of {len(buf)} bytes: the .bin does not belong to this .param")
 
 
+_GRAPH_WARNING_KINDS = {"duplicate-layer-name", "unproduced-blob"}  # Graph.warnings() finds these on the graph
+
+
 def graph_from_text(text: str, bin_data=None, *, file: str = "<string>", bin_file: str = "<bin>",
                     strict_bin: bool = True) -> Graph:
     with gc_paused():
         pf = parse_param(text, file)
-        check_semantics(pf, text, file)
+        warnings = check_semantics(pf, text, file)
         g = graph_from_records(pf)
+        g.load_warnings = [w for w in warnings if w.kind not in _GRAPH_WARNING_KINDS]
         if bin_data is not None:
             load_weights(g, memoryview(bin_data), bin_file, strict_bin)
     return g
@@ -176,13 +216,16 @@ def copy_graph(g: Graph) -> Graph:
 
     new = Graph()
     new._split_names_retired = set(g._split_names_retired)
+    new.load_warnings = list(g.load_warnings)
+    new._free_inputs = set(g._free_inputs)
+    new._loaded_dup_names = set(g._loaded_dup_names)
     mapping = {}
     for ly in g.layers:
         c = Layer(ly.type, ly.name, ly.inputs, ly.outputs, ly.params.copy(), line=ly.line)
         c.weights = {k: Weight(w.name, w.count, w.tagged, w.storage, w.tag, w._raw, w._data)
                      for k, w in ly.weights.items()}
         mapping[ly] = c
-        new.insert(c)
+        new.insert(c, _shared_name=True)
     for name, b in g.blobs.items():
         if b.shape is not None and name in new.blobs:
             new.blobs[name].shape = b.shape

@@ -62,6 +62,9 @@ class RawParam_File:
     layers: list[RawLayer]
     header_lines: tuple[int, int]
     header_cols: tuple[int, int, int]
+    ignored_lines: int = 0  # non-blank lines after the header's layer count (ncnn never reads them)
+    ignored_from: int | None = None  # the first of them
+    bom: bool = False  # the text started with a UTF-8 byte-order mark (ncnn refuses it; it is skipped here)
 
 
 @lru_cache(maxsize=1)
@@ -76,7 +79,7 @@ def columns_of(line_text: str) -> list[int]:
 
 
 class _FastPathMiss(Exception):
-    pass
+    """The fast path cannot take this text; args: (line it stopped at, last header line) when known."""
 
 
 def _make_param(tok: str, col: int, file: str, lineno: int) -> RawParam:
@@ -128,53 +131,55 @@ def _fast(text: str, file: str) -> RawParam_File:
     if len(mt) != 1 or len(ct) != 2 or not all(INT_RE.match(t) for t in (*mt, *ct)):
         raise _FastPathMiss
     layers = []
-    int_match, key_match = INT_RE.match, _KEY_RE.match
+    int_match = INT_RE.match
     raw_param, raw_layer = RawParam, RawLayer
     # Converters repeat the same few hundred param tokens ("0=64", "1=3", ...): parse each text once.
     # Lists are copied on every use so that no two layers share a mutable value.
     cache: dict[str, tuple[int, ParamValue]] = {}
     cache_get = cache.get
-    for lineno in range(l2 + 1, len(lines) + 1):
-        ln = lines[lineno - 1]
-        toks = split(ln)
-        if not toks:
-            continue  # blank line
-        quoted = '"' in ln  # a quoted string value may contain spaces: its params are re-tokenized
-        ntok = len(toks)
-        if ntok < 4:
-            raise _FastPathMiss
-        t2, t3 = toks[2], toks[3]  # (ASCII digits: a cheaper test than the regex for the usual case)
-        if not (t2.isdigit() and t2.isascii() or int_match(t2)) or not (t3.isdigit() and t3.isascii() or int_match(t3)):
-            raise _FastPathMiss
-        nin, nout = int(t2), int(t3)
-        nb = 4 + nin + nout
-        if nin < 0 or nout < 0 or ntok < nb:
-            raise _FastPathMiss
-        names_with_eq = "=" in "".join(toks[:nb])
-        if names_with_eq:
-            for k in range(nb):
-                if key_match(toks[k]):
-                    raise _FastPathMiss
-        params = []
-        if ntok > nb:
-            # columns: params are found in order; the first one directly unless a name contains '='
-            pos = 0
-            if names_with_eq or quoted:
-                for k in range(nb):
-                    pos = ln.find(toks[k], pos) + len(toks[k])
-            find, append = ln.find, params.append
-            for tok in _quoted_param_tokens(ln, pos) if quoted else toks[nb:]:
-                pos = find(tok, pos)
-                hit = cache_get(tok)
-                if hit is None:
-                    p = _make_param(tok, pos + 1, file, lineno)
-                    cache[tok] = (p.key, p.value)
-                    append(p)
-                else:
-                    value = hit[1]
-                    append(raw_param(hit[0], value[:] if value.__class__ is list else value, tok, pos + 1))
-                pos += len(tok)
-        layers.append(raw_layer(toks[0], toks[1], toks[4:4 + nin], toks[4 + nin:nb], params, lineno))
+    lineno = l2
+    try:
+        for lineno in range(l2 + 1, len(lines) + 1):
+            ln = lines[lineno - 1]
+            toks = split(ln)
+            if not toks:
+                continue  # blank line
+            quoted = '"' in ln  # a quoted string value may contain spaces: its params are re-tokenized
+            ntok = len(toks)
+            if ntok < 4:
+                raise _FastPathMiss
+            t2, t3 = toks[2], toks[3]  # (ASCII digits: a cheaper test than the regex for the usual case)
+            if not (t2.isdigit() and t2.isascii() or int_match(t2)) or not (t3.isdigit() and t3.isascii() or int_match(t3)):
+                raise _FastPathMiss
+            nin, nout = int(t2), int(t3)
+            nb = 4 + nin + nout
+            if nin < 0 or nout < 0 or ntok < nb:
+                raise _FastPathMiss
+            # ncnn reads the names by the counts, so a name may look like a param ("1=2"); only the grammar
+            # (the error path) cannot tell them apart
+            names_with_eq = "=" in "".join(toks[:nb])
+            params = []
+            if ntok > nb:
+                # columns: params are found in order; the first one directly unless a name contains '='
+                pos = 0
+                if names_with_eq or quoted:
+                    for k in range(nb):
+                        pos = ln.find(toks[k], pos) + len(toks[k])
+                find, append = ln.find, params.append
+                for tok in _quoted_param_tokens(ln, pos) if quoted else toks[nb:]:
+                    pos = find(tok, pos)
+                    hit = cache_get(tok)
+                    if hit is None:
+                        p = _make_param(tok, pos + 1, file, lineno)
+                        cache[tok] = (p.key, p.value)
+                        append(p)
+                    else:
+                        value = hit[1]
+                        append(raw_param(hit[0], value[:] if value.__class__ is list else value, tok, pos + 1))
+                    pos += len(tok)
+            layers.append(raw_layer(toks[0], toks[1], toks[4:4 + nin], toks[4 + nin:nb], params, lineno))
+    except _FastPathMiss:
+        raise _FastPathMiss(lineno, l2) from None
     c1 = columns_of(magic_line)
     c2 = columns_of(count_line)
     return RawParam_File(int(mt[0]), int(ct[0]), int(ct[1]), layers, (l1, l2), (c1[0], c2[0], c2[1]))
@@ -281,21 +286,61 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _lark_on_line(text: str, file: str, lineno: int, header_end: int) -> None:
+    """Run the grammar on the header and line ``lineno`` alone (the other lines blanked, so positions
+    stay): lark's cost grows with the offset of the error, and every line before ``lineno`` passed the
+    fast path. Raises that line's error; returns when the grammar accepts it (then the whole text is
+    parsed by lark)."""
+    lines = text.split("\n")
+    window = [*lines[:header_end], *[""] * (lineno - 1 - header_end), lines[lineno - 1]]
+    parse_lark("\n".join(window) + "\n", file)
+
+
+def _cut_after_layer_count(text: str) -> tuple[str, int, int | None]:
+    """``text`` up to its ``layer_count``-th layer line, the number of non-blank lines cut, and the
+    line number of the first: ncnn stops reading after the layers the header announces, so what
+    follows (even garbage) is ignored. Files with a malformed header are returned whole."""
+    lines = text.split("\n")
+    nonblank = [i for i, ln in enumerate(lines) if ln.strip(_ASCII_WS)]
+    if len(nonblank) < 3:
+        return text, 0, None
+    counts = _WS_RE.findall(lines[nonblank[1]])
+    if (len(_WS_RE.findall(lines[nonblank[0]])) != 1 or len(counts) != 2 or len(counts[0]) > 18
+            or not INT_RE.fullmatch(counts[0])):
+        return text, 0, None
+    n = int(counts[0])
+    if n <= 0 or len(nonblank) - 2 <= n:
+        return text, 0, None
+    last = nonblank[1 + n]
+    return "\n".join(lines[:last + 1]) + "\n", len(nonblank) - 2 - n, nonblank[2 + n] + 1
+
+
 def parse_param(text: str, file: str = "<string>", *, engine: str = "auto") -> RawParam_File:
     """Parse ``.param`` text. ``engine``: ``auto`` (fast path, lark on anything unusual) or ``lark``."""
     if engine not in ("auto", "lark"):
         raise ValueError(f"unknown engine {engine!r}")
-    if text.startswith("\ufeff"):
+    bom = text.startswith("\ufeff")
+    if bom:
         text = text[1:]
     text = text.replace("\r\n", "\n")
+    nul = text.find("\x00")
+    if nul >= 0:  # ncnn's C strings end at a NUL: it would read other tokens than the file holds
+        raise ParamSyntaxError("NUL byte: ncnn would read the text around it differently (docs/guarantees.md, "
+                               "nul-byte)", file, text.count("\n", 0, nul) + 1, nul - text.rfind("\n", 0, nul))
+    text, ignored, ignored_from = _cut_after_layer_count(text)
     try:
         with gc_paused():
+            pf = None
             if engine == "auto":
                 try:
-                    return _fast(text, file)
-                except _FastPathMiss:
-                    pass
-            return parse_lark(text, file)
+                    pf = _fast(text, file)
+                except _FastPathMiss as miss:
+                    if miss.args:
+                        _lark_on_line(text, file, *miss.args)  # raises the error of that line, if it has one
+            if pf is None:
+                pf = parse_lark(text, file)
+            pf.ignored_lines, pf.ignored_from, pf.bom = ignored, ignored_from, bom
+            return pf
     except (ValueError, VisitError):
         # int() refuses more than sys.get_int_max_str_digits() digits (4300 by default, 640 at the least)
         long_number = _LONG_NUMBER_RE.search(text)

@@ -28,8 +28,8 @@ class SplitRecord:
 def absorb_splits(graph: Graph) -> None:
     """Remove every Split, rewiring the consumers of its tops to the Split's input.
 
-    A top nobody reads (onnx2ncnn leaves one where a consumer was fused away) is only an alias of
-    the input: it disappears, from the protected outputs too.
+    A Split with a top nobody reads (onnx2ncnn leaves one where a consumer was fused away) stays a
+    layer: ncnn reports that top as an output, so it is kept as one.
     """
     with graph.batch():  # O(1) removals: list.remove per Split made loading quadratic
         _absorb(graph)
@@ -41,9 +41,10 @@ def _absorb(graph: Graph) -> None:
             continue
         src = split.inputs[0]
         tops = split.outputs
-        unused = [t for t in tops if not graph.blobs[t].consumers]
+        if any(not graph.blobs[t].consumers for t in tops):
+            continue
         slots: list[tuple[Layer, int] | None] = []
-        clean = not unused
+        clean = True
         for t in tops:
             consumers = graph.blobs[t].consumers
             if len(consumers) != 1 or consumers[0].inputs.count(t) != 1 or consumers[0].type == "Split":
@@ -55,8 +56,6 @@ def _absorb(graph: Graph) -> None:
         graph.remove(split, reconnect=False)
         for t in tops:
             graph.replace_all_uses(t, src, _missing_ok=True)
-        if unused and graph._outputs is not None:
-            graph._outputs = [n for n in graph._outputs if n not in unused]
         if clean and src not in graph.splits:
             graph.splits[src] = SplitRecord(split.name, list(tops), slots, split.params.tokens())
         else:
@@ -104,8 +103,9 @@ def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int],
             continue
         slots = consumer_slots(graph, blob.name)
         rec = graph.splits.get(blob.name)
-        if (rec is not None and _same_slots(rec, slots) and rec.layer_name not in graph._by_name
-                and rec.layer_name not in reserved_layers
+        name_free = rec is not None and (rec.layer_name in graph._loaded_dup_names  # shared in the file
+                                         or rec.layer_name not in graph._by_name and rec.layer_name not in reserved_layers)
+        if (rec is not None and _same_slots(rec, slots) and name_free
                 and not any(t in graph.blobs or t in reserved_tops for t in rec.top_names)):
             reserved_layers.add(rec.layer_name)
             reserved_tops.update(rec.top_names)

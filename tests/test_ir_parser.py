@@ -36,6 +36,10 @@ def records(pf) -> tuple:
               [(p.key, repr(p.value), p.text, p.column) for p in ly.params]) for ly in pf.layers])
 
 
+def _eq_names(recs: tuple) -> bool:
+    return any("=" in n for ly in recs[5] for n in (ly[0], ly[1], *ly[2], *ly[3]))
+
+
 def both(text: str, file: str = "m.param"):
     """(auto result, lark result), each the records or the exception raised."""
     out = []
@@ -217,7 +221,7 @@ def test_layout_variants(variant: str):
 
 
 # ------------------------------------------------------------------ fast path vs lark (hypothesis)
-_NAME_CHARS = st.characters(blacklist_characters=" \t\n\v\f\r\ufeff", blacklist_categories=("Cs",))
+_NAME_CHARS = st.characters(blacklist_characters=" \t\n\v\f\r\ufeff\x00", blacklist_categories=("Cs",))
 _names = st.text(_NAME_CHARS, min_size=1, max_size=6).filter(lambda s: not re.match(r"[+-]?[0-9]+=", s))
 _ints = st.integers(-(2**31) + 1, 2**31 - 1).map(str) | st.sampled_from(["+3", "007", "-0"])
 _floats = (st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda v: np.format_float_scientific(np.float32(v)))
@@ -299,7 +303,11 @@ def test_fast_path_and_lark_agree_on_mutated_files(text: str, data):
     auto, lark = both(text)
     for res in (auto, lark):
         assert isinstance(res, (tuple, ParamSyntaxError)), repr(res)
-    if isinstance(auto, tuple) or isinstance(lark, tuple):
+    if isinstance(auto, tuple) and isinstance(lark, ParamSyntaxError) and _eq_names(auto):
+        # ncnn reads names by the counts, so "0=00" can be a blob name: the grammar (the error path)
+        # lexes it as a param (tests/test_loader_differential.py checks such readings against ncnn)
+        assert any("=" in n for n in re.findall(r"[^ \t\n\r]+", text))
+    elif isinstance(auto, tuple) or isinstance(lark, tuple):
         assert auto == lark
     else:  # lark checks values after the whole structure: it may report a later (structural) error
         assert auto.line <= lark.line, (str(auto), str(lark))
@@ -346,18 +354,13 @@ def test_garbage_gives_the_projects_error(data: bytes, tmp_path_factory):
 SEMANTIC = {  # text, error class, line, column
     "wrong magic": ("7767518\n1 1\nInput in 0 1 in\n", ParamSemanticError, 1, 1),
     "header layers high": ("7767517\n3 2\nInput in 0 1 in\nReLU r 1 1 in out\n", ParamSemanticError, 2, 1),
-    "header layers low": ("7767517\n1 2\nInput in 0 1 in\nReLU r 1 1 in out\n", ParamSemanticError, 2, 1),
-    "header blobs high": ("7767517\n2 3\nInput in 0 1 in\nReLU r 1 1 in out\n", ParamSemanticError, 2, 3),
     "header blobs low": ("7767517\n2 1\nInput in 0 1 in\nReLU r 1 1 in out\n", ParamSemanticError, 2, 3),
     "header zero": ("7767517\n0 0\n", ParamSemanticError, 2, 1),
-    "missing blob": ("7767517\n2 3\nInput in 0 1 in\nReLU r 1 1 nope out\n", ParamSemanticError, 4, 12),
     "used before produced": ("7767517\n3 3\nInput in 0 1 in\nReLU r 1 1 mid out\nReLU r2 1 1 in mid\n",
                              ParamSemanticError, 4, 12),
     "produced twice": ("7767517\n3 3\nInput in 0 1 in\nReLU r 1 1 in out\nReLU r2 1 1 in out\n",
                        ParamSemanticError, 5, 16),
     "produced twice by one layer": ("7767517\n2 2\nInput in 0 1 in\nSplit s 1 2 in a a\n", ParamSemanticError, 4, 18),
-    "duplicate layer name": ("7767517\n3 3\nInput in 0 1 in\nReLU r 1 1 in out\nReLU r 1 1 out out2\n",
-                             ParamSemanticError, 5, 6),
     "param id 32": ("7767517\n2 2\nInput in 0 1 in\nReLU r 1 1 in out 0=1.0 32=1\n", ParamSemanticError, 4, 25),
     "param id -1": ("7767517\n2 2\nInput in 0 1 in\nReLU r 1 1 in out -1=1\n", ParamSemanticError, 4, 19),
     "array id 32": ("7767517\n2 2\nInput in 0 1 in\nReLU r 1 1 in out -23332=1,1\n", ParamSemanticError, 4, 19),
@@ -375,10 +378,10 @@ SEMANTIC = {  # text, error class, line, column
 }
 
 
-# ncnn loads these (ignoring extra lines or blobs, making producer-less blobs, keeping the first of two
-# blobs with one name); ncnnpass refuses them because they are never what a converter meant.
-NCNN_IS_LAXER = {"header layers low", "header blobs high", "missing blob", "duplicate layer name",
-                 "produced twice", "produced twice by one layer", "lone CR"}
+# ncnn loads these (two blobs with one name, the second reachable by index only; a lone CR ends the
+# params); ncnnpass refuses them: docs/guarantees.md lists why. What ncnn loads and ncnnpass now
+# accepts with a warning is in tests/test_loader_lenient.py.
+NCNN_IS_LAXER = {"produced twice", "produced twice by one layer", "lone CR"}
 
 
 @pytest.mark.parametrize("case", list(SEMANTIC))

@@ -3,6 +3,7 @@
     python -m tests.fuzz.run --iterations 100000 --jobs 2      # the long run (see docs/guarantees.md)
     python -m tests.fuzz.run --iterations 2000 --seed 7        # a quick one
     python -m tests.fuzz.run --replay 4711 --seed 7            # re-run one iteration, print its traceback
+    python -m tests.fuzz.run --differential --iterations 100000 --seed 1   # ncnn's loader vs ncnnpass
 
 Run from the repository root. Every iteration ``i`` draws from ``random.Random(f"{seed}:{i}")``, so a
 failure is reproduced by ``--replay i`` alone. Seeds are the real PP-OCRv3 rec models from pnnx (fp32 and
@@ -163,6 +164,21 @@ def save_failure(directory: Path, seed, failure: dict) -> None:
         f"replay: python -m tests.fuzz.run --seed {seed} --replay {failure['iteration']}\n\n{failure['detail']}")
 
 
+def _differential(args: argparse.Namespace) -> int:
+    """``--differential``: cases 0..iterations-1 of ``--seed`` (``--replay I``: case I only)."""
+    from .differential import run_cases
+
+    param, bin = _fixtures().ppocrv3_rec_ncnn(False)
+    m = real_model(param, bin, "pnnx")
+    wins = windows(m, random.Random(0), 40)
+    start, count = (args.replay, 1) if args.replay is not None else (0, args.iterations)
+    rep = run_cases(m.param, wins, count, seed=args.seed, start=start)
+    print(rep.summary())
+    for i, msg, log in rep.undocumented:
+        print(f"case {i}: ncnn accepts ({log or 'no message'}), ncnnpass refuses: {msg[:300]}")
+    return 1 if rep.undocumented or rep.written_refused else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=10000)
@@ -174,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", type=int, metavar="I", help="run iteration I only and show the result")
     ap.add_argument("--save", metavar="DIR", help="write each failure's traceback and replay command here")
     ap.add_argument("--json", metavar="OUT", help="write the summary as JSON")
+    ap.add_argument("--differential", action="store_true",
+                    help="judge mutated real .param/.bin files with ncnn's loader and ncnnpass (one process)")
     args = ap.parse_args(argv)
+    if args.differential:
+        return _differential(args)
     corpus_args = {"use_real": not args.no_real}
     if args.replay is not None:
         _cap_memory(args.memory_mb)
