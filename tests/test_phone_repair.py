@@ -106,3 +106,14 @@ def test_ppocrv3_phone_repair_on_emulated_arm(v3) -> None:
     err = abs_error(r.outputs, [ref], list(res.graph.outputs))
     print(f"fresh input: {err:.3g}; whole test {time.perf_counter() - t0:.0f} s")
     assert err <= 2 * 3e-3  # an unseen input: same order as the verified error, no NaN
+
+
+def test_cut_points_skip_mac_free_tails() -> None:
+    from ncnnpass.passes.precision.search import cut_points
+
+    macs = {"r": 0, "fc": 32, "gap": 0, "dw": 3600, "c1": 10800}
+    assert cut_points(["r", "fc", "gap", "dw", "c1"], macs) == [0, 1, 3, 4, 5]
+    g = fill_weights(model(BODY), seed=0)
+    args = (g, ["r", "fc", "gap", "dw", "c1"], 0.34, [{"in": np.zeros((3, 10, 20), np.float32)}], [[np.zeros(1)]])
+    assert shortest_prefix(*args, _FakePool())[0] == 2  # error 1/3 passes at 2 layers
+    assert shortest_prefix(*args, _FakePool(), cuts=[0, 1, 3, 4, 5])[0] == 3  # but 2 is not a cut

@@ -27,7 +27,7 @@ from ncnnpass.ir.errors import NcnnpassError
 from .emulated_runs import TargetPool
 from .featmask_safety import unsafe_edges
 from .macs import fp16_mac_share, macs_per_layer
-from .search import evaluate, shortest_prefix, with_fp32_layers
+from .search import cut_points, evaluate, shortest_prefix, with_fp32_layers
 from .sensitivity import Sensitivity, measure, ranking
 
 Reference = Callable[[Mapping[str, np.ndarray]], Sequence[np.ndarray]]
@@ -146,10 +146,11 @@ def repair_for_phone(graph: Graph, shape: tuple[int, ...], tolerance: float = DE
             if sens.first_nonfinite:
                 say(f"  first NaN/Inf at layer {sens.first_nonfinite}")
         order = search_order(graph, candidates, macs, order_by, sens)
+        cuts = cut_points(order, macs)
         if before <= tolerance:
             k, probes = 0, []
         else:
-            k, probes = shortest_prefix(graph, order, tolerance, samples, refs, pool, progress=say)
+            k, probes = shortest_prefix(graph, order, tolerance, samples, refs, pool, cuts=cuts, progress=say)
         chosen = order[:k]
         best = graph.copy() if k == 0 else with_fp32_layers(graph, chosen)
         after = next((p.error for p in probes if p.k == k), floor if k == len(order) else before)
@@ -157,7 +158,7 @@ def repair_for_phone(graph: Graph, shape: tuple[int, ...], tolerance: float = DE
         if held_err > tolerance and k < len(order):
             say(f"  held-out error {held_err:.3g} misses; searching again with the held-out inputs included")
             k, more = shortest_prefix(graph, order, tolerance, samples + held, refs + held_refs, pool, lo=k,
-                                      progress=say)
+                                      cuts=cuts, progress=say)
             probes += more
             chosen = order[:k]
             best = with_fp32_layers(graph, chosen)

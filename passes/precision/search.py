@@ -63,27 +63,37 @@ def evaluate(graph: Graph, names_list: Sequence[Sequence[str]], samples: Sequenc
     return [(abs_error(r.outputs, refs, outs), None) if r.ok else (float("inf"), r.error) for r in results]
 
 
+def cut_points(order: Sequence[str], macs: Mapping[str, int]) -> list[int]:
+    """Prefix lengths worth trying: those followed by a layer with MACs (a prefix may as well take every
+    MAC-free layer after it: same fp16 MAC share, fewer fp16 blobs), plus 0 and the full length."""
+    return sorted({0, len(order), *(k for k in range(1, len(order)) if macs.get(order[k], 0) > 0)})
+
+
 def shortest_prefix(graph: Graph, order: Sequence[str], tolerance: float,
                     samples: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Sequence[np.ndarray]],
-                    pool: TargetPool, lo: int = 0, hi: int | None = None,
+                    pool: TargetPool, lo: int = 0, hi: int | None = None, cuts: Sequence[int] | None = None,
                     progress: Callable[[str], None] | None = None) -> tuple[int, list[Probe]]:
-    """Smallest k in (lo, hi] with error(order[:k]) <= tolerance, assuming prefix k=lo fails and the error
-    shrinks as k grows. Returns (k, probes); k = hi when nothing smaller passed (hi itself is not run)."""
+    """Smallest k in (lo, hi] (from ``cuts``, default every length) with error(order[:k]) <= tolerance,
+    assuming prefix k=lo fails and the error shrinks as k grows. Returns (k, probes); k = hi when nothing
+    smaller passed (hi itself is not run)."""
     hi = len(order) if hi is None else hi
+    points = sorted({k for k in (cuts if cuts is not None else range(len(order) + 1)) if lo <= k <= hi} | {lo, hi})
+    a, b = 0, len(points) - 1  # indices into points: points[a] fails, points[b] passes (assumed)
     probes: list[Probe] = []
-    while hi - lo > 1:
-        n = min(pool.workers, hi - lo - 1)
-        ks = sorted({lo + (hi - lo) * (j + 1) // (n + 1) for j in range(n)} - {lo, hi})
+    while b - a > 1:
+        n = min(pool.workers, b - a - 1)
+        idx = sorted({a + (b - a) * (j + 1) // (n + 1) for j in range(n)} - {a, b})
+        ks = [points[i] for i in idx]
         errs = evaluate(graph, [order[:k] for k in ks], samples, refs, pool, progress)
         for k, (e, fail) in zip(ks, errs, strict=True):
             probes.append(Probe(k, e, fail))
             if progress:
                 progress(f"  {k} layers kept fp32: max error {e:.3g}{' (' + fail + ')' if fail else ''}")
-        passing = [k for k, (e, _) in zip(ks, errs, strict=True) if e <= tolerance]
-        failing = [k for k, (e, _) in zip(ks, errs, strict=True) if e > tolerance]
+        passing = [i for i, (e, _) in zip(idx, errs, strict=True) if e <= tolerance]
+        failing = [i for i, (e, _) in zip(idx, errs, strict=True) if e > tolerance]
         if passing:
-            hi = min(passing)
-        below = [k for k in failing if k < hi]
+            b = min(passing)
+        below = [i for i in failing if i < b]
         if below:
-            lo = max(below)
-    return hi, probes
+            a = max(below)
+    return points[b], probes
