@@ -1,7 +1,7 @@
 """Benchmark: phone repair of PP-OCRv3 (or v4) rec on the emulated Cortex-A76, against onnxruntime.
 
-    python tests/benchmarks/bench_phone_repair.py [--model v3|v4] [--tolerance 1e-3 ...] [--order suffix]
-                                                  [--workers 2]
+    python tests/benchmarks/bench_phone_repair.py [--model v3|v4 | --files PARAM BIN ONNX]
+                                                  [--tolerance 1e-3 ...] [--order suffix] [--workers 2]
 
 For each tolerance: error before/after (verification input seed 0), held-out error (seeds 101, 102),
 layers kept fp32, share of MACs still in fp16, emulated runs, wall time; then the error/fp16-share pairs
@@ -24,11 +24,14 @@ import numpy as np  # noqa: E402
 GOAL_S = 300.0
 
 
-def _model(name: str):
+def _model(name: str, paths: list[str] | None = None):
     import fixtures
 
     from ncnnpass.ir import Graph
 
+    if paths:
+        param, binf, onnx = paths
+        return Graph.load(param, binf), Path(onnx)
     if name == "v4":
         param, binf = fixtures.ppocrv4_rec_ncnn(False)
         onnx = fixtures.ppocrv4_rec_onnx()
@@ -55,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, nargs="+", default=[1e-3])
     ap.add_argument("--order", choices=["suffix", "sensitivity"], default="suffix")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--files", nargs=3, metavar=("PARAM", "BIN", "ONNX"), help="another model (e.g. PP-OCRv5)")
     args = ap.parse_args(argv)
     from ncnnpass.passes.precision import repair_for_phone
 
-    graph, onnx = _model(args.model)
+    graph, onnx = _model(args.model, args.files)
     base = baseline(graph)
     print(f"baseline: one emulated fp16 inference {base:.1f} s")
     for tol in args.tolerance:
