@@ -117,3 +117,30 @@ def test_cut_points_skip_mac_free_tails() -> None:
     args = (g, ["r", "fc", "gap", "dw", "c1"], 0.34, [{"in": np.zeros((3, 10, 20), np.float32)}], [[np.zeros(1)]])
     assert shortest_prefix(*args, _FakePool())[0] == 2  # error 1/3 passes at 2 layers
     assert shortest_prefix(*args, _FakePool(), cuts=[0, 1, 3, 4, 5])[0] == 3  # but 2 is not a cut
+
+
+OVERFLOW = """
+Input in0 0 1 in 0=16 1=8 2=4
+Convolution c1 1 1 in a 0=8 1=3 4=1 5=1 6=288
+Convolution big 1 1 a b 0=8 1=1 5=1 6=64
+BinaryOp down 1 1 b c 0=2 1=1 2=0.0001
+Convolution c3 1 1 c out 0=8 1=1 5=1 6=64
+"""
+
+
+def test_fp16_overflow_is_located_and_repaired_on_emulated_arm() -> None:
+    """A layer whose output exceeds fp16's 65504 (scaled down right after): NaN/Inf on the phone, found by the
+    all-blob run and fixed by keeping it and its reader fp32; the reference is ncnn on x86 with fp16 off."""
+    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+
+    require(lambda: ensure_arm_runtime(), "the emulated ARM runtime (qemu-user + aarch64 ncnn)")
+    g = fill_weights(model(OVERFLOW), seed=0, scale=0.5)
+    big = g.layer("big")
+    big.set_weight("weight", big.weight("weight") * 3e4)  # |b| ~ 1e5 > 65504
+    res = repair_for_phone(g, (4, 8, 16), tolerance=1e-2, order_by="sensitivity", verify_seeds=(0,),
+                           heldout_seeds=(1,), progress=print)
+    assert res.error_before == float("inf")
+    assert res.first_nonfinite == "big"
+    assert {"big", "down"} <= set(res.layers_marked) and res.reached
+    assert np.isfinite(res.error_after) and res.error_after <= 1e-2 and res.heldout_error <= 1e-2
+    assert res.reference.startswith("ncnn on this machine")
