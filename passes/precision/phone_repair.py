@@ -113,11 +113,14 @@ def repair_for_phone(graph: Graph, shape: tuple[int, ...], tolerance: float = DE
                      heldout_seeds: Sequence[int] = (101, 102), workers: int = 2,
                      order_by: str = "suffix") -> PhoneRepairResult:
     """Keep a small set of layers out of fp16 (featmask ``31=7``) so the ``target`` error is within
-    ``tolerance`` on the verification and held-out inputs. ``graph`` is not modified.
+    ``tolerance`` on the verification and held-out inputs. ``graph`` is not modified; featmasks it already
+    carries are kept (made ARM-safe, also for the "before" measurement).
 
     ``order_by``: ``"suffix"`` searches the shortest tail of the net (contiguous fp32 regions need few cast
     boundaries); ``"sensitivity"`` ranks layers by isolated fp16 error per MAC. Either way layers whose
     isolated output is NaN/Inf (fp16 overflow) come first."""
+    if not tolerance > 0:
+        raise NcnnpassError(f"the tolerance must be positive, not {tolerance}")
     if order_by not in ORDERS:
         raise NcnnpassError(f"order_by must be one of {', '.join(ORDERS)}, not {order_by!r}")
     start = time.perf_counter()
@@ -152,7 +155,7 @@ def repair_for_phone(graph: Graph, shape: tuple[int, ...], tolerance: float = DE
         else:
             k, probes = shortest_prefix(graph, order, tolerance, samples, refs, pool, cuts=cuts, progress=say)
         chosen = order[:k]
-        best = graph.copy() if k == 0 else with_fp32_layers(graph, chosen)
+        best = with_fp32_layers(graph, chosen)
         after = next((p.error for p in probes if p.k == k), floor if k == len(order) else before)
         (held_err, held_fail), = evaluate(graph, [chosen], held, held_refs, pool, say)
         if held_err > tolerance and k < len(order):
@@ -171,8 +174,9 @@ def repair_for_phone(graph: Graph, shape: tuple[int, ...], tolerance: float = DE
     if held_fail:
         raise NcnnpassError(f"{target}: the repaired model failed on held-out inputs: {held_fail}")
     reached = after <= tolerance and held_err <= tolerance
+    tried = [(p.k, p.error, fp16_mac_share(macs, set(order[:p.k]))) for p in probes]
     result = PhoneRepairResult(best, list(chosen), before, after, held_err, fp16_mac_share(macs, set(chosen)),
                                time.perf_counter() - start, tolerance, reached, floor, ref_name, target,
-                               sens.first_nonfinite if sens else None, runs, [(p.k, p.error, fp16_mac_share(macs, set(order[:p.k]))) for p in probes])
+                               sens.first_nonfinite if sens else None, runs, tried)
     say(result.summary())
     return result
