@@ -264,5 +264,3 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "sum": lambda m, x: sum(x),
     "is_elementwise": lambda m, layer: is_elementwise(layer),
 }
-# Builtins that look at Unknown arguments themselves instead of propagating them.
-ACCEPTS_UNKNOWN = frozenset()

@@ -25,7 +25,7 @@ from ncnnpass.ir import Layer, ParamDict, Weight, weight_slots
 from ncnnpass.ir import schema as _schema
 from ncnnpass.ir.errors import GraphError, PatternSyntaxError
 
-from .builtins import ACCEPTS_UNKNOWN, BUILTINS
+from .builtins import BUILTINS
 from .context import PassContext
 from .expr import Env, EvalError, Unknown, evaluate, names_used, truth, values_equal
 from .syntax import Node, ParamTest, PatLine, Pos, RepItem, RepLine, RuleText, parse_rules
@@ -160,10 +160,9 @@ class _MatchEnv(Env):
     def call(self, fn: Any, args: list[Any], node: Node) -> Any:
         if not callable(fn):
             raise EvalError(f"rule {self.m.rule.name}: {node.text or 'value'} is not callable")
-        if fn not in ACCEPTS_UNKNOWN_FNS:
-            for a in args:
-                if isinstance(a, Unknown):
-                    return a
+        for a in args:
+            if isinstance(a, Unknown):
+                return a
         try:
             return fn(self.m, *args)
         except (EvalError, PatternSyntaxError):
@@ -171,9 +170,6 @@ class _MatchEnv(Env):
         except Exception as exc:  # a hook's own failure: name the rule and the call
             raise EvalError(f"rule {self.m.rule.name}: {node.text or 'call'} failed: {type(exc).__name__}: "
                             f"{exc}") from exc
-
-
-ACCEPTS_UNKNOWN_FNS = {BUILTINS[n] for n in ACCEPTS_UNKNOWN}
 
 
 class Rule:
@@ -239,7 +235,7 @@ class Rule:
                 raise self._err(f"handle {pl.handle!r} is used twice in match", pl.pos)
             handles.add(pl.handle)
             for t in pl.types:
-                if t not in _schema.KNOWN_TYPES and t not in getattr(self, "_custom_types", ()):
+                if t not in _schema.KNOWN_TYPES:
                     raise self._err(f"unknown layer type {t!r}", pl.pos)
             tests, deferred, mentioned = [], [], set()
             for pt in pl.tests:
