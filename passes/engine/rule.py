@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ncnnpass.ir import Layer, ParamDict, Weight, weight_slots
+from ncnnpass.ir import layer_types as _layer_types
 from ncnnpass.ir import schema as _schema
 from ncnnpass.ir.errors import GraphError, PatternSyntaxError
 
@@ -224,6 +225,19 @@ class Rule:
         self._key_cache[(type_, key)] = pid
         return pid
 
+    def _expand_types(self, names: Iterable[str], pos: Pos | None) -> list[str]:
+        """Layer types of a match line: ncnn type names and trait groups (``conv_like``), in order."""
+        out: list[str] = []
+        for t in names:
+            if t in _layer_types.KNOWN_TYPES:
+                group = (t,)
+            elif _layer_types.is_group(t):
+                group = tuple(sorted(_layer_types.types_with(t)))
+            else:
+                raise self._err(f"unknown layer type {t!r}", pos)
+            out += [x for x in group if x not in out]
+        return out
+
     def _compile_match(self, text: RuleText) -> None:
         handles: set[str] = set()
         self.players: list[_PLayer] = []
@@ -234,14 +248,12 @@ class Rule:
             if pl.handle in handles:
                 raise self._err(f"handle {pl.handle!r} is used twice in match", pl.pos)
             handles.add(pl.handle)
-            for t in pl.types:
-                if t not in _schema.KNOWN_TYPES:
-                    raise self._err(f"unknown layer type {t!r}", pl.pos)
+            types = self._expand_types(pl.types, pl.pos)
             tests, deferred, mentioned = [], [], set()
             for pt in pl.tests:
-                pids = {self._key(t, pt.key, pt.pos) for t in pl.types}
+                pids = {self._key(t, pt.key, pt.pos) for t in types}
                 if len(pids) != 1:
-                    raise self._err(f"param {pt.key!r} has different ids in {', '.join(pl.types)}", pt.pos)
+                    raise self._err(f"param {pt.key!r} has different ids in {', '.join(types)}", pt.pos)
                 pid = pids.pop()
                 if pid in mentioned:
                     raise self._err(f"param {pt.key} is tested twice on {pl.handle}", pt.pos)
@@ -255,7 +267,7 @@ class Rule:
             for k, v in enumerate(pl.inputs):
                 consumed.setdefault(v, []).append((i, k))
             shared |= pl.shared
-            self.players.append(_PLayer(i, pl.handle, frozenset(pl.types), tuple(pl.inputs), tuple(pl.outputs),
+            self.players.append(_PLayer(i, pl.handle, frozenset(types), tuple(pl.inputs), tuple(pl.outputs),
                                         tests, frozenset(mentioned), pl.rest, deferred))
         if not self.players:
             raise self._err("the match section is empty", None)
