@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,7 @@ from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import GraphError, NcnnpassError
 
 from .context import PassContext
+from .rewriter import Rewriter
 from .rule import Rule, compile_rules, sort_rules
 
 
@@ -100,8 +101,16 @@ class FunctionPass(Pass):
         return {self.name: int(result)} if result else {}
 
 
+_SHAPE_ROUNDS = 4  # sweeps of one run_rules call that may wait for shapes the batch outdated
+
+
 def run_rules(graph: Graph, rules: list[Rule], ctx: PassContext, max_rewrites: int | None = None) -> dict[str, int]:
-    """Apply ``rules`` until none matches (worklist, linear in graph size); returns counts per rule."""
+    """Apply ``rules`` until none matches (worklist, linear in graph size); returns counts per rule.
+
+    Every change goes through one :class:`~.rewriter.Rewriter`, whose listener re-queues the layers
+    a rewrite touched. When a rule asked for a shape the batch had outdated, shapes are inferred
+    again after the batch and the rules get another sweep (at most ``_SHAPE_ROUNDS``).
+    """
     by_type: dict[str, list[Rule]] = {}
     for r in sort_rules(rules):
         for t in r.root_types:
@@ -109,59 +118,52 @@ def run_rules(graph: Graph, rules: list[Rule], ctx: PassContext, max_rewrites: i
     if not by_type:
         return {}
     counts: Counter = Counter()
-    ctx.order = {ly: float(i) for i, ly in enumerate(graph.layers)}
     ctx.protected = set(graph.outputs)
-    worklist: deque[Layer] = deque(graph.find(list(by_type)))
-    queued = set(worklist)
     limit = max_rewrites if max_rewrites is not None else 4 * len(graph.layers) + 100
-    total = 0
-    with graph.batch():
-        while worklist:
-            layer = worklist.popleft()
-            queued.discard(layer)
-            if layer.graph is not graph:
-                continue
-            for rule in by_type.get(layer.type, ()):
-                m = rule.match(layer, ctx)
-                if m is None:
-                    continue
-                touched_inputs = [m.blobs[v] for v in rule.inputs]
-                new_layers = rule.apply(m)
-                counts[rule.name] += 1
-                total += 1
-                if total > limit:
-                    raise GraphError(f"rewrite loop: more than {limit} rewrites in one run of rules "
-                                     f"{', '.join(sorted({r.name for r in rules}))} (last: {rule.name} at "
-                                     f"{layer.name!r})")
-                for ly in _neighbours(graph, new_layers, touched_inputs, [m.blobs[o] for o, _ in rule.aliases]):
-                    if ly.type in by_type and ly not in queued:
-                        worklist.append(ly)
-                        queued.add(ly)
-                break
-    if total:
-        graph.toposort()
+    for _ in range(_SHAPE_ROUNDS):
+        ctx.stale_shape_asked = False
+        n = _sweep(graph, by_type, ctx, counts, limit)
+        if n:
+            graph.toposort()
+        if not ctx.stale_shape_asked or not ctx.refresh_shapes():
+            break
     return dict(counts)
 
 
-def _neighbours(graph: Graph, new_layers: list[Layer], inputs: list[str], aliased: list[str]) -> Iterable[Layer]:
-    seen: set[Layer] = set()
-    blobs = graph.blobs
-    for ly in new_layers:
-        if ly.graph is graph:
-            seen.add(ly)
-            yield ly
-    names = [o for ly in new_layers if ly.graph is graph for o in ly.outputs] + inputs + aliased
-    for n in names:
-        b = blobs.get(n)
-        if b is None:
-            continue
-        for c in b.consumers:
-            if c not in seen:
-                seen.add(c)
-                yield c
-        if b.producer is not None and b.producer not in seen:
-            seen.add(b.producer)
-            yield b.producer
+def _sweep(graph: Graph, by_type: dict[str, list[Rule]], ctx: PassContext, counts: Counter, limit: int) -> int:
+    worklist: deque[Layer] = deque(graph.find(list(by_type)))
+    queued = set(worklist)
+
+    def requeue(ly: Layer) -> None:
+        if ly.type in by_type and ly not in queued:
+            worklist.append(ly)
+            queued.add(ly)
+
+    total = sum(counts.values())
+    start = total
+    with graph.batch():
+        ctx.rewriter = Rewriter(ctx, requeue)
+        try:
+            while worklist:
+                layer = worklist.popleft()
+                queued.discard(layer)
+                if layer.graph is not graph:
+                    continue
+                for rule in by_type.get(layer.type, ()):
+                    m = rule.match(layer, ctx)
+                    if m is None:
+                        continue
+                    ctx.rewriter.apply(rule, m)
+                    counts[rule.name] += 1
+                    total += 1
+                    if total > limit:
+                        names = ", ".join(sorted({r.name for rs in by_type.values() for r in rs}))
+                        raise GraphError(f"rewrite loop: more than {limit} rewrites in one run of rules {names} "
+                                         f"(last: {rule.name} at {layer.name!r})")
+                    break
+        finally:
+            ctx.rewriter = None
+    return total - start
 
 
 # -- reporting --------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
             stat.runs += 1
             n = sum(counts.values())
             if n:
-                ctx.generation += 1
+                ctx.graph_changed()
             stat.rewrites += n
             stat.by_rule.update(counts)
             for rule, c in ctx.reasons.items():
