@@ -87,3 +87,29 @@ def test_shape_rule_order_independent_on_ppocrv4(ppocrv4_rec_ncnn) -> None:
     assert fired_a == fired_b == se_blocks
     assert a.to_param_text() == b.to_param_text()
     assert_equivalent(g, a, (3, 48, 320), atol=1e-5)
+
+
+def test_user_shapes_are_normalised_in_one_function() -> None:
+    import pytest
+
+    from ncnnpass.ir.errors import NcnnpassError
+    from ncnnpass.passes.engine.shapes import normalize_input_shapes, shapes_from_cli
+
+    g = model(SE)
+    assert normalize_input_shapes(g, None) is None
+    assert normalize_input_shapes(g, None, required=True) == {"in": (3, 4, 8)}  # declared by the Input layer
+    assert normalize_input_shapes(g, [3, 5, 9]) == {"in": (3, 5, 9)}
+    assert normalize_input_shapes(g, {"in": (3, 5, 9)}, required=True) == {"in": (3, 5, 9)}
+    with pytest.raises(NcnnpassError, match="no shape given for input"):
+        normalize_input_shapes(g, {"other": (1,)}, required=True)
+    two = model("Input a 0 1 a\nInput b 0 1 b\nBinaryOp s 2 1 a b y 0=0")
+    with pytest.raises(NcnnpassError, match="give one shape per input"):
+        normalize_input_shapes(two, (3, 4, 8))
+    with pytest.raises(NcnnpassError, match="declare no size"):
+        normalize_input_shapes(two, None, required=True)
+    assert shapes_from_cli(["3x48x320"]) == (3, 48, 320)
+    assert shapes_from_cli(["a:1,2", "b:3"]) == {"a": (1, 2), "b": (3,)}
+    with pytest.raises(NcnnpassError, match="name each input"):
+        shapes_from_cli(["a:1,2", "3"])
+    with pytest.raises(NcnnpassError, match="bad shape"):
+        shapes_from_cli(["3,-1"])

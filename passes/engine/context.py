@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import NcnnpassError
 
+from .shapes import declared_input_shapes
+
 if TYPE_CHECKING:
     from .rewriter import Rewriter
 
@@ -93,20 +95,3 @@ class PassContext:
 
     def skip(self, rule: str, reason: str) -> None:
         self.reasons[rule][reason] += 1
-
-
-def declared_input_shapes(graph: Graph) -> dict[str, tuple[int, ...]] | None:
-    """Input shapes declared by ``Input`` layer params (``0=w 1=h 2=c``), if every input has one."""
-    out: dict[str, tuple[int, ...]] = {}
-    inputs = graph.find("Input")
-    if not inputs:
-        return None
-    for ly in inputs:
-        w, h, c = (int(ly.params.get(k, 0)) for k in (0, 1, 2))
-        d = int(ly.params.get(11, 0))
-        if w <= 0:
-            return None
-        shape = (w,) if h <= 0 else ((h, w) if c <= 0 else ((c, d, h, w) if d > 0 else (c, h, w)))
-        for name in ly.outputs:
-            out[name] = shape
-    return out
