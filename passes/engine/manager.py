@@ -13,6 +13,7 @@ from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import GraphError, NcnnpassError
 
 from .context import PassContext
+from .options import Option, as_option, option_text
 from .rewriter import Rewriter
 from .rule import Rule, compile_rules, sort_rules
 
@@ -23,21 +24,32 @@ class Pass:
     name: str = ""
     doc: str = ""
     needs_shapes: bool = False
-    #: option name -> (default, one-line help); options are given as ``name[key=value,...]``
-    option_help: dict[str, tuple[Any, str]] = {}
+    #: option name -> :class:`~.options.Option` (typed; older ``(default, help)`` tuples are kept as text);
+    #: options are given as ``name[key=value,...]`` or ``configure(key=value)``
+    option_help: dict[str, Option] = {}
 
     def __init__(self) -> None:
-        self.options: dict[str, Any] = {k: v[0] for k, v in self.option_help.items()}
+        self.option_help = {k: as_option(v) for k, v in self.option_help.items()}
+        self.options: dict[str, Any] = {k: v.default for k, v in self.option_help.items()}
 
     def configure(self, **options: Any) -> Pass:
-        """A copy of this pass with some options changed (unknown options raise)."""
+        """A copy of this pass with some options changed (typed values; unknown options raise)."""
         unknown = set(options) - set(self.option_help)
         if unknown:
             known = ", ".join(self.option_help) or "none"
             raise NcnnpassError(f"pass {self.name} has no option {', '.join(sorted(unknown))} (options: {known})")
+        parsed = {k: self.option_help[k].parse(self.name, k, v) for k, v in options.items()}
         new = copy.copy(self)
-        new.options = {**self.options, **options}
+        new.options = {**self.options, **parsed}
         return new
+
+    def spec(self) -> str:
+        """This pass as spec text, ``name[key=value,...]`` with the options that differ from their default."""
+        changed = [(k, v) for k, v in self.options.items()
+                   if k in self.option_help and v != self.option_help[k].default]
+        if not changed:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={option_text(v)}' for k, v in changed)}]"
 
     def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -51,7 +63,7 @@ class RulePass(Pass):
 
     def __init__(self, name: str, doc: str, text: str, hooks: dict[str, Callable[..., Any]] | None = None, *,
                  needs_shapes: bool = False, file: str | None = None,
-                 options: dict[str, tuple[Any, str]] | None = None,
+                 options: dict[str, Option | tuple[Any, str]] | None = None,
                  enabled: Callable[[Rule, dict[str, Any]], bool] | None = None) -> None:
         self.name = name
         self.doc = doc
@@ -85,7 +97,7 @@ class FunctionPass(Pass):
     """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``."""
 
     def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
-                 needs_shapes: bool = False, options: dict[str, tuple[Any, str]] | None = None) -> None:
+                 needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None) -> None:
         self.name = name
         self.doc = doc
         self.fn = fn
