@@ -66,3 +66,17 @@ def test_pass_object_equals_spec_string_on_ppocrv4(ppocrv4_rec_ncnn) -> None:
     apply_passes(by_text, [keep.spec()])
     assert by_object.to_param_text() == by_text.to_param_text()
     assert all(by_object.layer(n).featmask == 2 for n in fcs)
+
+
+def test_every_pass_module_is_registered_without_a_list_edit() -> None:
+    import importlib
+    from pathlib import Path
+
+    import ncnnpass.passes.ncnn as pkg
+    from ncnnpass.passes.registry import PASS_MODULES, pass_modules, passes
+
+    files = sorted(p.stem for p in Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    assert sorted(pass_modules()) == files
+    assert pass_modules()[:len(PASS_MODULES)] == list(PASS_MODULES)
+    for m in files:
+        assert importlib.import_module(f"ncnnpass.passes.ncnn.{m}").PASS.name in passes()
