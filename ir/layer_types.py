@@ -2,7 +2,7 @@
 
 A :class:`LayerType` holds the params the passes read (id, name, default, float or not; read from
 ncnn's ``src/layer/*.cpp``), the weight layout (:mod:`.weight_layouts`), traits, the fused activation
-codes (param 9) the type accepts, and how it sets its output rank. ``SPECS`` lists every built-in
+codes (param 9) the type accepts, and how it sets its output rank and channel count. ``SPECS`` lists every built-in
 type in ncnn's LayerType enum order. Adding a layer type, or teaching one a trait, is one edit here.
 
 Traits (``types_with(trait)`` and, in patterns, a lowercase group name in the type position):
@@ -36,40 +36,6 @@ _ACTIVATION_TRAIT = {1: "fuses_relu", 2: "fuses_relu", 3: "fuses_clip", 4: "fuse
 #: ``rank(layer, rank_of)``: the output rank from structure, ``rank_of(blob)`` gives an input's rank
 #: (``None`` when unknown); returns ``None`` when structure does not tell.
 RankFn = Callable[[Any, Callable[[str], "int | None"]], "int | None"]
-
-
-@dataclass(frozen=True)
-class P:
-    """One param: id, name, default (``None`` = "same as param ``follows``"), float or not."""
-
-    id: int
-    name: str
-    default: object = 0
-    is_float: bool = False
-    follows: int | None = None
-
-
-@dataclass(frozen=True)
-class LayerType:
-    """One ncnn layer type: params, weight layout, traits, fused activations, rank behaviour."""
-
-    type: str
-    params: tuple[P, ...] = ()
-    weights: SlotFn | None = None
-    traits: frozenset[str] = frozenset()
-    activations: frozenset[int] = frozenset()
-    rank: RankFn | None = None
-    by_name: dict = field(default_factory=dict, compare=False, repr=False)
-    by_id: dict = field(default_factory=dict, compare=False, repr=False)
-    float_ids: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        for p in self.params:
-            self.by_name[p.name] = p
-            self.by_id[p.id] = p
-        object.__setattr__(self, "float_ids", frozenset(p.id for p in self.params if p.is_float))
-        derived = {_ACTIVATION_TRAIT[c] for c in self.activations}
-        object.__setattr__(self, "traits", frozenset(self.traits) | derived)
 
 
 # -- rank behaviours ---------------------------------------------------------------------------------
@@ -115,6 +81,79 @@ def _rank_binaryop(layer, rank_of) -> int | None:
     return None
 
 
+# -- channel behaviours: ``channels(layer, ask)`` -> channel count (rank 3/4) or length (rank 1) ---------
+# ``ask.channels(blob)`` / ``ask.c11(blob)`` answer for an input (``None``: unknown).
+def _channels_num_output(layer, ask) -> int | None:
+    n = int(layer.get("num_output"))
+    return n if n > 0 else None
+
+
+def _channels_same(layer, ask) -> int | None:
+    if len(layer.inputs) != 1 or len(layer.outputs) != 1:
+        return None
+    return ask.channels(layer.inputs[0])
+
+
+def _channels_pooling(layer, ask) -> int | None:
+    return ask.channels(layer.inputs[0])
+
+
+def _channels_flatten(layer, ask) -> int | None:
+    """Flattening a c×1×1 blob gives a vector of length c."""
+    return ask.channels(layer.inputs[0]) if ask.c11(layer.inputs[0]) is True else None
+
+
+def _channels_from_params(layer, ask) -> int | None:
+    w, h, c = (int(layer.params.get(k, 0)) for k in (0, 1, 2))
+    if layer.type == "Input":
+        return c if c > 0 else None
+    return c if c else (w if not h else None)
+
+
+def _channels_binaryop(layer, ask) -> int | None:
+    if len(layer.inputs) == 1 and int(layer.params.get(1, 0)) == 1:
+        return _channels_same(layer, ask)
+    return None
+
+
+@dataclass(frozen=True)
+class P:
+    """One param: id, name, default (``None`` = "same as param ``follows``"), float or not."""
+
+    id: int
+    name: str
+    default: object = 0
+    is_float: bool = False
+    follows: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """One ncnn layer type: params, weight layout, traits, fused activations, rank behaviour."""
+
+    type: str
+    params: tuple[P, ...] = ()
+    weights: SlotFn | None = None
+    traits: frozenset[str] = frozenset()
+    activations: frozenset[int] = frozenset()
+    rank: RankFn | None = None
+    channels: Callable[[Any, Any], int | None] | None = None
+    by_name: dict = field(default_factory=dict, compare=False, repr=False)
+    by_id: dict = field(default_factory=dict, compare=False, repr=False)
+    float_ids: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for p in self.params:
+            self.by_name[p.name] = p
+            self.by_id[p.id] = p
+        object.__setattr__(self, "float_ids", frozenset(p.id for p in self.params if p.is_float))
+        derived = {_ACTIVATION_TRAIT[c] for c in self.activations}
+        object.__setattr__(self, "traits", frozenset(self.traits) | derived)
+        if "elementwise" in self.traits:  # same shape as the input: rank and channels follow it
+            object.__setattr__(self, "rank", self.rank or _rank_same)
+            object.__setattr__(self, "channels", self.channels or _channels_same)
+
+
 # -- shared param lists ------------------------------------------------------------------------------
 _FLT_MAX = 3.4028234663852886e38
 _ACT = (P(9, "activation_type"), P(10, "activation_params", [], True))
@@ -147,57 +186,60 @@ EW = frozenset({"elementwise"})
 _CONV = frozenset({"conv", "conv_like"})
 _ALL_ACTS = frozenset({1, 2, 3, 4})
 _R3 = _rank_const(3)
+_NOUT = _channels_num_output
 T = LayerType
 
 # Every built-in type, in ncnn's LayerType enum order (src/CMakeLists.txt ncnn_add_layer list).
 SPECS: tuple[LayerType, ...] = (
-    T("AbsVal", traits=EW, rank=_rank_same),
+    T("AbsVal", traits=EW),
     T("ArgMax"),
     T("BatchNorm", (P(0, "channels"), P(1, "eps", 0.0, True)), wl.batchnorm),
     T("Bias", (P(0, "bias_data_size"),), wl.raw(("bias", 0, 0, -1))),
-    T("BNLL", traits=EW, rank=_rank_same),
+    T("BNLL", traits=EW),
     T("Concat", (P(0, "axis"),)),
     T("Convolution", _CONV_COMMON, wl.conv(19, "conv"), _CONV | {"folds_input_affine"},
-      _ALL_ACTS | {5, 6}, _R3),
+      _ALL_ACTS | {5, 6}, _R3, _NOUT),
     T("Crop"),
-    T("Deconvolution", _DECONV_COMMON, wl.conv(28, None), _CONV, _ALL_ACTS, _R3),
-    T("Dropout", (P(0, "scale", 1.0, True),), traits=EW, rank=_rank_same),
+    T("Deconvolution", _DECONV_COMMON, wl.conv(28, None), _CONV, _ALL_ACTS, _R3, _NOUT),
+    T("Dropout", (P(0, "scale", 1.0, True),), traits=EW),
     T("Eltwise", (P(0, "op_type", 1), P(1, "coeffs", [], True))),
-    T("ELU", traits=EW, rank=_rank_same),
+    T("ELU", traits=EW),
     T("Embed", weights=wl.embed),
-    T("Exp", traits=EW, rank=_rank_same),
-    T("Flatten", rank=_rank_const(1)),
+    T("Exp", traits=EW),
+    T("Flatten", rank=_rank_const(1), channels=_channels_flatten),
     T("InnerProduct", (P(0, "num_output"), P(1, "bias_term"), P(2, "weight_data_size"), P(8, "int8_scale_term"),
                        *_ACT), wl.innerproduct, frozenset({"conv_like", "folds_input_affine"}), _ALL_ACTS | {5, 6},
-      _rank_innerproduct),
-    T("Input", _WHDC, rank=_rank_from_params),
-    T("Log", traits=EW, rank=_rank_same),
+      _rank_innerproduct, _NOUT),
+    T("Input", _WHDC, rank=_rank_from_params, channels=_channels_from_params),
+    T("Log", traits=EW),
     T("LRN"),
-    T("MemoryData", (*_WHDC, P(21, "load_type", 1)), wl.memorydata, rank=_rank_from_params),
+    T("MemoryData", (*_WHDC, P(21, "load_type", 1)), wl.memorydata, rank=_rank_from_params,
+      channels=_channels_from_params),
     T("MVN"),
-    T("Pooling", _POOLING, rank=_rank_pooling),
-    T("Power", traits=EW, rank=_rank_same),
+    T("Pooling", _POOLING, rank=_rank_pooling, channels=_channels_pooling),
+    T("Power", traits=EW),
     T("PReLU", (P(0, "num_slope"),), wl.raw(("slope", 0, 0, -1))),
     T("Proposal"),
     T("Reduction"),
-    T("ReLU", (P(0, "slope", 0.0, True),), traits=EW, rank=_rank_same),
+    T("ReLU", (P(0, "slope", 0.0, True),), traits=EW),
     T("Reshape", (P(0, "w", -233), P(1, "h", -233), P(11, "d", -233), P(2, "c", -233))),
     T("ROIPooling"),
     T("Scale", (P(0, "scale_data_size"), P(1, "bias_term")), wl.scale),
-    T("Sigmoid", traits=EW, rank=_rank_same),
+    T("Sigmoid", traits=EW),
     T("Slice"),
     T("Softmax", (P(0, "axis"), P(1, "fixbug0"))),
     T("Split"),
     T("SPP"),
-    T("TanH", traits=EW, rank=_rank_same),
-    T("Threshold", traits=EW, rank=_rank_same),
+    T("TanH", traits=EW),
+    T("Threshold", traits=EW),
     T("Tile"),
     T("RNN", weights=wl.rnn),
     T("LSTM", weights=wl.lstm),
-    T("BinaryOp", (P(0, "op_type"), P(1, "with_scalar"), P(2, "b", 0.0, True)), rank=_rank_binaryop),
-    T("UnaryOp", traits=EW, rank=_rank_same),
+    T("BinaryOp", (P(0, "op_type"), P(1, "with_scalar"), P(2, "b", 0.0, True)), rank=_rank_binaryop,
+      channels=_channels_binaryop),
+    T("UnaryOp", traits=EW),
     T("ConvolutionDepthWise", (*_CONV_COMMON, P(7, "group", 1)), wl.conv(19, "dw"), _CONV | {"folds_input_affine"},
-      _ALL_ACTS | {5, 6}, _R3),
+      _ALL_ACTS | {5, 6}, _R3, _NOUT),
     T("Padding", (P(0, "top"), P(1, "bottom"), P(2, "left"), P(3, "right"), P(4, "type"), P(5, "value", 0.0, True),
                   P(6, "per_channel_pad_data_size")), wl.padding),
     T("Squeeze"),
@@ -207,10 +249,10 @@ SPECS: tuple[LayerType, ...] = (
     T("PriorBox"),
     T("DetectionOutput"),
     T("Interp"),
-    T("DeconvolutionDepthWise", (*_DECONV_COMMON, P(7, "group", 1)), wl.conv(28, None), _CONV, _ALL_ACTS, _R3),
+    T("DeconvolutionDepthWise", (*_DECONV_COMMON, P(7, "group", 1)), wl.conv(28, None), _CONV, _ALL_ACTS, _R3, _NOUT),
     T("ShuffleChannel"),
     T("InstanceNorm", weights=wl.affine(0, 2)),
-    T("Clip", (P(0, "min", -_FLT_MAX, True), P(1, "max", _FLT_MAX, True)), traits=EW, rank=_rank_same),
+    T("Clip", (P(0, "min", -_FLT_MAX, True), P(1, "max", _FLT_MAX, True)), traits=EW),
     T("Reorg"),
     T("YoloDetectionOutput"),
     T("Quantize", weights=wl.raw(("scale", 0, 1, -1))),
@@ -221,22 +263,22 @@ SPECS: tuple[LayerType, ...] = (
     T("Packing"),
     T("Requantize", weights=wl.raw(("scale_in", 0, 1, -1), ("scale_out", 1, 1, -1), ("bias", 2, 0, 2))),
     T("Cast"),
-    T("HardSigmoid", _HARD, traits=EW, rank=_rank_same),
-    T("SELU", traits=EW, rank=_rank_same),
-    T("HardSwish", _HARD, traits=EW, rank=_rank_same),
-    T("Noop", traits=EW, rank=_rank_same),
+    T("HardSigmoid", _HARD, traits=EW),
+    T("SELU", traits=EW),
+    T("HardSwish", _HARD, traits=EW),
+    T("Noop", traits=EW),
     T("PixelShuffle"),
     T("DeepCopy"),
-    T("Mish", traits=EW, rank=_rank_same),
+    T("Mish", traits=EW),
     T("StatisticsPooling"),
-    T("Swish", traits=EW, rank=_rank_same),
+    T("Swish", traits=EW),
     T("Gemm", weights=wl.gemm),
     T("GroupNorm", weights=wl.affine(1, 3)),
     T("LayerNorm", weights=wl.affine(0, 2)),
-    T("Softplus", traits=EW, rank=_rank_same),
+    T("Softplus", traits=EW),
     T("GRU", weights=wl.gru),
     T("MultiHeadAttention", weights=wl.mha),
-    T("GELU", traits=EW, rank=_rank_same),
+    T("GELU", traits=EW),
     T("Convolution1D", weights=wl.conv(19, None), traits=frozenset({"conv_like"}), activations=_ALL_ACTS | {5}),
     T("Pooling1D"),
     T("ConvolutionDepthWise1D", weights=wl.conv(19, None)),
@@ -256,10 +298,10 @@ SPECS: tuple[LayerType, ...] = (
     T("GridSample"),
     T("CumulativeSum"),
     T("CopyTo"),
-    T("Erf", traits=EW, rank=_rank_same),
+    T("Erf", traits=EW),
     T("Diag"),
-    T("CELU", traits=EW, rank=_rank_same),
-    T("Shrink", traits=EW, rank=_rank_same),
+    T("CELU", traits=EW),
+    T("Shrink", traits=EW),
     T("RMSNorm", weights=wl.affine(0, 2, beta=False)),
     T("Spectrogram"),
     T("InverseSpectrogram"),
@@ -302,7 +344,7 @@ def register_custom(layer_type: str, weights: SlotFn) -> None:
     base = BUILTIN.get(layer_type)
     if base is not None:
         BUILTIN[layer_type] = LayerType(base.type, base.params, weights, base.traits - _derived(base),
-                                        base.activations, base.rank)
+                                        base.activations, base.rank, base.channels)
     else:
         _CUSTOM[layer_type] = LayerType(layer_type, weights=weights)
 

@@ -11,7 +11,7 @@ from ncnnpass.ir.errors import PatternSyntaxError, WeightError
 from ncnnpass.ir.runtime import infer_shapes
 from ncnnpass.ir.weights import WEIGHT_TABLE
 from ncnnpass.passes.engine import PassContext, compile_rules
-from ncnnpass.passes.engine.builtins import struct_rank
+from ncnnpass.passes.engine.builtins import struct_channels, struct_rank
 from ncnnpass.passes.engine.testing import model
 
 
@@ -49,9 +49,11 @@ def test_pattern_group_expands_to_its_types_and_unknown_names_still_fail() -> No
     assert "p.rw:3:" in str(e.value)
 
 
-def test_custom_type_weights_are_one_registration() -> None:
+def test_custom_type_weights_are_one_registration(monkeypatch) -> None:
     from ncnnpass.ir import register_weight_layout
     from ncnnpass.ir.weight_layouts import Slot
+
+    monkeypatch.setattr(layer_types, "_CUSTOM", {})  # the registration ends with this test
 
     with pytest.raises(WeightError, match="not an ncnn built-in type"):
         weight_slots("MyLayerForSpecTest", {0: 3})
@@ -71,6 +73,15 @@ def _structural_ranks(g: Graph) -> dict[str, int]:
     return out
 
 
+def _structural_channels(g: Graph) -> dict[str, int]:
+    m = SimpleNamespace(ctx=PassContext(g, None))
+    return {n: c for n in g.blobs if (c := struct_channels(m, n)) is not None}
+
+
+def _channel_mismatches(known: dict[str, int], shapes: dict) -> dict:
+    return {k: (c, shapes[k]) for k, c in known.items() if k in shapes and len(shapes[k]) != 2 and shapes[k][0] != c}
+
+
 def test_structural_ranks_agree_with_ncnn_on_a_small_graph() -> None:
     g = model("""
 Input in0 0 1 in 0=8 1=4 2=3
@@ -87,6 +98,9 @@ BinaryOp add 1 1 f y 0=0 1=1 2=1.0
     assert ranks == {"in": 3, "x": 3, "s": 3, "p": 1, "f": 1, "y": 1}
     shapes = infer_shapes(g, {"in": (3, 4, 8)})
     assert {k: len(shapes[k]) for k in ranks} == ranks
+    chans = _structural_channels(g)
+    assert chans == {"in": 3, "x": 6, "s": 6, "p": 6, "f": 5, "y": 5}
+    assert not _channel_mismatches(chans, shapes)
 
 
 def test_structural_ranks_agree_with_ncnn_on_ppocrv4(ppocrv4_rec_ncnn) -> None:
@@ -96,3 +110,6 @@ def test_structural_ranks_agree_with_ncnn_on_ppocrv4(ppocrv4_rec_ncnn) -> None:
     assert len(ranks) > 0.5 * len(g.blobs)  # the specs decide most ranks of a real model
     wrong = {k: (r, shapes[k]) for k, r in ranks.items() if k in shapes and len(shapes[k]) != r}
     assert not wrong
+    chans = _structural_channels(g)
+    assert len(chans) > 0.5 * len(g.blobs)
+    assert not _channel_mismatches(chans, shapes)

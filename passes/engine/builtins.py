@@ -70,29 +70,32 @@ def rank(m: Match, blob: Any, depth: int = 0) -> int | Unknown:
     return Unknown(f"rank of blob {name!r} unknown (give an input shape)")
 
 
+class _Ask:
+    """What a spec's ``channels`` function may ask about its inputs (``None`` when unknown)."""
+
+    __slots__ = ("m", "depth")
+
+    def __init__(self, m: Match, depth: int) -> None:
+        self.m, self.depth = m, depth
+
+    def channels(self, blob: str) -> int | None:
+        c = channels(self.m, blob, self.depth + 1)
+        return None if isinstance(c, Unknown) else c
+
+    def c11(self, blob: str) -> bool | None:
+        r = c11(self.m, blob, self.depth + 1)
+        return None if isinstance(r, Unknown) else r
+
+
 def struct_channels(m: Match, name: str, depth: int = 0) -> int | None:
     """Channel count (rank 3/4) or length (rank 1) of ``name``, from structure."""
-    g = m.ctx.graph
-    p = _producer(g, name)
+    p = _producer(m.ctx.graph, name)
     if p is None or depth > _DEPTH:
         return None
-    t = p.type
-    if t in CONV_TYPES or t == "InnerProduct":
-        n = int(p.get("num_output"))
-        return n if n > 0 else None
-    if t == "Pooling" or is_elementwise(p):
-        c = channels(m, p.inputs[0], depth + 1)
-        return None if isinstance(c, Unknown) else c
-    if t == "Flatten" and c11(m, p.inputs[0], depth + 1) is True:
-        c = channels(m, p.inputs[0], depth + 1)
-        return None if isinstance(c, Unknown) else c
-    if t == "Input":
-        c = int(p.params.get(2, 0))
-        return c if c > 0 else None
-    if t == "MemoryData":
-        w, h, c = (int(p.params.get(k, 0)) for k in (0, 1, 2))
-        return c if c else (w if not h else None)
-    return None
+    spec = layer_types.spec(p.type)
+    if spec is None or spec.channels is None:
+        return None
+    return spec.channels(p, _Ask(m, depth))
 
 
 def channels(m: Match, blob: Any, depth: int = 0) -> int | Unknown:
