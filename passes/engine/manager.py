@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +132,11 @@ def run_rules(graph: Graph, rules: list[Rule], ctx: PassContext, max_rewrites: i
     counts: Counter = Counter()
     ctx.protected = set(graph.outputs)
     limit = max_rewrites if max_rewrites is not None else 4 * len(graph.layers) + 100
+    snapshot: dict[str, Counter] | None = None
     for _ in range(_SHAPE_ROUNDS):
+        if snapshot is not None:  # a retry with fresh shapes: the last sweep's skip reasons are void
+            ctx.reasons = defaultdict(Counter, {k: Counter(v) for k, v in snapshot.items()})
+        snapshot = {k: Counter(v) for k, v in ctx.reasons.items()}
         ctx.stale_shape_asked = False
         n = _sweep(graph, by_type, ctx, counts, limit)
         if n:
