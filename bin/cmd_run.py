@@ -9,7 +9,7 @@ from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.targets import describe_target
 
-from .common import add_target_option, parse_shape, require_file, target_scope
+from .common import add_target_option, require_file, target_scope
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,14 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
-    if not values:
-        return None
-    named = [v for v in values if ":" in v]
-    if not named and len(values) == 1:
-        return parse_shape(values[0])
-    if len(named) != len(values):
-        raise NcnnpassError("with several --shape options, name each input: --shape in0:3,48,320")
-    return {v.split(":", 1)[0]: parse_shape(v.split(":", 1)[1]) for v in values}
+    from ncnnpass.passes.engine.shapes import shapes_from_cli
+
+    return shapes_from_cli(values)
 
 
 def run(args: argparse.Namespace) -> int:

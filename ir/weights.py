@@ -1,4 +1,4 @@
-"""ncnn ``.bin`` weights: the per-layer read sequence (table-driven) and tagged/raw arrays.
+"""ncnn ``.bin`` weights: the per-layer read sequence (from the layer specs) and tagged/raw arrays.
 
 The ``.bin`` is the concatenation, in layer order, of the arrays each layer's ``load_model`` reads.
 A *tagged* array starts with a 4-byte storage flag (fp32 ``0``, fp16 ``0x01306B47``, bf16
@@ -11,13 +11,16 @@ written back untouched until edited.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from . import layer_types
 from .errors import WeightError
-from .schema import KNOWN_TYPES
+from .weight_layouts import Getter, Slot, SlotFn
+
+__all__ = ["TAGGED_STORAGES", "WEIGHT_TABLE", "Getter", "Slot", "SlotFn", "Weight", "read_weight",
+           "register_weight_layout", "weight_slots"]
 
 TAG_FP32 = 0x00000000
 TAG_FP16 = 0x01306B47
@@ -33,240 +36,36 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-@dataclass(frozen=True)
-class Slot:
-    """One array a layer reads: its name, element count and whether it is tagged."""
+class _WeightTable(Mapping):
+    """Type -> weight layout, read from the layer specs (:mod:`ncnnpass.ir.layer_types`)."""
 
-    name: str
-    count: int
-    tagged: bool
+    def __getitem__(self, layer_type: str) -> SlotFn:
+        s = layer_types.spec(layer_type)
+        if s is None or s.weights is None:
+            raise KeyError(layer_type)
+        return s.weights
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(layer_types.weighted_types())
 
-Getter = Callable[[int, int], int]
-SlotFn = Callable[[Getter], list[Slot]]
-
-
-def _conv(dynamic_id: int | None, int8: str | None, group: bool = False) -> SlotFn:
-    def slots(g: Getter) -> list[Slot]:
-        if dynamic_id is not None and g(dynamic_id, 0):
-            return []
-        n = g(0, 0)
-        out = [Slot("weight", g(6, 0), True)]
-        if g(5, 0):
-            out.append(Slot("bias", n, False))
-        q = g(8, 0) if int8 else 0
-        if int8 == "conv" and q:
-            out += [Slot("weight_int8_scales", n, False), Slot("bottom_int8_scales", 1, False)]
-            if q > 100:
-                out.append(Slot("top_int8_scales", 1, False))
-        elif int8 == "dw" and q:
-            if q in (1, 101):
-                out += [Slot("weight_int8_scales", g(7, 1), False), Slot("bottom_int8_scales", 1, False)]
-            elif q in (2, 102):
-                out += [Slot("weight_int8_scales", 1, False), Slot("bottom_int8_scales", 1, False)]
-            if q > 100:
-                out.append(Slot("top_int8_scales", 1, False))
-        return out
-
-    return slots
+    def __len__(self) -> int:
+        return len(layer_types.weighted_types())
 
 
-def _innerproduct(g: Getter) -> list[Slot]:
-    n = g(0, 0)
-    out = [Slot("weight", g(2, 0), True)]
-    if g(1, 0):
-        out.append(Slot("bias", n, False))
-    if g(8, 0):
-        out += [Slot("weight_int8_scales", n, False), Slot("bottom_int8_scales", 1, False)]
-    return out
-
-
-def _embed(g: Getter) -> list[Slot]:
-    out = [Slot("weight", g(3, 0), True)]
-    if g(2, 0):
-        out.append(Slot("bias", g(0, 0), False))
-    if g(18, 0):
-        out.append(Slot("weight_int8_scale", 1, False))
-    return out
-
-
-def _memorydata(g: Getter) -> list[Slot]:
-    w, h, d, c = g(0, 0), g(1, 0), g(11, 0), g(2, 0)
-    if d:
-        n = w * h * d * c
-    elif c:
-        n = w * h * c
-    elif h:
-        n = w * h
-    else:
-        n = w
-    return [Slot("data", n, g(21, 1) == 0)] if n else []
-
-
-def _affine(size_id: int, affine_id: int, beta: bool = True) -> SlotFn:
-    def slots(g: Getter) -> list[Slot]:
-        if not g(affine_id, 1):
-            return []
-        n = g(size_id, 0)
-        return [Slot("gamma", n, False)] + ([Slot("beta", n, False)] if beta else [])
-
-    return slots
-
-
-def _raw(*items: tuple[str, int, int, int]) -> SlotFn:
-    """Raw arrays sized by a param: (name, param id, default, present-if id or -1)."""
-
-    def slots(g: Getter) -> list[Slot]:
-        out = []
-        for name, pid, default, cond in items:
-            if cond >= 0 and not g(cond, 0):
-                continue
-            out.append(Slot(name, g(pid, default), False))
-        return out
-
-    return slots
-
-
-def _scale(g: Getter) -> list[Slot]:
-    n = g(0, 0)
-    if n == -233:
-        return []
-    out = [Slot("scale", n, False)]
-    if g(1, 0):
-        out.append(Slot("bias", n, False))
-    return out
-
-
-def _padding(g: Getter) -> list[Slot]:
-    n = g(6, 0)
-    return [Slot("per_channel_pad", n, False)] if n else []
-
-
-def _directions(g: Getter) -> int:
-    return 2 if g(2, 0) == 2 else 1
-
-
-def _rnn(g: Getter) -> list[Slot]:
-    n, d = g(0, 0), _directions(g)
-    size = g(1, 0) // d // max(n, 1)
-    out = [Slot("weight_xc", size * n * d, True), Slot("bias_c", n * d, True), Slot("weight_hc", n * n * d, True)]
-    if g(8, 0):
-        out += [Slot("weight_xc_int8_scales", n * d, False), Slot("weight_hc_int8_scales", n * d, False)]
-    return out
-
-
-def _lstm(g: Getter) -> list[Slot]:
-    n, d = g(0, 0), _directions(g)
-    hidden = g(3, n)
-    size = g(1, 0) // d // max(hidden, 1) // 4
-    out = [Slot("weight_xc", size * 4 * hidden * d, True), Slot("bias_c", hidden * 4 * d, True),
-           Slot("weight_hc", n * 4 * hidden * d, True)]
-    if n != hidden:
-        out.append(Slot("weight_hr", hidden * n * d, True))
-    if g(8, 0):
-        out += [Slot("weight_xc_int8_scales", 4 * hidden * d, False),
-                Slot("weight_hc_int8_scales", 4 * hidden * d, False)]
-    return out
-
-
-def _gru(g: Getter) -> list[Slot]:
-    n, d = g(0, 0), _directions(g)
-    size = g(1, 0) // d // max(n, 1) // 3
-    out = [Slot("weight_xc", size * 3 * n * d, True), Slot("bias_c", n * 4 * d, True),
-           Slot("weight_hc", n * 3 * n * d, True)]
-    if g(8, 0):
-        out += [Slot("weight_xc_int8_scales", 3 * n * d, False), Slot("weight_hc_int8_scales", 3 * n * d, False)]
-    return out
-
-
-def _mha(g: Getter) -> list[Slot]:
-    e = g(0, 0)
-    q = g(18, 0)
-    if q >= 100:
-        raise WeightError(f"block-quantized MultiHeadAttention weights (18={q}) are not supported")
-    qdim = g(2, 0) // max(e, 1)
-    kdim, vdim = g(3, e), g(4, e)
-    out = [Slot("q_weight", e * qdim, True), Slot("q_bias", e, False), Slot("k_weight", e * kdim, True),
-           Slot("k_bias", e, False), Slot("v_weight", e * vdim, True), Slot("v_bias", e, False),
-           Slot("out_weight", qdim * e, True), Slot("out_bias", qdim, False)]
-    if q:
-        out += [Slot("q_int8_scales", e, False), Slot("k_int8_scales", e, False),
-                Slot("v_int8_scales", e, False), Slot("out_int8_scale", 1, False)]
-    return out
-
-
-def _gemm(g: Getter) -> list[Slot]:
-    m, n, k = g(7, 0), g(8, 0), g(9, 0)
-    q = g(18, 0)
-    if q >= 100:
-        raise WeightError(f"block-quantized Gemm weights (18={q}) are not supported")
-    out = []
-    if g(4, 0):
-        out.append(Slot("A", m * k, True))
-    if g(5, 0):
-        out.append(Slot("B", n * k, True))
-    bcast = g(10, 0)
-    if g(6, 0) and bcast != -1:
-        size = {0: 1, 1: m, 2: m, 3: m * n, 4: n}.get(bcast)
-        if size is None:
-            raise WeightError(f"Gemm constant_broadcast_type_C={bcast} is not a known broadcast type")
-        out.append(Slot("C", size, True))
-    if q:
-        if g(4, 0):
-            out.append(Slot("A_int8_scales", m, False))
-        if g(5, 0):
-            out.append(Slot("B_int8_scale", 1, False))
-    return out
-
-
-WEIGHT_TABLE: dict[str, SlotFn] = {
-    "Convolution": _conv(19, "conv"),
-    "ConvolutionDepthWise": _conv(19, "dw"),
-    "Convolution1D": _conv(19, None),
-    "ConvolutionDepthWise1D": _conv(19, None),
-    "Convolution3D": _conv(None, None),
-    "ConvolutionDepthWise3D": _conv(None, None),
-    "Deconvolution": _conv(28, None),
-    "DeconvolutionDepthWise": _conv(28, None),
-    "Deconvolution1D": _conv(28, None),
-    "DeconvolutionDepthWise1D": _conv(28, None),
-    "Deconvolution3D": _conv(None, None),
-    "DeconvolutionDepthWise3D": _conv(None, None),
-    "DeformableConv2D": _conv(None, None),
-    "InnerProduct": _innerproduct,
-    "Embed": _embed,
-    "MemoryData": _memorydata,
-    "BatchNorm": lambda g: [Slot(s, g(0, 0), False) for s in ("slope", "mean", "var", "bias")],
-    "Bias": _raw(("bias", 0, 0, -1)),
-    "Scale": _scale,
-    "PReLU": _raw(("slope", 0, 0, -1)),
-    "Padding": _padding,
-    "LayerNorm": _affine(0, 2),
-    "GroupNorm": _affine(1, 3),
-    "InstanceNorm": _affine(0, 2),
-    "RMSNorm": _affine(0, 2, beta=False),
-    "Normalize": _raw(("scale", 3, 0, -1)),
-    "Quantize": _raw(("scale", 0, 1, -1)),
-    "Dequantize": _raw(("scale", 0, 1, -1), ("bias", 1, 0, 1)),
-    "Requantize": _raw(("scale_in", 0, 1, -1), ("scale_out", 1, 1, -1), ("bias", 2, 0, 2)),
-    "RNN": _rnn,
-    "LSTM": _lstm,
-    "GRU": _gru,
-    "MultiHeadAttention": _mha,
-    "Gemm": _gemm,
-}
+WEIGHT_TABLE: Mapping[str, SlotFn] = _WeightTable()
 
 
 def register_weight_layout(layer_type: str, fn: SlotFn) -> None:
     """Teach ncnnpass the weight read sequence of a custom layer type."""
-    WEIGHT_TABLE[layer_type] = fn
+    layer_types.register_custom(layer_type, fn)
 
 
 def weight_slots(layer_type: str, params, layer_name: str = "?") -> list[Slot]:
     """The arrays a layer of this type reads, given its params. Raises for unknown custom types."""
-    fn = WEIGHT_TABLE.get(layer_type)
+    s = layer_types.spec(layer_type)
+    fn = None if s is None else s.weights
     if fn is None:
-        if layer_type in KNOWN_TYPES:
+        if s is not None:
             return []
         raise WeightError(
             f"layer {layer_name!r} has type {layer_type!r}, which is not an ncnn built-in type: cannot tell "
@@ -279,9 +78,9 @@ def weight_slots(layer_type: str, params, layer_name: str = "?") -> list[Slot]:
         return v
 
     slots = fn(get)
-    for s in slots:
-        if s.count < 0:
-            raise WeightError(f"layer {layer_name!r}: weight {s.name!r} has negative size {s.count}")
+    for slot in slots:
+        if slot.count < 0:
+            raise WeightError(f"layer {layer_name!r}: weight {slot.name!r} has negative size {slot.count}")
     return slots
 
 

@@ -49,23 +49,13 @@ def apply_passes(graph: Graph, names: str | list[str | Pass], *, input_shape: An
     ``fold_storage``: ``"fp32"`` stores weights computed by folding as fp32 (exact); ``"keep"`` stores
     them back in the layer's original fp16/bf16 storage (smaller, rounds the folded values).
     """
-    from .engine import run_passes
+    from .engine import normalize_input_shapes, run_passes
 
     if fold_storage not in ("fp32", "keep"):
         from ncnnpass.ir.errors import NcnnpassError
 
         raise NcnnpassError(f"fold_storage must be 'fp32' or 'keep', not {fold_storage!r}")
-    shapes = None
-    if input_shape is not None:
-        if isinstance(input_shape, dict):
-            shapes = {k: tuple(int(x) for x in v) for k, v in input_shape.items()}
-        else:
-            ins = graph.inputs
-            if len(ins) != 1:
-                from ncnnpass.ir.errors import NcnnpassError
-
-                raise NcnnpassError(f"the model has inputs {ins}; give input_shape as {{blob: shape}}")
-            shapes = {ins[0]: tuple(int(x) for x in input_shape)}
+    shapes = normalize_input_shapes(graph, input_shape)
     return run_passes(graph, resolve_passes(names), input_shapes=shapes, max_iterations=max_iterations,
                       fold_storage=fold_storage)
 

@@ -1,8 +1,14 @@
-"""Every pass by name. Pass modules live in :mod:`ncnnpass.passes.ncnn` and define ``PASS``."""
+"""Every pass by name. Pass modules live in :mod:`ncnnpass.passes.ncnn` and define ``PASS``.
+
+A new module there (not starting with ``_``) is found on its own: adding a pass is one file.
+``PASS_MODULES`` only fixes the order ``ncnnpass passes`` lists them in; modules it does not name follow,
+alphabetically.
+"""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 
 from ncnnpass.ir.errors import NcnnpassError
@@ -39,12 +45,20 @@ PASS_MODULES = (
 _PASSES: dict[str, Pass] | None = None
 
 
+def pass_modules() -> list[str]:
+    """Module names of :mod:`ncnnpass.passes.ncnn` that define a pass, in listing order."""
+    from . import ncnn
+
+    present = sorted(m.name for m in pkgutil.iter_modules(ncnn.__path__) if not m.name.startswith("_"))
+    return [*PASS_MODULES, *(m for m in present if m not in PASS_MODULES)]
+
+
 def passes() -> dict[str, Pass]:
     """Name -> pass, for every registered pass."""
     global _PASSES
     if _PASSES is None:
         found: dict[str, Pass] = {}
-        for mod in PASS_MODULES:
+        for mod in pass_modules():
             p = importlib.import_module(f"ncnnpass.passes.ncnn.{mod}").PASS
             if p.name in found:
                 raise RuntimeError(f"two passes are named {p.name!r}")

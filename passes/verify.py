@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ncnnpass.ir import Graph
-from ncnnpass.ir.errors import NcnnpassError, VerificationError
+from ncnnpass.ir.errors import VerificationError
 from ncnnpass.ir.targets import Target, describe_target, normalize_target, using_target
 
 #: Default gate for ``ncnnpass run --verify``. Exact rewrites (weight copies, pure rewiring) differ by
@@ -99,22 +99,9 @@ class VerifyResult:
 def input_shapes_for(graph: Graph, shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None
                      ) -> dict[str, tuple[int, ...]]:
     """Normalise ``shape`` (one tuple for a one-input model, or a dict) or take the Input layers' sizes."""
-    from .engine.context import declared_input_shapes
+    from .engine.shapes import normalize_input_shapes
 
-    ins = graph.inputs
-    if shape is None:
-        declared = declared_input_shapes(graph)
-        if declared is None:
-            raise NcnnpassError(f"the model's inputs {ins} declare no size: give a shape such as 3,48,320")
-        return declared
-    if isinstance(shape, Mapping):
-        missing = [n for n in ins if n not in shape]
-        if missing:
-            raise NcnnpassError(f"no shape given for input(s) {', '.join(missing)}")
-        return {k: tuple(int(x) for x in v) for k, v in shape.items()}
-    if len(ins) != 1:
-        raise NcnnpassError(f"the model has inputs {ins}: give one shape per input")
-    return {ins[0]: tuple(int(x) for x in shape)}
+    return normalize_input_shapes(graph, shape, required=True)
 
 
 def make_inputs(shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:

@@ -13,22 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ncnnpass.ir import Blob, Layer, Weight
+from ncnnpass.ir import Blob, Layer, Weight, layer_types
 
 from .expr import Unknown
 
 if TYPE_CHECKING:
     from .rule import Match
 
-# One input, one output, same shape, element by element (a c×1×1 blob stays c×1×1).
-ELEMENTWISE_TYPES = frozenset({
-    "AbsVal", "BNLL", "CELU", "Clip", "Dropout", "ELU", "Erf", "Exp", "GELU", "HardSigmoid", "HardSwish",
-    "Log", "Mish", "Noop", "Power", "ReLU", "SELU", "Shrink", "Sigmoid", "Softplus", "Swish", "TanH",
-    "Threshold", "UnaryOp",
-})
-CONV_TYPES = frozenset({"Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise"})
-# Fused activation codes (param 9) and the standalone layers that compute the same thing.
-ACTIVATION_LAYERS = {"ReLU": (1, 2), "Clip": 3, "Sigmoid": 4, "Mish": 5, "HardSwish": 6}
+ELEMENTWISE_TYPES = layer_types.types_with("elementwise")
+CONV_TYPES = layer_types.types_with("conv")
 _DEPTH = 200
 
 
@@ -55,38 +48,15 @@ def struct_rank(m: Match, name: str, depth: int = 0) -> int | None:
     p = _producer(g, name)
     if p is None or depth > _DEPTH:
         return None
-    t = p.type
-    if t == "Input":
-        w, h, c = (int(p.params.get(k, 0)) for k in (0, 1, 2))
-        if c > 0:
-            return 4 if int(p.params.get(11, 0)) > 0 else 3
-        return 2 if h > 0 else (1 if w > 0 else None)
-    if t in CONV_TYPES:
-        return 3
-    if t == "Pooling":
-        if int(p.get("global_pooling")):
-            return 1
-        r = rank(m, p.inputs[0], depth + 1)
-        return r if r == 3 else None
-    if t in ("Flatten",):
-        return 1
-    if t == "InnerProduct":
-        r = rank(m, p.inputs[0], depth + 1)
-        if isinstance(r, Unknown):
-            return None
-        return 2 if r == 2 else 1
-    if is_elementwise(p):
-        r = rank(m, p.inputs[0], depth + 1)
+    spec = layer_types.spec(p.type)
+    if spec is None or spec.rank is None:
+        return None
+
+    def rank_of(blob: str) -> int | None:
+        r = rank(m, blob, depth + 1)
         return None if isinstance(r, Unknown) else r
-    if t == "BinaryOp" and len(p.inputs) == 2:
-        ra, rb = rank(m, p.inputs[0], depth + 1), rank(m, p.inputs[1], depth + 1)
-        if isinstance(ra, Unknown) or isinstance(rb, Unknown):
-            return None
-        return max(ra, rb)
-    if t == "MemoryData":
-        w, h, c, d = (int(p.params.get(k, 0)) for k in (0, 1, 2, 11))
-        return 4 if d else 3 if c else 2 if h else 1 if w else None
-    return None
+
+    return spec.rank(p, rank_of)
 
 
 def rank(m: Match, blob: Any, depth: int = 0) -> int | Unknown:
@@ -100,29 +70,32 @@ def rank(m: Match, blob: Any, depth: int = 0) -> int | Unknown:
     return Unknown(f"rank of blob {name!r} unknown (give an input shape)")
 
 
+class _Ask:
+    """What a spec's ``channels`` function may ask about its inputs (``None`` when unknown)."""
+
+    __slots__ = ("m", "depth")
+
+    def __init__(self, m: Match, depth: int) -> None:
+        self.m, self.depth = m, depth
+
+    def channels(self, blob: str) -> int | None:
+        c = channels(self.m, blob, self.depth + 1)
+        return None if isinstance(c, Unknown) else c
+
+    def c11(self, blob: str) -> bool | None:
+        r = c11(self.m, blob, self.depth + 1)
+        return None if isinstance(r, Unknown) else r
+
+
 def struct_channels(m: Match, name: str, depth: int = 0) -> int | None:
     """Channel count (rank 3/4) or length (rank 1) of ``name``, from structure."""
-    g = m.ctx.graph
-    p = _producer(g, name)
+    p = _producer(m.ctx.graph, name)
     if p is None or depth > _DEPTH:
         return None
-    t = p.type
-    if t in CONV_TYPES or t == "InnerProduct":
-        n = int(p.get("num_output"))
-        return n if n > 0 else None
-    if t == "Pooling" or is_elementwise(p):
-        c = channels(m, p.inputs[0], depth + 1)
-        return None if isinstance(c, Unknown) else c
-    if t == "Flatten" and c11(m, p.inputs[0], depth + 1) is True:
-        c = channels(m, p.inputs[0], depth + 1)
-        return None if isinstance(c, Unknown) else c
-    if t == "Input":
-        c = int(p.params.get(2, 0))
-        return c if c > 0 else None
-    if t == "MemoryData":
-        w, h, c = (int(p.params.get(k, 0)) for k in (0, 1, 2))
-        return c if c else (w if not h else None)
-    return None
+    spec = layer_types.spec(p.type)
+    if spec is None or spec.channels is None:
+        return None
+    return spec.channels(p, _Ask(m, depth))
 
 
 def channels(m: Match, blob: Any, depth: int = 0) -> int | Unknown:
@@ -264,5 +237,3 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "sum": lambda m, x: sum(x),
     "is_elementwise": lambda m, layer: is_elementwise(layer),
 }
-# Builtins that look at Unknown arguments themselves instead of propagating them.
-ACCEPTS_UNKNOWN = frozenset()

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ncnnpass.ir import Graph
+from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import NcnnpassError
+
+from .shapes import declared_input_shapes
+
+if TYPE_CHECKING:
+    from .rewriter import Rewriter
 
 
 class PassContext:
     """Per-run state shared by the passes of one :func:`apply_passes` call.
 
     ``input_shapes`` maps input blob names to numpy-order shapes (``(c, h, w)``). When given (or when
-    every ``Input`` layer declares its size), passes that need blob shapes get them from ncnn itself
-    (:func:`ncnnpass.ir.runtime.infer_shapes`), refreshed between passes when the graph changed.
+    every ``Input`` layer declares its size), blob shapes come from ncnn itself
+    (:func:`ncnnpass.ir.runtime.infer_shapes`), inferred lazily: the rewriter invalidates the shapes
+    of the blobs it creates, and a rule that asks for a shape the graph has outdated gets fresh shapes
+    (right away between rewrite batches, at the end of the batch inside one, then its rules run again).
     """
 
     def __init__(self, graph: Graph, input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -24,23 +31,31 @@ class PassContext:
         self.fold_storage = fold_storage
         self.options: dict[str, Any] = {}
         self.reasons: dict[str, Counter] = defaultdict(Counter)
-        self.order: dict = {}
         self.protected: set[str] = set(graph.outputs)
         self.shape_error: str | None = None
-        self.generation = 0                 # bumped by the pass manager whenever a pass changed the graph
+        self.generation = 0                 # bumped whenever the graph changed (rewriter, pass manager)
+        self.rewriter: Rewriter | None = None  # the rewriter of the batch in flight, if any
+        self.stale_shape_asked = False      # a rule asked for a shape the graph has outdated, mid-batch
         self._shapes_at: int | None = None
-        self._split_tops: set[str] | None = None
         self.weights_loaded = graph.source[1] is not None or any(ly.weights for ly in graph.layers)
+
+    def graph_changed(self) -> None:
+        """Record that the graph changed: shapes inferred before are outdated for new blobs."""
+        self.generation += 1
 
     # -- shapes ------------------------------------------------------------------------------------
     @property
     def has_shapes(self) -> bool:
         return self.input_shapes is not None and self.shape_error is None
 
-    def refresh_shapes(self) -> None:
-        """Infer every blob's shape with ncnn if the graph changed since the last inference."""
-        if self.input_shapes is None or self._shapes_at == self.generation:
-            return
+    @property
+    def shapes_outdated(self) -> bool:
+        return self.input_shapes is not None and self._shapes_at != self.generation
+
+    def refresh_shapes(self) -> bool:
+        """Infer every blob's shape with ncnn if the graph changed since the last inference (True if it ran)."""
+        if not self.shapes_outdated:
+            return False
         from ncnnpass.ir.runtime import infer_shapes
 
         for b in self.graph.blobs.values():
@@ -51,43 +66,32 @@ class PassContext:
         except NcnnpassError as exc:
             self.shape_error = f"shape inference failed: {exc}"
         self._shapes_at = self.generation
+        return True
 
     def shape(self, blob: str) -> tuple[int, ...] | None:
+        """The shape of ``blob`` (numpy order), ``None`` when unknown."""
         b = self.graph.blobs.get(blob)
-        return None if b is None else b.shape
+        if b is None:
+            return None
+        if b.shape is None and self.shapes_outdated:
+            if self.rewriter is None:
+                self.refresh_shapes()
+            else:  # the graph is mid-batch (not runnable): the driver refreshes after the batch
+                self.stale_shape_asked = True
+        return b.shape
 
-    # -- naming ------------------------------------------------------------------------------------
-    def split_tops(self) -> set[str]:
-        """Names the writer reserves for regenerated Split outputs (computed once per run)."""
-        if self._split_tops is None:
-            self._split_tops = {t for rec in self.graph.splits.values() for t in rec.top_names}
-        return self._split_tops
+    # -- positions and names -----------------------------------------------------------------------
+    def position(self, layer: Layer) -> float:
+        """Where ``layer`` stands in the graph (the rewriter's view while a batch is in flight)."""
+        if self.rewriter is not None:
+            return self.rewriter.position(layer)
+        return float(self.graph.position(layer)) if layer.graph is self.graph else -1.0
 
     def new_blob_name(self, prefix: str, taken: set[str]) -> str:
-        blobs, tops = self.graph.blobs, self.split_tops()
-        cand, k = prefix, 0
-        while cand in blobs or cand in tops or cand in taken:
-            k += 1
-            cand = f"{prefix}_{k}"
-        taken.add(cand)
-        return cand
+        """A fresh blob name (see :meth:`.rewriter.Rewriter.fresh_blob_name`)."""
+        from .rewriter import Rewriter
+
+        return (self.rewriter or Rewriter(self)).fresh_blob_name(prefix, taken)
 
     def skip(self, rule: str, reason: str) -> None:
         self.reasons[rule][reason] += 1
-
-
-def declared_input_shapes(graph: Graph) -> dict[str, tuple[int, ...]] | None:
-    """Input shapes declared by ``Input`` layer params (``0=w 1=h 2=c``), if every input has one."""
-    out: dict[str, tuple[int, ...]] = {}
-    inputs = graph.find("Input")
-    if not inputs:
-        return None
-    for ly in inputs:
-        w, h, c = (int(ly.params.get(k, 0)) for k in (0, 1, 2))
-        d = int(ly.params.get(11, 0))
-        if w <= 0:
-            return None
-        shape = (w,) if h <= 0 else ((h, w) if c <= 0 else ((c, d, h, w) if d > 0 else (c, h, w)))
-        for name in ly.outputs:
-            out[name] = shape
-    return out

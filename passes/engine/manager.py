@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,8 @@ from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import GraphError, NcnnpassError
 
 from .context import PassContext
+from .options import Option, as_option, option_text
+from .rewriter import Rewriter
 from .rule import Rule, compile_rules, sort_rules
 
 
@@ -22,21 +24,32 @@ class Pass:
     name: str = ""
     doc: str = ""
     needs_shapes: bool = False
-    #: option name -> (default, one-line help); options are given as ``name[key=value,...]``
-    option_help: dict[str, tuple[Any, str]] = {}
+    #: option name -> :class:`~.options.Option` (typed; older ``(default, help)`` tuples are kept as text);
+    #: options are given as ``name[key=value,...]`` or ``configure(key=value)``
+    option_help: dict[str, Option] = {}
 
     def __init__(self) -> None:
-        self.options: dict[str, Any] = {k: v[0] for k, v in self.option_help.items()}
+        self.option_help = {k: as_option(v) for k, v in self.option_help.items()}
+        self.options: dict[str, Any] = {k: v.default for k, v in self.option_help.items()}
 
     def configure(self, **options: Any) -> Pass:
-        """A copy of this pass with some options changed (unknown options raise)."""
+        """A copy of this pass with some options changed (typed values; unknown options raise)."""
         unknown = set(options) - set(self.option_help)
         if unknown:
             known = ", ".join(self.option_help) or "none"
             raise NcnnpassError(f"pass {self.name} has no option {', '.join(sorted(unknown))} (options: {known})")
+        parsed = {k: self.option_help[k].parse(self.name, k, v) for k, v in options.items()}
         new = copy.copy(self)
-        new.options = {**self.options, **options}
+        new.options = {**self.options, **parsed}
         return new
+
+    def spec(self) -> str:
+        """This pass as spec text, ``name[key=value,...]`` with the options that differ from their default."""
+        changed = [(k, v) for k, v in self.options.items()
+                   if k in self.option_help and v != self.option_help[k].default]
+        if not changed:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={option_text(v)}' for k, v in changed)}]"
 
     def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -50,7 +63,7 @@ class RulePass(Pass):
 
     def __init__(self, name: str, doc: str, text: str, hooks: dict[str, Callable[..., Any]] | None = None, *,
                  needs_shapes: bool = False, file: str | None = None,
-                 options: dict[str, tuple[Any, str]] | None = None,
+                 options: dict[str, Option | tuple[Any, str]] | None = None,
                  enabled: Callable[[Rule, dict[str, Any]], bool] | None = None) -> None:
         self.name = name
         self.doc = doc
@@ -84,7 +97,7 @@ class FunctionPass(Pass):
     """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``."""
 
     def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
-                 needs_shapes: bool = False, options: dict[str, tuple[Any, str]] | None = None) -> None:
+                 needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None) -> None:
         self.name = name
         self.doc = doc
         self.fn = fn
@@ -100,8 +113,16 @@ class FunctionPass(Pass):
         return {self.name: int(result)} if result else {}
 
 
+_SHAPE_ROUNDS = 4  # sweeps of one run_rules call that may wait for shapes the batch outdated
+
+
 def run_rules(graph: Graph, rules: list[Rule], ctx: PassContext, max_rewrites: int | None = None) -> dict[str, int]:
-    """Apply ``rules`` until none matches (worklist, linear in graph size); returns counts per rule."""
+    """Apply ``rules`` until none matches (worklist, linear in graph size); returns counts per rule.
+
+    Every change goes through one :class:`~.rewriter.Rewriter`, whose listener re-queues the layers
+    a rewrite touched. When a rule asked for a shape the batch had outdated, shapes are inferred
+    again after the batch and the rules get another sweep (at most ``_SHAPE_ROUNDS``).
+    """
     by_type: dict[str, list[Rule]] = {}
     for r in sort_rules(rules):
         for t in r.root_types:
@@ -109,59 +130,56 @@ def run_rules(graph: Graph, rules: list[Rule], ctx: PassContext, max_rewrites: i
     if not by_type:
         return {}
     counts: Counter = Counter()
-    ctx.order = {ly: float(i) for i, ly in enumerate(graph.layers)}
     ctx.protected = set(graph.outputs)
-    worklist: deque[Layer] = deque(graph.find(list(by_type)))
-    queued = set(worklist)
     limit = max_rewrites if max_rewrites is not None else 4 * len(graph.layers) + 100
-    total = 0
-    with graph.batch():
-        while worklist:
-            layer = worklist.popleft()
-            queued.discard(layer)
-            if layer.graph is not graph:
-                continue
-            for rule in by_type.get(layer.type, ()):
-                m = rule.match(layer, ctx)
-                if m is None:
-                    continue
-                touched_inputs = [m.blobs[v] for v in rule.inputs]
-                new_layers = rule.apply(m)
-                counts[rule.name] += 1
-                total += 1
-                if total > limit:
-                    raise GraphError(f"rewrite loop: more than {limit} rewrites in one run of rules "
-                                     f"{', '.join(sorted({r.name for r in rules}))} (last: {rule.name} at "
-                                     f"{layer.name!r})")
-                for ly in _neighbours(graph, new_layers, touched_inputs, [m.blobs[o] for o, _ in rule.aliases]):
-                    if ly.type in by_type and ly not in queued:
-                        worklist.append(ly)
-                        queued.add(ly)
-                break
-    if total:
-        graph.toposort()
+    snapshot: dict[str, Counter] | None = None
+    for _ in range(_SHAPE_ROUNDS):
+        if snapshot is not None:  # a retry with fresh shapes: the last sweep's skip reasons are void
+            ctx.reasons = defaultdict(Counter, {k: Counter(v) for k, v in snapshot.items()})
+        snapshot = {k: Counter(v) for k, v in ctx.reasons.items()}
+        ctx.stale_shape_asked = False
+        n = _sweep(graph, by_type, ctx, counts, limit)
+        if n:
+            graph.toposort()
+        if not ctx.stale_shape_asked or not ctx.refresh_shapes():
+            break
     return dict(counts)
 
 
-def _neighbours(graph: Graph, new_layers: list[Layer], inputs: list[str], aliased: list[str]) -> Iterable[Layer]:
-    seen: set[Layer] = set()
-    blobs = graph.blobs
-    for ly in new_layers:
-        if ly.graph is graph:
-            seen.add(ly)
-            yield ly
-    names = [o for ly in new_layers if ly.graph is graph for o in ly.outputs] + inputs + aliased
-    for n in names:
-        b = blobs.get(n)
-        if b is None:
-            continue
-        for c in b.consumers:
-            if c not in seen:
-                seen.add(c)
-                yield c
-        if b.producer is not None and b.producer not in seen:
-            seen.add(b.producer)
-            yield b.producer
+def _sweep(graph: Graph, by_type: dict[str, list[Rule]], ctx: PassContext, counts: Counter, limit: int) -> int:
+    worklist: deque[Layer] = deque(graph.find(list(by_type)))
+    queued = set(worklist)
+
+    def requeue(ly: Layer) -> None:
+        if ly.type in by_type and ly not in queued:
+            worklist.append(ly)
+            queued.add(ly)
+
+    total = sum(counts.values())
+    start = total
+    with graph.batch():
+        ctx.rewriter = Rewriter(ctx, requeue)
+        try:
+            while worklist:
+                layer = worklist.popleft()
+                queued.discard(layer)
+                if layer.graph is not graph:
+                    continue
+                for rule in by_type.get(layer.type, ()):
+                    m = rule.match(layer, ctx)
+                    if m is None:
+                        continue
+                    ctx.rewriter.apply(rule, m)
+                    counts[rule.name] += 1
+                    total += 1
+                    if total > limit:
+                        names = ", ".join(sorted({r.name for rs in by_type.values() for r in rs}))
+                        raise GraphError(f"rewrite loop: more than {limit} rewrites in one run of rules {names} "
+                                         f"(last: {rule.name} at {layer.name!r})")
+                    break
+        finally:
+            ctx.rewriter = None
+    return total - start
 
 
 # -- reporting --------------------------------------------------------------------------------------
@@ -238,7 +256,7 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
             stat.runs += 1
             n = sum(counts.values())
             if n:
-                ctx.generation += 1
+                ctx.graph_changed()
             stat.rewrites += n
             stat.by_rule.update(counts)
             for rule, c in ctx.reasons.items():

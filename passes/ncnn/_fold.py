@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ncnnpass.ir import Layer, Weight
+from ncnnpass.ir import Layer, Weight, layer_types
 
 # BinaryOp op codes as y = s * x + h with scalar b: add, sub, mul, div, rsub.
 AFFINE_OPS = (0, 1, 2, 3, 7)
-CONV_LIKE = ("Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise", "InnerProduct",
-             "Convolution1D")
+CONV_LIKE = layer_types.types_with("conv_like")
 
 
 def affine_of(op: int, b: float) -> tuple[float, float]:

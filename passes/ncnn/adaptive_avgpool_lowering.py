@@ -19,7 +19,7 @@ which is exact; ``gap-fc-to-conv`` uses this step when an InnerProduct follows.
 
 from __future__ import annotations
 
-from ..engine import RulePass
+from ..engine import Option, RulePass
 from .gap_fc_to_conv import reaches_innerproduct
 
 TEXT = """
@@ -74,18 +74,13 @@ def static_size(m, x) -> bool:
 
     if m.ctx.shape(x.name) is None:
         return False
-    if str(m.ctx.options.get("static", "0")).lower() in ("1", "true", "yes"):
+    if m.ctx.options.get("static"):
         return True
     return declared_input_shapes(m.ctx.graph) is not None
 
 
 def _enabled(rule, options) -> bool:
-    direction = str(options.get("direction", "lower"))
-    if direction not in ("lower", "raise"):
-        from ncnnpass.ir.errors import NcnnpassError
-
-        raise NcnnpassError(f"adaptive-avgpool-lowering: direction must be lower or raise, not {direction!r}")
-    return (rule.name == "raise") == (direction == "raise")
+    return (rule.name == "raise") == (options["direction"] == "raise")
 
 
 PASS = RulePass(
@@ -94,5 +89,7 @@ PASS = RulePass(
     TEXT, {"out_w": out_w, "out_h": out_h, "static_size": static_size, "flatten_only": flatten_only,
            "reaches_innerproduct": reaches_innerproduct},
     needs_shapes=True, file=__file__, enabled=_enabled,
-    options={"direction": ("lower", "lower (adaptive -> kernel/global) or raise (global -> adaptive + Flatten)"),
-             "static": ("0", "1: the run's input shape is the only one the model sees (allows lowering)")})
+    options={"direction": Option("lower", "lower (adaptive -> kernel/global) or raise (global -> adaptive + Flatten)",
+                                 choices=("lower", "raise")),
+             "static": Option(False, "1: the run's input shape is the only one the model sees (allows lowering)",
+                              bool)})

@@ -23,8 +23,8 @@ import numpy as np
 from ..engine import RulePass
 from ._fold import HOOKS, affine_of, has_padding
 
-BACKWARD = "Convolution|ConvolutionDepthWise|Deconvolution|DeconvolutionDepthWise|InnerProduct|Convolution1D"
-FORWARD = "Convolution|ConvolutionDepthWise|InnerProduct"
+BACKWARD = "conv_like"            # trait groups of ncnnpass.ir.layer_types
+FORWARD = "folds_input_affine"
 
 TEXT = f"""
 rule backward

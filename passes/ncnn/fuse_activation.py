@@ -12,45 +12,42 @@ from __future__ import annotations
 
 from ..engine import RulePass
 
-ALL = "Convolution|ConvolutionDepthWise|Deconvolution|DeconvolutionDepthWise|InnerProduct|Convolution1D"
-MISH = "Convolution|ConvolutionDepthWise|InnerProduct|Convolution1D"
-HSWISH = "Convolution|ConvolutionDepthWise|InnerProduct"
-
-TEXT = f"""
+# Each rule names the trait group of ncnnpass.ir.layer_types that accepts its fused activation code.
+TEXT = """
 rule relu
 match:
-  {ALL} c 1 1 x t  9=0 ...
+  fuses_relu c 1 1 x t  9=0 ...
   ReLU act 1 1 t y  0=%slope
 replace:
-  @c c 1 1 x y  @c 9={{1 if %slope == 0 else 2}} 10={{none if %slope == 0 else [float(%slope)]}}
+  @c c 1 1 x y  @c 9={1 if %slope == 0 else 2} 10={none if %slope == 0 else [float(%slope)]}
 
 rule clip
 match:
-  {ALL} c 1 1 x t  9=0 ...
+  fuses_clip c 1 1 x t  9=0 ...
   Clip act 1 1 t y  0=%lo 1=%hi
 replace:
-  @c c 1 1 x y  @c 9=3 10={{[float(%lo), float(%hi)]}}
+  @c c 1 1 x y  @c 9=3 10={[float(%lo), float(%hi)]}
 
 rule sigmoid
 match:
-  {ALL} c 1 1 x t  9=0 ...
+  fuses_sigmoid c 1 1 x t  9=0 ...
   Sigmoid act 1 1 t y
 replace:
   @c c 1 1 x y  @c 9=4 ~10
 
 rule mish
 match:
-  {MISH} c 1 1 x t  9=0 ...
+  fuses_mish c 1 1 x t  9=0 ...
   Mish act 1 1 t y
 replace:
   @c c 1 1 x y  @c 9=5 ~10
 
 rule hardswish
 match:
-  {HSWISH} c 1 1 x t  9=0 ...
+  fuses_hardswish c 1 1 x t  9=0 ...
   HardSwish act 1 1 t y  0=%alpha 1=%beta
 replace:
-  @c c 1 1 x y  @c 9=6 10={{[float(%alpha), float(%beta)]}}
+  @c c 1 1 x y  @c 9=6 10={[float(%alpha), float(%beta)]}
 """
 
 PASS = RulePass("fuse-activation",

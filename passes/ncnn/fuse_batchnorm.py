@@ -15,7 +15,7 @@ from ._fold import HOOKS
 TEXT = """
 rule fuse-batchnorm
 match:
-  Convolution|ConvolutionDepthWise|Deconvolution|DeconvolutionDepthWise|InnerProduct|Convolution1D c 1 1 x t  9=0 8=0 ...
+  conv_like c 1 1 x t  9=0 8=0 ...
   BatchNorm bn 1 1 t y  0=%ch 1=*
 where:
   %ch == c.num_output and has_weights(c)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..engine import RulePass
 from ._fold import HOOKS
 
-CONV = "Convolution|ConvolutionDepthWise|Deconvolution|DeconvolutionDepthWise"
+CONV = "conv"  # trait group of ncnnpass.ir.layer_types: the 2-D (de)convolutions
 
 
 def _rules(op: int, first: bool) -> str:
