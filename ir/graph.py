@@ -489,8 +489,9 @@ class Graph:
             raise GraphError("give either index or after, not both")
         if layer.graph is not None:
             raise GraphError(f"layer {layer.name!r} already belongs to a graph")
-        if layer.name in self._by_name and not _shared_name:
-            raise GraphError(f"a layer named {layer.name!r} already exists")
+        if layer.name in self._by_name and not (_shared_name or layer.name in self._loaded_dup_names):
+            raise GraphError(f"a layer named {layer.name!r} already exists")  # (a rewrite may reuse a name
+            # the loaded file already shared: replacing such a layer keeps its name)
         if len(set(layer._outputs)) != len(layer._outputs):
             raise GraphError(f"layer {layer.name!r} produces the same blob twice")
         for n in layer._outputs:

@@ -19,7 +19,7 @@ import pytest
 from fixtures import ppocrv3_rec_ncnn, require
 from support.ncnn_check import param_text_accepted, run_files
 
-from ncnnpass.ir import Graph
+from ncnnpass.ir import Graph, GraphError, Layer
 
 H = "7767517\n"
 
@@ -49,6 +49,13 @@ def test_shared_layer_names_load_warn_and_round_trip():
     assert param_text_accepted(g.to_param_text())
     c = Graph.from_text(text).copy()
     assert tokens(c.to_param_text()) == tokens(text)
+    # a rewrite that replaces a layer keeps its (shared) name; a brand-new name must still be unique
+    c.replace(c.find(type="TanH")[0], Layer("Sigmoid", "r", ["b"], ["out"]))
+    assert [ly.type for ly in c.find(name="r")] == ["ReLU"] and len(c.duplicate_layer_names()["r"]) == 3
+    assert param_text_accepted(c.to_param_text())
+    with pytest.raises(GraphError, match="already exists"):
+        c.add_layer("AbsVal", "in", ["out"], ["o2"])
+    assert c.unique_layer_name("r") != "r"
 
 
 def test_two_splits_with_one_name_keep_it_and_new_splits_get_fresh_names(tmp_path: Path):
@@ -58,6 +65,7 @@ def test_two_splits_with_one_name_keep_it_and_new_splits_get_fresh_names(tmp_pat
     g = Graph.from_text(text)
     assert kinds(g) == ["duplicate-layer-name"] and [ly.type for ly in g].count("Split") == 0
     assert tokens(g.to_param_text()) == tokens(text)
+    assert g.unique_layer_name("splitncnn_0") != "splitncnn_0"  # Split names count as taken
     g.add_layer("AbsVal", None, ["d"], ["out3"])  # blob d gets a second consumer: a new Split
     out = g.to_param_text()
     names = [t[1] for t in tokens(out)[2:] if t[0] == "Split"]
