@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ncnnpass.cli.cmd_export_center import describe_classes, print_list
     from ncnnpass.ir.fileio import refuse_overwrite
-    from ncnnpass.passes.paddle.centers import merge_shards, write_centers
+    from ncnnpass.passes.paddle.center_files import write_centers
+    from ncnnpass.passes.paddle.center_shards import merge_shards
 
     refuse_overwrite(args.out, list(args.shards), False)
     merged = merge_shards(args.shards, allow_partial=args.allow_partial)

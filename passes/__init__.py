@@ -1,4 +1,12 @@
-"""Rewrite passes over the ncnn IR and the ONNX/Paddle side.
+"""Rewrite passes over the ncnn IR and the ONNX/Paddle side, and the tools built on them.
+
+Two kinds of subpackage:
+
+- **rewrite passes**: ``engine/`` (pattern language, matcher, pass manager), ``ncnn/`` (one ncnn pass
+  per file) and ``onnx/`` (passes that edit ONNX graphs before conversion);
+- **tools built on them**: ``toolchain/`` (paddle2onnx, onnxsim, pnnx and the whole conversion),
+  ``compare/`` (ONNX vs ncnn layer-by-layer forensics), ``precision/`` (fp16/ARM precision repair) and
+  ``paddle/`` (PaddleOCR-side tools: configs, export files, preprocessing, CTC decoding, centers).
 
 >>> from ncnnpass.passes import apply_passes, list_passes, PIPELINES
 >>> report = apply_passes(graph, "repair")            # a pipeline name, or pass names/specs

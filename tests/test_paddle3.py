@@ -136,7 +136,8 @@ def test_dictionary_sources(tmp_path: Path) -> None:
 
 
 def test_rec_image_shape_sets_export_center_default(tmp_path: Path) -> None:
-    from ncnnpass.passes.paddle.centers import PreparedModel, _resolve_image_shape
+    from ncnnpass.passes.paddle.center_model import PreparedModel
+    from ncnnpass.passes.paddle.center_model import resolve_image_shape as _resolve_image_shape
     from ncnnpass.passes.paddle.dictionary import rec_image_shape
 
     assert rec_image_shape(tmp_path) is None

@@ -1,4 +1,5 @@
-"""Precision forensics: layer-by-layer comparison of an ONNX model (onnxruntime) and its ncnn conversion.
+"""Tool built on the passes, precision forensics: layer-by-layer comparison of an ONNX model
+(onnxruntime) and its ncnn conversion.
 
 >>> from ncnnpass.passes.compare import compare_models
 >>> report = compare_models("rec.onnx", "rec.ncnn.param", "rec.ncnn.bin", fix=True)

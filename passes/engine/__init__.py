@@ -1,4 +1,5 @@
-"""The rewrite engine: pattern language (``grammar/pattern.lark``), matcher, passes and pass manager.
+"""Rewrite passes, the engine: pattern language (``grammar/pattern.lark``), matcher, passes and pass
+manager.
 
 >>> from ncnnpass.passes.engine import RulePass
 >>> relu_after_relu = RulePass("drop-double-relu", "ReLU after ReLU is a no-op", '''

@@ -1,1 +1,2 @@
-"""ncnn rewrite passes, one per module; each module defines ``PASS`` (see :mod:`ncnnpass.passes.registry`)."""
+"""Rewrite passes on the ncnn IR, one per module; each module defines ``PASS``
+(see :mod:`ncnnpass.passes.registry`)."""

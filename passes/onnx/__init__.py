@@ -1,1 +1,1 @@
-"""Passes that edit ONNX models (via onnx-graphsurgeon) before they are converted to ncnn."""
+"""Rewrite passes on ONNX models (via onnx-graphsurgeon) before they are converted to ncnn."""

@@ -20,7 +20,7 @@ import onnx
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["Charset", "DictionaryError", "read_dictionary", "dictionary_from_metadata", "greedy_decode"]
+__all__ = ["Charset", "DictionaryError", "read_dictionary", "dictionary_from_metadata"]
 
 
 class DictionaryError(NcnnpassError):
@@ -97,8 +97,3 @@ class Charset:
         keep[:, 1:] = idx[:, 1:] != idx[:, :-1]
         keep &= idx != 0
         return ["".join(self._lookup[row[k]]) for row, k in zip(idx, keep, strict=True)]
-
-
-def greedy_decode(indices: np.ndarray, charset: Charset) -> list[str]:
-    """Shorthand for :meth:`Charset.decode`."""
-    return charset.decode(indices)

@@ -1,4 +1,5 @@
-"""Precision on the phone: ARM-safe featmask placement, sensitivity, and the repair search.
+"""Tool built on the passes, precision on the phone: ARM-safe featmask placement, sensitivity, and
+the repair search.
 
 Public API: :func:`repair_for_phone` (-> :class:`PhoneRepairResult`), :func:`make_featmask_safe`,
 :func:`unsafe_edges`, :func:`featmask_safe_closure`, :func:`macs_per_layer`.

@@ -1,4 +1,5 @@
-"""Wrappers around the external converters: pnnx, onnxsim and paddle2onnx.
+"""Tool built on the passes: wrappers around the external converters (pnnx, onnxsim, paddle2onnx) and
+the whole PaddleOCR → ONNX → ncnn conversion.
 
 Every wrapper logs the command it runs and how long it took on the ``ncnnpass.toolchain`` logger and
 raises :class:`ncnnpass.ir.errors.ToolError` when a tool is missing or fails.

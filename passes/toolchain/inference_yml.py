@@ -2,7 +2,8 @@
 
 Facts come, in this order, from:
 
-1. ``inference.yml`` next to a Paddle export (PaddleOCR ≥ 2.6 and PaddleX/PaddleOCR 3.x write it):
+1. ``inference.yml`` next to a Paddle export (PaddleOCR ≥ 2.6 and PaddleX/PaddleOCR 3.x write it; parsed
+   by :mod:`ncnnpass.passes.paddle.export_config`):
    ``Global.model_name``; ``PostProcess.name`` (``DBPostProcess`` … → det, ``*LabelDecode`` → rec,
    ``ClsPostProcess`` → cls); the input shape from ``PreProcess.transform_ops`` (``RecResizeImg`` /
    ``ClsResizeImg`` ``image_shape``; ``DetResizeForTest`` ``limit_side_len``/``resize_long`` is only a
@@ -23,9 +24,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ncnnpass.ir.errors import NcnnpassError, SourceError
+from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.passes.paddle.export_config import ExportConfigError, read_export_config
 
 __all__ = ["ModelInfo", "read_model_info", "DEFAULT_SHAPES", "VARIABLE_DIMS", "InferenceYmlError"]
 
@@ -39,8 +40,7 @@ _DET_POST = ("DBPostProcess", "EASTPostProcess", "SASTPostProcess", "PSEPostProc
              "CTPostProcess", "DistillationDBPostProcess")
 
 
-class InferenceYmlError(SourceError):
-    """An ``inference.yml`` that cannot be read (with file:line:column where YAML says)."""
+InferenceYmlError = ExportConfigError  # the name callers catch; the file is parsed in export_config
 
 
 @dataclass
@@ -67,42 +67,6 @@ class ModelInfo:
         return ", ".join(bits) + (f" (from {', '.join(self.sources)})" if self.sources else "")
 
 
-def _load_yml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise InferenceYmlError(f"not valid YAML: {exc.problem or exc}", str(path),
-                                mark.line + 1 if mark else None, mark.column + 1 if mark else None) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InferenceYmlError(f"cannot read: {exc}", str(path)) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InferenceYmlError(f"expected a mapping at the top, found {type(data).__name__}", str(path), 1, 1)
-    return data
-
-
-def _ops(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    pre = data.get("PreProcess") or {}
-    ops = pre.get("transform_ops") if isinstance(pre, dict) else None
-    out: dict[str, dict[str, Any]] = {}
-    for op in ops if isinstance(ops, list) else []:
-        if isinstance(op, dict):
-            for k, v in op.items():
-                out[str(k)] = v if isinstance(v, dict) else {}
-    return out
-
-
-def _chw(value: Any) -> tuple[int, int, int] | None:
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and v > 0 for v in value):
-        return (int(value[0]), int(value[1]), int(value[2]))
-    return None
-
-
 def _kind_from_post(name: str) -> str | None:
     if name in _DET_POST or name.endswith("DBPostProcess"):
         return "det"
@@ -114,32 +78,21 @@ def _kind_from_post(name: str) -> str | None:
 
 
 def _from_yml(path: Path, info: ModelInfo) -> None:
-    data = _load_yml(path)
-    glob = data.get("Global") or {}
-    if isinstance(glob, dict) and isinstance(glob.get("model_name"), str):
-        info.name = glob["model_name"]
-    post = data.get("PostProcess") or {}
-    if isinstance(post, dict):
-        if isinstance(post.get("name"), str):
-            info.kind = _kind_from_post(post["name"]) or info.kind
-        chars = post.get("character_dict")
-        if isinstance(chars, list) and chars and all(isinstance(c, str) for c in chars):
-            info.dictionary = list(chars)
-    ops = _ops(data)
+    config = read_export_config(path)
+    info.name = config.model_name or info.name
+    post = config.postprocess_name
+    if post is not None:
+        info.kind = _kind_from_post(post) or info.kind
+    info.dictionary = config.character_dict or info.dictionary
     if info.kind is None:
-        info.kind = ("det" if "DetResizeForTest" in ops else "rec" if "RecResizeImg" in ops
-                     else "cls" if "ClsResizeImg" in ops else None)
+        info.kind = next((kind for kind, op in (("det", "DetResizeForTest"), ("rec", "RecResizeImg"),
+                                                ("cls", "ClsResizeImg")) if config.transform_op(op) is not None), None)
     if info.kind is None and info.name:
         info.kind = _kind_from_name(info.name)
-    shape = _chw((ops.get("RecResizeImg") or {}).get("image_shape")) or \
-        _chw((ops.get("ClsResizeImg") or {}).get("image_shape"))
+    shape = config.resize_shape("RecResizeImg") or config.resize_shape("ClsResizeImg")
     if shape is not None:
         info.yml_shape = shape
-    det = ops.get("DetResizeForTest")
-    if det is not None:
-        side = det.get("limit_side_len") or det.get("resize_long")
-        if isinstance(side, int) and side > 0:
-            info.max_side = side
+    info.max_side = config.det_side_limit or info.max_side
     info.sources.append("inference.yml")
 
 

@@ -67,36 +67,21 @@ def paddle_python(cache_dir: str | os.PathLike | None, kind: str) -> str | None:
     return str(paddle3) if paddle3 is not None else None
 
 
-def _yaml_shapes(model_dir: Path) -> dict[str, Any]:
-    yml = model_dir / "inference.yml"
-    if not yml.is_file():
-        return {}
-    try:
-        import yaml
-
-        with open(yml, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except Exception:  # no usable inference.yml: fall back to the default shape
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def verification_shape(model_dir: str | os.PathLike, input_name: str) -> tuple[int, ...] | None:
     """The input shape the export declares, with a batch of 2 where allowed; None when it says nothing.
 
     PaddleOCR 3.x writes ``Hpi.backend_configs.paddle_infer.trt_dynamic_shapes`` (min, opt, max per
-    input): the opt shape is used. Otherwise ``RecResizeImg.image_shape`` from the PreProcess ops.
+    input) into ``inference.yml``: the opt shape is used. Otherwise ``RecResizeImg.image_shape`` from the
+    PreProcess ops (see :mod:`ncnnpass.passes.paddle.export_config`).
     """
-    data = _yaml_shapes(Path(model_dir))
-    try:
-        shapes = data["Hpi"]["backend_configs"]["paddle_infer"]["trt_dynamic_shapes"]
-        lo, opt, hi = (list(map(int, s)) for s in shapes.get(input_name) or next(iter(shapes.values())))
-        if len(opt) == 4:
-            return (max(lo[0], min(2, hi[0])), *opt[1:])
-    except (KeyError, TypeError, ValueError, StopIteration, AttributeError):
-        pass
     from ncnnpass.passes.paddle.dictionary import rec_image_shape
+    from ncnnpass.passes.paddle.export_config import first_fact
 
+    found = first_fact(model_dir, lambda config: config.trt_dynamic_shapes(input_name), ("inference.yml",))
+    if found is not None:
+        lo, opt, hi = found[0]
+        if len(opt) == 4 and len(lo) >= 1 and len(hi) >= 1:
+            return (max(lo[0], min(2, hi[0])), *opt[1:])
     shape = rec_image_shape(model_dir)
     return (2, *shape) if shape else None
 
