@@ -219,7 +219,8 @@ def test_offline_install_fails_in_one_line(v5_dir: Path, tmp_path: Path, monkeyp
     lines = err.strip().splitlines()
     assert any(ln.startswith("ncnnpass:   pip install paddlepaddle==3.0.0") for ln in lines), err
     final = lines[-1]
-    assert final.startswith("ncnnpass convert: error: could not set up paddle2onnx 2.1.0 + paddlepaddle 3.0.0")
+    assert final.startswith("ncnnpass convert: error: stage 'source → ONNX' failed: "
+                            "could not set up paddle2onnx 2.1.0 + paddlepaddle 3.0.0")
     assert "pip install paddlepaddle==3.0.0 paddle2onnx==2.1.0 packaging" in final
     assert side_env.PADDLE3.override_var in final and "Traceback" not in err
     env = side_env.PADDLE3.directory(cache)
