@@ -73,7 +73,7 @@ def graph_warnings(g: Graph) -> list[Problem]:
         if k > 1:
             out.append(Problem("duplicate-layer-name", f"{k} layers are named {name!r} (ncnn finds the first by "
                                "name; edits give new layers unique names)", name, "warning"))
-    for n in sorted(g._free_inputs):
+    for n in sorted(g.free_inputs):
         b = g.blobs.get(n)
         if b is not None and b.producer is None and b.consumers:
             out.append(Problem("unproduced-blob", f"blob {n!r} is read by layer {b.consumers[0].name!r} but no "
