@@ -358,7 +358,7 @@ class Graph:
             return
         if new in self._index.by_name:
             raise GraphError(f"a layer named {new!r} already exists")
-        self._index.forget_name(layer, layer._name, self._positions())
+        self._index.forget_name(layer, layer._name, self._positions)
         layer._name = new
         self._index.add_name(layer, new)
 
@@ -461,7 +461,7 @@ class Graph:
             batch.removed.add(layer)
         else:
             self.layers.remove(layer)
-        self._index.remove(layer, self._positions())
+        self._index.remove(layer, self._positions)
         layer.graph = None
         self._touch()
 

@@ -6,6 +6,7 @@ keeps the first under the name and the full list of a shared name apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,21 +37,23 @@ class LayerIndex:
         if first is not layer:
             self.shared.setdefault(name, [first]).append(layer)
 
-    def remove(self, layer: Layer, positions: dict[Layer, int]) -> None:
+    def remove(self, layer: Layer, positions: Callable[[], dict[Layer, int]]) -> None:
         self.forget_name(layer, layer.name, positions)
         of_type = self.by_type[layer.type]
         del of_type[layer]
         if not of_type:
             del self.by_type[layer.type]
 
-    def forget_name(self, layer: Layer, name: str, positions: dict[Layer, int]) -> None:
-        """Drop ``layer`` under ``name``; a shared name then points at its first remaining layer."""
+    def forget_name(self, layer: Layer, name: str, positions: Callable[[], dict[Layer, int]]) -> None:
+        """Drop ``layer`` under ``name``; a shared name then points at its first remaining layer
+        (``positions`` is asked for the layer order only then)."""
         shared = self.shared.get(name)
         if shared is None:
             del self.by_name[name]
             return
         shared.remove(layer)
-        self.by_name[name] = min(shared, key=lambda ly: positions.get(ly, len(positions)))
+        pos = positions()
+        self.by_name[name] = min(shared, key=lambda ly: pos.get(ly, len(pos)))
         if len(shared) == 1:
             del self.shared[name]
 
