@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .graph_check import Problem
+
 if TYPE_CHECKING:
-    from .graph import Graph, Problem
+    from .graph import Graph
 
 MAX_BLOB_COUNT = 1_000_000  # ncnn: "invalid layer_count or blob_count" above this
 
@@ -63,8 +65,6 @@ def blob_slots(layers) -> int:
 
 def graph_warnings(g: Graph) -> list[Problem]:
     """The oddities of the graph as it is now (see :meth:`Graph.warnings`)."""
-    from .graph import Problem
-
     out: list[Problem] = []
     counts: dict[str, int] = {}
     for name in (*(ly.name for ly in g.layers), *(rec.layer_name for rec in g.splits.values())):
@@ -73,7 +73,7 @@ def graph_warnings(g: Graph) -> list[Problem]:
         if k > 1:
             out.append(Problem("duplicate-layer-name", f"{k} layers are named {name!r} (ncnn finds the first by "
                                "name; edits give new layers unique names)", name, "warning"))
-    for n in sorted(g._free_inputs):
+    for n in sorted(g.free_inputs):
         b = g.blobs.get(n)
         if b is not None and b.producer is None and b.consumers:
             out.append(Problem("unproduced-blob", f"blob {n!r} is read by layer {b.consumers[0].name!r} but no "

@@ -10,21 +10,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import schema as _schema
-from .errors import GraphError, WeightError
+from .blob import Blob, link_layer, unlink_layer
+from .errors import GraphError
+from .graph_check import Problem, graph_errors
+from .layer_index import LayerIndex
+from .layer_weights import LayerWeights
+from .ordering import PendingOrder, batched_order, stable_topo_order
 from .params import ParamDict, ParamValue
+from .splits import SplitBook
 from .weights import Weight, weight_slots
 
-if TYPE_CHECKING:
-    from .splits import SplitRecord
+__all__ = ["Blob", "Graph", "Layer", "Problem"]
 
 
-class Layer:
+class Layer(LayerWeights):
     """One ncnn layer. ``inputs``/``outputs`` are tuples of blob names; assign to rewire."""
 
     __slots__ = ("type", "_name", "_inputs", "_outputs", "params", "weights", "graph", "line", "__weakref__")
@@ -121,114 +124,24 @@ class Layer:
         else:
             self.params.pop(_schema.FEATMASK_ID, None)
 
-    # -- weights --------------------------------------------------------------------------------
-    def weight(self, name: str) -> np.ndarray:
-        """A weight as float32 numpy (a view of the file when stored fp32 and unedited)."""
-        try:
-            return self.weights[name].float32()
-        except KeyError:
-            raise GraphError(f"layer {self._name!r} ({self.type}) has no weight {name!r}; "
-                             f"it has {', '.join(self.weights) or 'none'}") from None
-
-    def set_weight(self, name: str, values: np.ndarray, storage: str | None = None) -> None:
-        """Set a weight's values; creates it when the layer's params call for it, and recreates it with
-        the new size when the params changed its size (same storage unless ``storage`` is given)."""
-        w = self.weights.get(name)
-        if w is not None:
-            try:
-                slot = next((sl for sl in weight_slots(self.type, self.params, self._name) if sl.name == name), None)
-            except WeightError:  # a custom type without a registered layout: keep the array's own size
-                slot = None
-            if slot is not None and (slot.count != w.count or slot.tagged != w.tagged):
-                if storage is None and slot.tagged and w.tagged and w.storage in ("fp32", "fp16", "bf16", "int8"):
-                    storage = w.storage
-                self.weights[name] = Weight.from_array(slot, values, storage)
-                return
-        if w is None:
-            for slot in weight_slots(self.type, self.params, self._name):
-                if slot.name == name:
-                    self.weights[name] = Weight.from_array(slot, values, storage)
-                    self._order_weights()
-                    return
-            raise GraphError(f"layer {self._name!r} ({self.type}) with these params reads no weight {name!r}")
-        w.set(values, storage)
-
-    def _order_weights(self) -> None:
-        order = [s.name for s in weight_slots(self.type, self.params, self._name)]
-        self.weights = {n: self.weights[n] for n in order if n in self.weights} | {
-            n: w for n, w in self.weights.items() if n not in order}
-
-    def check_weights(self) -> None:
-        """Raise :class:`WeightError` unless the weights match what the params make ncnn read."""
-        slots = weight_slots(self.type, self.params, self._name)
-        names = [s.name for s in slots]
-        if list(self.weights) != names:
-            raise WeightError(f"layer {self._name!r} ({self.type}): params call for weights "
-                              f"[{', '.join(names)}] but it holds [{', '.join(self.weights)}]")
-        for s in slots:
-            w = self.weights[s.name]
-            if w.count != s.count or w.tagged != s.tagged:
-                raise WeightError(f"layer {self._name!r} ({self.type}): weight {s.name!r} has {w.count} values, "
-                                  f"params call for {s.count}")
-
-
-@dataclass(eq=False)
-class Blob:
-    """A named tensor: one producer, any number of consumers (one entry per input slot)."""
-
-    name: str
-    producer: Layer | None = None
-    consumers: list[Layer] = field(default_factory=list)
-    shape: tuple[int, ...] | None = None  # numpy order of ncnn's Mat: (w,), (h, w), (c, h, w), (c, d, h, w)
-
-    def __repr__(self) -> str:
-        p = self.producer.name if self.producer else None
-        return f"<Blob {self.name!r} from {p} to {[c.name for c in self.consumers]}>"
-
-
-@dataclass
-class _Batch:
-    """Pending order changes of :meth:`Graph.batch`."""
-
-    removed: set[Layer] = field(default_factory=set)
-    after: dict[Layer, list[Layer]] = field(default_factory=dict)
-    placed: set[Layer] = field(default_factory=set)
-
-
-@dataclass
-class Problem:
-    """Something :meth:`Graph.check` found."""
-
-    kind: str
-    message: str
-    layer: str | None = None
-    severity: str = "error"  # "error": ncnn would reject or misread it; "warning": ncnn accepts it
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}" if self.severity == "error" else f"warning: {self.kind}: {self.message}"
-
-
 class Graph:
     """An ncnn network: ordered layers (no Split layers), blobs by name, and protected outputs."""
 
     def __init__(self) -> None:
         self.layers: list[Layer] = []
         self.blobs: dict[str, Blob] = {}
-        self._by_name: dict[str, Layer] = {}
-        self._by_type: dict[str, dict[Layer, None]] = {}
-        self._outputs: list[str] | None = None
-        self.splits: dict[str, SplitRecord] = {}
+        self._index = LayerIndex()  # layers by name and by type
+        self._outputs: list[str] | None = None  # None: the blobs nothing consumes
+        self.splits = SplitBook()  # the Splits of the loaded file (absorbed into multi-consumer blobs)
         self.source: tuple[str | None, str | None] = (None, None)
         self._counter = itertools.count()
-        self._split_names_retired: set[str] = set()
-        self._dup_names: dict[str, list[Layer]] = {}  # a name several layers share (ncnn allows it)
-        self.load_warnings: list[Problem] = []
-        self._free_inputs: set[str] = set()
-        self._loaded_dup_names: set[str] = set()  # names several layers of the loaded file shared  # blobs the loaded file reads but never produces (ncnn: inputs)  # oddities of the loaded file that ncnn tolerates
-        self._batch: _Batch | None = None
+        self.load_warnings: list[Problem] = []  # oddities of the loaded file that ncnn tolerates
+        self._free_inputs: frozenset[str] = frozenset()  # blobs the loaded file reads but never produces
+        self._loaded_dup_names: frozenset[str] = frozenset()  # names several layers of the loaded file shared
+        self._batch: PendingOrder | None = None
         self._pos_cache: dict[Layer, int] | None = None  # layer -> index; dropped by every edit
 
-    # -- loading and saving (implemented in io modules) -----------------------------------------
+    # -- loading and saving: thin wrappers over ir/loader.py and ir/writer.py ---------------------
     @classmethod
     def load(cls, param: str, bin: str | None = None, *, strict_bin: bool = True) -> Graph:
         """Read ``param`` (text) and, if given, ``bin`` (memory-mapped)."""
@@ -275,7 +188,7 @@ class Graph:
     def layer(self, name: str) -> Layer:
         """The layer called ``name`` (the first one, as ncnn's lookup, when several share it)."""
         try:
-            return self._by_name[name]
+            return self._index.by_name[name]
         except KeyError:
             raise GraphError(f"no layer named {name!r}") from None
 
@@ -289,13 +202,13 @@ class Graph:
              where: Callable[[Layer], bool] | None = None) -> list[Layer]:
         """Layers in graph order by type (or types), exact name, and/or a predicate."""
         if name is not None:
-            cands = [self._by_name[name]] if name in self._by_name else []
+            cands = [self._index.by_name[name]] if name in self._index.by_name else []
         elif type is not None:
             types = [type] if isinstance(type, str) else list(type)
             seen = set()
             for t in types:
-                seen.update(self._by_type.get(t, ()))
-            cands = [ly for ly in self.layers if ly in seen] if len(types) > 1 else list(self._by_type.get(types[0], ()))
+                seen.update(self._index.by_type.get(t, ()))
+            cands = [ly for ly in self.layers if ly in seen] if len(types) > 1 else self._index.of_type(types[0])
             cands.sort(key=self.position)
         else:
             cands = list(self.layers)
@@ -304,8 +217,15 @@ class Graph:
             cands = [ly for ly in cands if ly.type in types]
         return [ly for ly in cands if where is None or where(ly)]
 
+    def has_layer(self, name: str) -> bool:
+        return name in self._index.by_name
+
+    def layer_names(self) -> set[str]:
+        """Every layer name in use (a shared name once)."""
+        return set(self._index.by_name)
+
     def count_by_type(self, type: str) -> int:
-        return len(self._by_type.get(type, ()))
+        return self._index.count(type)
 
     def types(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -327,7 +247,7 @@ class Graph:
     @property
     def inputs(self) -> list[str]:
         """Blobs produced by ``Input`` layers, and consumed blobs that nothing produces."""
-        out = [b for ly in self._by_type.get("Input", ()) for b in ly.outputs]
+        out = [b for ly in self._index.by_type.get("Input", ()) for b in ly.outputs]
         out += [b.name for b in self.blobs.values() if b.producer is None and b.consumers]
         return out
 
@@ -345,8 +265,57 @@ class Graph:
             self.blob(n)
         self._outputs = names
 
+    @property
+    def declared_outputs(self) -> list[str] | None:
+        """The protected outputs as set (including names no longer in the graph); ``None`` when the
+        graph was neither loaded nor given outputs (then :attr:`outputs` are the dangling blobs)."""
+        return None if self._outputs is None else list(self._outputs)
+
     def dangling_blobs(self) -> list[str]:
         return [b.name for b in self.blobs.values() if b.producer is not None and not b.consumers]
+
+    # -- facts of the loaded file -------------------------------------------------------------------
+    @property
+    def free_inputs(self) -> frozenset[str]:
+        """Blobs the loaded file reads but never produces (ncnn feeds them as inputs)."""
+        return self._free_inputs
+
+    @property
+    def loaded_shared_names(self) -> frozenset[str]:
+        """Layer names several layers of the loaded file shared (a rewrite may reuse them)."""
+        return self._loaded_dup_names
+
+    def extend_loaded(self, layers: Iterable[Layer]) -> None:
+        """Append detached layers in file order, in one pass (the loader's path). Names may repeat,
+        as ncnn allows; a blob produced twice is refused. No :meth:`batch` may be open."""
+        if self._batch is not None:
+            raise GraphError("extend_loaded inside a batch")
+        blobs, add = self.blobs, self._index.add
+        for ly in layers:
+            if ly.graph is not None:
+                raise GraphError(f"layer {ly.name!r} already belongs to a graph")
+            ly.graph = self
+            self.layers.append(ly)
+            add(ly)
+            link_layer(blobs, ly)
+        self._touch()
+
+    def mark_loaded(self) -> None:
+        """Record the graph as built so far as the loaded file (call before absorbing Splits): its
+        protected outputs are what ncnn reports as outputs, its unproduced blobs are free inputs and
+        the names its layers share stay allowed."""
+        self._outputs = self.dangling_blobs()
+        self._free_inputs = frozenset(b.name for b in self.blobs.values() if b.producer is None)
+        self._loaded_dup_names = frozenset(self._index.shared)
+
+    def inherit_file_facts(self, other: Graph) -> None:
+        """Take over ``other``'s facts of the loaded file (source, warnings, free inputs, shared names,
+        protected outputs); for a copy. Split records are copied apart (:meth:`SplitBook.remapped`)."""
+        self.source = other.source
+        self.load_warnings = list(other.load_warnings)
+        self._free_inputs = other._free_inputs
+        self._loaded_dup_names = other._loaded_dup_names
+        self._outputs = None if other._outputs is None else list(other._outputs)
 
     # -- naming ---------------------------------------------------------------------------------
     def unique_layer_name(self, prefix: str) -> str:
@@ -359,8 +328,7 @@ class Graph:
                 return cand
 
     def _layer_name_taken(self, name: str) -> bool:
-        return (name in self._by_name or name in self._split_names_retired
-                or any(rec.layer_name == name for rec in self.splits.values()))
+        return name in self._index.by_name or self.splits.layer_name_taken(name)
 
     def unique_blob_name(self, prefix: str) -> str:
         if prefix not in self.blobs and not self._split_name_taken(prefix):
@@ -371,39 +339,9 @@ class Graph:
                 return cand
 
     def _split_name_taken(self, name: str) -> bool:
-        return any(name in rec.top_names for rec in self.splits.values())
+        return self.splits.top_name_taken(name)
 
-    # -- index maintenance ------------------------------------------------------------------------
-    def _blob(self, name: str) -> Blob:
-        b = self.blobs.get(name)
-        if b is None:
-            b = self.blobs[name] = Blob(name)
-        return b
-
-    def _link(self, layer: Layer) -> None:
-        for n in layer._inputs:
-            self._blob(n).consumers.append(layer)
-        for n in layer._outputs:
-            b = self._blob(n)
-            if b.producer is not None and b.producer is not layer:
-                raise GraphError(f"blob {n!r} would be produced twice: by {b.producer.name!r} and {layer.name!r}")
-            b.producer = layer
-
-    def _unlink(self, layer: Layer) -> None:
-        for n in layer._inputs:
-            b = self.blobs[n]
-            b.consumers.remove(layer)
-            self._drop_if_orphan(b)
-        for n in layer._outputs:
-            b = self.blobs[n]
-            if b.producer is layer:
-                b.producer = None
-            self._drop_if_orphan(b)
-
-    def _drop_if_orphan(self, b: Blob) -> None:
-        if b.producer is None and not b.consumers:
-            del self.blobs[b.name]
-
+    # -- wiring and names (called by the Layer setters) ------------------------------------------
     def _rewire(self, layer: Layer, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
         for n in outputs:
             b = self.blobs.get(n)
@@ -411,39 +349,22 @@ class Graph:
                 raise GraphError(f"blob {n!r} is already produced by layer {b.producer.name!r}")
         if len(set(outputs)) != len(outputs):
             raise GraphError(f"layer {layer.name!r} would produce the same blob twice")
-        self._unlink(layer)
+        unlink_layer(self.blobs, layer)
         layer._inputs, layer._outputs = inputs, outputs
-        self._link(layer)
+        link_layer(self.blobs, layer)
 
     def _rename_layer(self, layer: Layer, new: str) -> None:
         if new == layer._name:
             return
-        if new in self._by_name:
+        if new in self._index.by_name:
             raise GraphError(f"a layer named {new!r} already exists")
-        self._forget_name(layer)
+        self._index.forget_name(layer, layer._name, self._positions)
         layer._name = new
-        self._by_name[new] = layer
-
-    def _index_name(self, layer: Layer) -> None:
-        """Register ``layer``'s name; a name already taken becomes a shared (duplicate) name."""
-        first = self._by_name.setdefault(layer._name, layer)
-        if first is not layer:
-            self._dup_names.setdefault(layer._name, [first]).append(layer)
-
-    def _forget_name(self, layer: Layer) -> None:
-        shared = self._dup_names.get(layer._name)
-        if shared is None:
-            del self._by_name[layer._name]
-            return
-        shared.remove(layer)
-        pos = self._positions()
-        self._by_name[layer._name] = min(shared, key=lambda ly: pos.get(ly, len(pos)))
-        if len(shared) == 1:
-            del self._dup_names[layer._name]
+        self._index.add_name(layer, new)
 
     def duplicate_layer_names(self) -> dict[str, list[Layer]]:
         """Names several layers share (a loaded file may have them; ncnn only uses the first)."""
-        return {k: list(v) for k, v in self._dup_names.items()}
+        return {k: list(v) for k, v in self._index.shared.items()}
 
     # -- edits ----------------------------------------------------------------------------------
     def add_layer(self, type: str, name: str | None = None, inputs: Iterable[str] = (),
@@ -468,7 +389,7 @@ class Graph:
                 else:  # ``storage`` applies to tagged slots; raw slots are always float32
                     slot = slots[wname]
                     layer.weights[wname] = Weight.from_array(slot, arr, storage if slot.tagged else None)
-            layer._order_weights()
+            layer.order_weights()
         if index is None:
             if after is not None:
                 index = self.position(after) + 1
@@ -479,8 +400,7 @@ class Graph:
         self.insert(layer, index)
         return layer
 
-    def insert(self, layer: Layer, index: int | None = None, *, after: Layer | None = None,
-               _shared_name: bool = False) -> Layer:
+    def insert(self, layer: Layer, index: int | None = None, *, after: Layer | None = None) -> Layer:
         """Insert an existing detached :class:`Layer` at ``index`` (default: the end) or right
         ``after`` a layer. Inside :meth:`batch` an ``after`` placement costs O(1) (it is applied when
         the batch ends; ``after`` may be a layer removed in the same batch)."""
@@ -489,7 +409,7 @@ class Graph:
             raise GraphError("give either index or after, not both")
         if layer.graph is not None:
             raise GraphError(f"layer {layer.name!r} already belongs to a graph")
-        if layer.name in self._by_name and not (_shared_name or layer.name in self._loaded_dup_names):
+        if layer.name in self._index.by_name and layer.name not in self._loaded_dup_names:
             raise GraphError(f"a layer named {layer.name!r} already exists")  # (a rewrite may reuse a name
             # the loaded file already shared: replacing such a layer keeps its name)
         if len(set(layer._outputs)) != len(layer._outputs):
@@ -509,9 +429,8 @@ class Graph:
         layer.graph = self
         self.layers.insert(len(self.layers) if index is None else index, layer)
         self._touch()
-        self._index_name(layer)
-        self._by_type.setdefault(layer.type, {})[layer] = None
-        self._link(layer)
+        self._index.add(layer)
+        link_layer(self.blobs, layer)
         self._touch()
         return layer
 
@@ -522,7 +441,7 @@ class Graph:
             raise GraphError(f"layer {layer.name!r} is not in this graph")
         if reconnect and len(layer.inputs) == 1 and len(layer.outputs) == 1:
             src, dst = layer.inputs[0], layer.outputs[0]
-            self._unlink(layer)
+            unlink_layer(self.blobs, layer)
             self._detach(layer)
             self.replace_all_uses(dst, src, _missing_ok=True)
             if self._outputs is not None and dst in self._outputs:
@@ -533,7 +452,7 @@ class Graph:
                 if self.blobs[n].consumers:
                     raise GraphError(f"cannot remove {layer.name!r}: its output {n!r} is still consumed "
                                      "(rewire the consumers first or pass reconnect=False)")
-        self._unlink(layer)
+        unlink_layer(self.blobs, layer)
         self._detach(layer)
 
     def _detach(self, layer: Layer) -> None:
@@ -542,10 +461,7 @@ class Graph:
             batch.removed.add(layer)
         else:
             self.layers.remove(layer)
-        self._forget_name(layer)
-        del self._by_type[layer.type][layer]
-        if not self._by_type[layer.type]:
-            del self._by_type[layer.type]
+        self._index.remove(layer, self._positions)
         layer.graph = None
         self._touch()
 
@@ -584,8 +500,7 @@ class Graph:
         self.replace_all_uses(old, new, _missing_ok=True)
         if self._outputs is not None:
             self._outputs = [new if n == old else n for n in self._outputs]
-        if old in self.splits:
-            self.splits[new] = self.splits.pop(old)
+        self.splits.rename_blob(old, new)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[Graph]:
@@ -597,80 +512,29 @@ class Graph:
         if getattr(self, "_batch", None) is not None:
             yield self
             return
-        self._batch = _Batch()
+        self._batch = PendingOrder()
         try:
             yield self
         finally:
             batch, self._batch = self._batch, None
             self._flush_batch(batch)
 
-    def _flush_batch(self, batch: _Batch) -> None:
+    def _flush_batch(self, batch: PendingOrder) -> None:
         if not batch.removed and not batch.after:
             return
-        order: list[Layer] = []
-        emitted: set[Layer] = set()
-
-        def emit(ly: Layer) -> None:
-            if ly.graph is self and ly not in batch.removed and ly not in emitted:
-                emitted.add(ly)
-                order.append(ly)
-
-        def emit_after(anchor: Layer) -> None:
-            # pre-order: each placed layer, then the layers placed after it, then its next sibling
-            stack = [iter(batch.after.pop(anchor, ()))]
-            while stack:
-                child = next(stack[-1], None)
-                if child is None:
-                    stack.pop()
-                    continue
-                emit(child)
-                stack.append(iter(batch.after.pop(child, ())))
-
-        for ly in self.layers:
-            if ly not in batch.placed:
-                emit(ly)
-            emit_after(ly)
-        for anchor in list(batch.after):  # anchors that are not in the list: keep their layers
-            emit_after(anchor)
-        for ly in self.layers:
-            emit(ly)
-        self.layers = order
+        self.layers = batched_order(self.layers, batch, lambda ly: ly.graph is self)
         self._touch()
 
     # -- whole-graph operations -------------------------------------------------------------------
     def toposort(self) -> Graph:
         """Stable topological order (Kahn; keeps the current order where it is already valid)."""
-        self.layers = self._topo_order()
+        self.layers = self.topo_order()
         self._touch()
         return self
 
-    def _topo_order(self) -> list[Layer]:
+    def topo_order(self) -> list[Layer]:
         """The layers in stable topological order (the graph is not changed)."""
-        import heapq
-
-        pos = {ly: i for i, ly in enumerate(self.layers)}
-        indeg = {ly: 0 for ly in self.layers}
-        users: dict[Layer, list[Layer]] = {ly: [] for ly in self.layers}
-        for ly in self.layers:
-            for n in set(ly.inputs):
-                p = self.blobs[n].producer
-                if p is not None and p is not ly:
-                    indeg[ly] += 1
-                    users[p].append(ly)
-        heap = [pos[ly] for ly, d in indeg.items() if d == 0]
-        heapq.heapify(heap)
-        order: list[Layer] = []
-        while heap:
-            ly = self.layers[heapq.heappop(heap)]
-            order.append(ly)
-            for u in users[ly]:
-                indeg[u] -= 1
-                if indeg[u] == 0:
-                    heapq.heappush(heap, pos[u])
-        if len(order) != len(self.layers):
-            stuck = [ly.name for ly in self.layers if indeg[ly] > 0][:5]
-            raise GraphError(f"the graph has a cycle through layers {', '.join(stuck)}")
-        return order
+        return stable_topo_order(self.layers, self.blobs)
 
     def cleanup(self) -> list[Layer]:
         """Remove layers that contribute to no protected output; returns the removed layers."""
@@ -684,14 +548,14 @@ class Graph:
             stack.extend(self.blobs[n].producer for n in ly.inputs)
         dead = [ly for ly in self.layers if ly not in keep and ly.type != "Input"]
         for ly in reversed(dead):
-            self._unlink(ly)
+            unlink_layer(self.blobs, ly)
             self._detach(ly)
         return dead
 
     def check(self, *, warnings: bool = False) -> list[Problem]:
         """Everything that would make ncnn reject or misread this graph; with ``warnings``, also the
         oddities ncnn accepts (:meth:`warnings`), after the errors."""
-        problems = self._errors()
+        problems = graph_errors(self)
         return problems + self.warnings() if warnings else problems
 
     def warnings(self) -> list[Problem]:
@@ -702,42 +566,8 @@ class Graph:
 
         return list(self.load_warnings) + graph_warnings(self)
 
-    def _errors(self) -> list[Problem]:
-        problems: list[Problem] = []
-        seen: set[str] = set()
-        for ly in self.layers:
-            for n in ly.inputs:
-                b = self.blobs[n]
-                if b.producer is None:
-                    if n not in self._free_inputs:  # (one the loaded file had is an input: a warning)
-                        problems.append(Problem("missing-producer", f"layer {ly.name!r} reads blob {n!r} that no layer produces", ly.name))
-                elif n not in seen:
-                    problems.append(Problem("order", f"layer {ly.name!r} reads blob {n!r} before {b.producer.name!r} produces it", ly.name))
-            seen.update(ly.outputs)
-            if ly.type not in _schema.KNOWN_TYPES:
-                problems.append(Problem("unknown-type", f"layer {ly.name!r} has type {ly.type!r}, not an ncnn built-in (needs a custom layer)", ly.name))
-            if ly.weights or ly.type in _weighted_types():
-                try:
-                    ly.check_weights()
-                except WeightError as exc:
-                    if self.source[1] is not None or ly.weights:
-                        problems.append(Problem("weights", str(exc), ly.name))
-            for name in (ly.name, *ly.inputs, *ly.outputs):
-                if (len(name.encode("utf-8", "surrogateescape")) > 255 or not name
-                        or any(ch in " \t\n\v\f\r" for ch in name)):  # ncnn's (ASCII) whitespace
-                    problems.append(Problem("name", f"name {name!r} is empty, has whitespace or is over 255 bytes", ly.name))
-        for n in self._outputs or []:  # (the outputs property hides the ones that are gone)
-            if n not in self.blobs:
-                problems.append(Problem("output", f"protected output {n!r} no longer exists"))
-        return problems
-
     def validate(self) -> None:
         problems = self.check()
         if problems:
             raise GraphError("; ".join(str(p) for p in problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
 
-
-def _weighted_types() -> frozenset[str]:
-    from .weights import WEIGHT_TABLE
-
-    return frozenset(WEIGHT_TABLE)

@@ -7,8 +7,8 @@ import os
 
 from . import schema as _schema
 from .acceptance import MAX_BLOB_COUNT, blob_slots
-from .errors import GraphError, ParamSemanticError, WeightError
-from .graph import Blob, Graph, Layer, Problem
+from .errors import ParamSemanticError, WeightError
+from .graph import Graph, Layer, Problem
 from .params import ARRAY_KEY_BASE, MAX_PARAM_ID, ParamDict
 from .parser import MAGIC, RawLayer, RawParam_File, columns_of, gc_paused, parse_param
 from .splits import absorb_splits
@@ -115,38 +115,10 @@ def _make_layer(raw: RawLayer) -> Layer:
 
 
 def graph_from_records(pf: RawParam_File) -> Graph:
+    """The graph of the parsed layers, with the loaded file's facts recorded and its Splits absorbed."""
     g = Graph()
-    blobs, layers, by_name, by_type = g.blobs, g.layers, g._by_name, g._by_type
-    for raw in pf.layers:
-        ly = _make_layer(raw)
-        ly.graph = g
-        layers.append(ly)
-        if ly._name in by_name:
-            g._index_name(ly)  # a shared name: ncnn allows it
-        else:
-            by_name[ly._name] = ly
-        t = by_type.get(ly.type)
-        if t is None:
-            t = by_type[ly.type] = {}
-        t[ly] = None
-        for n in ly._inputs:  # Graph._link, inlined (the hot loop of a load)
-            b = blobs.get(n)
-            if b is None:
-                b = blobs[n] = Blob(n)
-            b.consumers.append(ly)
-        for n in ly._outputs:
-            b = blobs.get(n)
-            if b is None:
-                b = blobs[n] = Blob(n)
-            elif b.producer is not None and b.producer is not ly:
-                raise GraphError(f"blob {n!r} would be produced twice: by {b.producer.name!r} and {ly.name!r}")
-            b.producer = ly
-    # protected outputs: what ncnn itself reports as outputs (no consumer), before Split absorption
-    g._outputs = g.dangling_blobs()
-    g._free_inputs = {b.name for b in blobs.values() if b.producer is None}
-    if g._dup_names or len(by_name) < len(pf.layers):  # (Split layers are not in by_name yet either)
-        seen: set[str] = set()
-        g._loaded_dup_names = {r.name for r in pf.layers if r.name in seen or seen.add(r.name)}
+    g.extend_loaded(_make_layer(raw) for raw in pf.layers)
+    g.mark_loaded()  # protected outputs: what ncnn itself reports (no consumer), before Split absorption
     absorb_splits(g)
     return g
 
@@ -212,28 +184,17 @@ def load_graph(param: str, bin: str | None = None, *, strict_bin: bool = True) -
 
 
 def copy_graph(g: Graph) -> Graph:
-    from .weights import Weight
-
+    """An independent copy of ``g``: new layers, params and blobs; weights share their bytes until edited."""
     new = Graph()
-    new._split_names_retired = set(g._split_names_retired)
-    new.load_warnings = list(g.load_warnings)
-    new._free_inputs = set(g._free_inputs)
-    new._loaded_dup_names = set(g._loaded_dup_names)
-    mapping = {}
+    mapping: dict[Layer, Layer] = {}
     for ly in g.layers:
         c = Layer(ly.type, ly.name, ly.inputs, ly.outputs, ly.params.copy(), line=ly.line)
-        c.weights = {k: Weight(w.name, w.count, w.tagged, w.storage, w.tag, w._raw, w._data)
-                     for k, w in ly.weights.items()}
+        c.weights = {k: w.copy() for k, w in ly.weights.items()}
         mapping[ly] = c
-        new.insert(c, _shared_name=True)
+    new.extend_loaded(mapping.values())
     for name, b in g.blobs.items():
         if b.shape is not None and name in new.blobs:
             new.blobs[name].shape = b.shape
-    new._outputs = list(g._outputs) if g._outputs is not None else None
-    from .splits import SplitRecord
-
-    for blob, rec in g.splits.items():
-        new.splits[blob] = SplitRecord(rec.layer_name, list(rec.top_names),
-                                       [(mapping[s[0]], s[1]) if s else None for s in rec.slots], list(rec.params))
-    new.source = g.source
+    new.inherit_file_facts(g)
+    new.splits = g.splits.remapped(mapping)
     return new

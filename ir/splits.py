@@ -25,6 +25,47 @@ class SplitRecord:
     params: list[str]
 
 
+class SplitBook(dict):
+    """The one owner of Split bookkeeping: blob name -> :class:`SplitRecord` of the Split loaded for
+    it, plus the names of loaded Splits that were retired (their consumers changed). The loader fills
+    it, passes read and edit it like a dict, and the writer plans the Splits to write from it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.retired: set[str] = set()
+
+    def retire(self, layer_name: str) -> None:
+        """Remember a loaded Split name that will not be written again (a new layer must not take it)."""
+        self.retired.add(layer_name)
+
+    def layer_names(self) -> set[str]:
+        """Names of the recorded Split layers."""
+        return {rec.layer_name for rec in self.values()}
+
+    def top_names(self) -> set[str]:
+        """Names of the recorded Split tops."""
+        return {t for rec in self.values() for t in rec.top_names}
+
+    def layer_name_taken(self, name: str) -> bool:
+        return name in self.retired or any(rec.layer_name == name for rec in self.values())
+
+    def top_name_taken(self, name: str) -> bool:
+        return any(name in rec.top_names for rec in self.values())
+
+    def rename_blob(self, old: str, new: str) -> None:
+        if old in self:
+            self[new] = self.pop(old)
+
+    def remapped(self, layers: dict[Layer, Layer]) -> SplitBook:
+        """A copy whose consumer slots point at ``layers[old]`` (for a copied graph)."""
+        book = SplitBook({blob: SplitRecord(rec.layer_name, list(rec.top_names),
+                                            [(layers[s[0]], s[1]) if s else None for s in rec.slots],
+                                            list(rec.params))
+                          for blob, rec in self.items()})
+        book.retired = set(self.retired)
+        return book
+
+
 def absorb_splits(graph: Graph) -> None:
     """Remove every Split, rewiring the consumers of its tops to the Split's input.
 
@@ -55,19 +96,19 @@ def _absorb(graph: Graph) -> None:
                 slots.append((c, c.inputs.index(t)))
         graph.remove(split, reconnect=False)
         for t in tops:
-            graph.replace_all_uses(t, src, _missing_ok=True)
+            if t in graph.blobs:
+                graph.replace_all_uses(t, src)
         if clean and src not in graph.splits:
             graph.splits[src] = SplitRecord(split.name, list(tops), slots, split.params.tokens())
         else:
             graph.splits.pop(src, None)
-            graph._split_names_retired.add(split.name)
+            graph.splits.retire(split.name)
 
 
 def consumer_slots(graph: Graph, blob: str) -> list[tuple[Layer, int]]:
     """Every (layer, input index) reading ``blob``, in graph order."""
     out = []
-    pos = graph._positions()
-    for layer in sorted(set(graph.blobs[blob].consumers), key=pos.__getitem__):
+    for layer in sorted(set(graph.blobs[blob].consumers), key=graph.position):
         for i, n in enumerate(layer.inputs):
             if n == blob:
                 out.append((layer, i))
@@ -96,6 +137,7 @@ def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int],
     ``splitncnn_<n>`` / ``<blob>_splitncnn_<k>`` names that avoid all of those.
     """
     multi: list[tuple[Blob, list[tuple[Layer, int]], SplitRecord | None]] = []
+    shared = graph.loaded_shared_names
     reserved_layers: set[str] = set()
     reserved_tops: set[str] = set()
     for blob in graph.blobs.values():
@@ -103,8 +145,8 @@ def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int],
             continue
         slots = consumer_slots(graph, blob.name)
         rec = graph.splits.get(blob.name)
-        name_free = rec is not None and (rec.layer_name in graph._loaded_dup_names  # shared in the file
-                                         or rec.layer_name not in graph._by_name and rec.layer_name not in reserved_layers)
+        name_free = rec is not None and (rec.layer_name in shared  # shared in the file
+                                         or not graph.has_layer(rec.layer_name) and rec.layer_name not in reserved_layers)
         if (rec is not None and _same_slots(rec, slots) and name_free
                 and not any(t in graph.blobs or t in reserved_tops for t in rec.top_names)):
             reserved_layers.add(rec.layer_name)
@@ -115,7 +157,7 @@ def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int],
 
     planned: list[PlannedSplit] = []
     rename: dict[tuple[int, int], str] = {}
-    used_layer_names = set(graph._by_name) | reserved_layers | graph._split_names_retired
+    used_layer_names = graph.layer_names() | reserved_layers | graph.splits.retired
     used_blob_names = set(graph.blobs) | reserved_tops
     counter = 0
     for blob, slots, rec in multi:

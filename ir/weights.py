@@ -171,6 +171,14 @@ class Weight:
         self._data = data
         self._raw = None
 
+    def file_bytes(self) -> bytes | memoryview:
+        """The bytes ncnn reads for this weight: the loaded file's own bytes (no copy) while unedited."""
+        return self._raw if self._raw is not None else self.encode()
+
+    def copy(self) -> Weight:
+        """An independent copy sharing the (never mutated) file bytes and decoded array."""
+        return Weight(self.name, self.count, self.tagged, self.storage, self.tag, self._raw, self._data)
+
     def encode(self) -> bytes:
         """The exact bytes of this array in a ``.bin`` (flag, payload, padding)."""
         if self._raw is not None:

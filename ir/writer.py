@@ -27,7 +27,7 @@ def write_order(g: Graph) -> list[Layer]:
     for ly in g.layers:
         for n in ly.inputs:
             if n not in produced and blobs[n].producer is not None:
-                return g._topo_order()
+                return g.topo_order()
         produced.update(ly.outputs)
     return g.layers
 
@@ -91,13 +91,9 @@ def write_bin(g: Graph, fh) -> int:
     n = 0
     for ly in write_order(g):
         for w in ly.weights.values():
-            if w._raw is not None:
-                fh.write(w._raw)
-                n += len(w._raw)
-            else:
-                data = w.encode()
-                fh.write(data)
-                n += len(data)
+            data = w.file_bytes()
+            fh.write(data)
+            n += len(data)
     return n
 
 

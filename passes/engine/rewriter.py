@@ -48,7 +48,7 @@ class Rewriter:
     def fresh_blob_name(self, prefix: str, taken: set[str]) -> str:
         """A blob name no blob, reserved Split output or name in ``taken`` uses (added to ``taken``)."""
         if self._split_tops is None:
-            self._split_tops = {t for rec in self.graph.splits.values() for t in rec.top_names}
+            self._split_tops = self.graph.splits.top_names()
         blobs, tops = self.graph.blobs, self._split_tops
         cand, k = prefix, 0
         while cand in blobs or cand in tops or cand in taken:
