@@ -7,8 +7,9 @@ import sys
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.ir.targets import describe_target
 
-from .common import parse_shape, require_file
+from .common import add_target_option, parse_shape, require_file, target_scope
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "The input files are never overwritten unless --overwrite is given. With "
                                    "--verify the model runs before and after in ncnn (fp32-only options, the same "
                                    "seeded inputs) and nothing is written when an output changes beyond "
-                                   "--tolerance.")
+                                   "--tolerance. ncnn runs in a worker process (--target isolated) unless told "
+                                   "otherwise; with --target arm the check runs on the emulated phone CPU and "
+                                   "also prints the phone error (ncnn default options against fp32).")
     p.add_argument("param", help="input .param")
     p.add_argument("bin", help="input .bin")
     p.add_argument("-o", "--output", nargs=2, metavar=("OUT.param", "OUT.bin"), required=True,
@@ -37,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold-storage", choices=("fp32", "keep"), default="fp32",
                    help="storage of weights computed by folding: fp32 (exact, default) or keep fp16/bf16")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input files")
+    add_target_option(p)
     p.set_defaults(func=run)
 
 
@@ -52,6 +56,11 @@ def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, 
 
 
 def run(args: argparse.Namespace) -> int:
+    with target_scope(args) as target:
+        return _run(args, target)
+
+
+def _run(args: argparse.Namespace, target: str) -> int:
     from ncnnpass.passes.verify import DEFAULT_TOLERANCE
 
     require_file(args.param, "param file")
@@ -79,8 +88,14 @@ def run(args: argparse.Namespace) -> int:
     if before is not None:
         from ncnnpass.passes.verify import verify
 
-        result = verify(before, g, shape, options="fp32", seed=args.seed)
+        result = verify(before, g, shape, options="fp32", seed=args.seed, target=target)
         print(result)
+        if target.startswith("arm"):
+            from ncnnpass.passes.verify import phone_error
+
+            was, now = phone_error(before, g, shape, seed=args.seed, target=target, reference=result.reference)
+            print(f"phone error on {describe_target(target)}, ncnn default options vs fp32: "
+                  f"before {was.max_abs:.3e}, after {now.max_abs:.3e} (max abs)")
         if not result.ok(tolerance):
             worst = max(result.outputs.values(), key=lambda d: d.error)
             print(f"ncnnpass run: refusing to write {out_param}: output {worst.name!r} changed by "

@@ -18,10 +18,24 @@ import numpy as np
 from . import worker
 from .errors import RuntimeBridgeError
 from .graph import Graph
-from .targets import TARGETS, Target, describe_target, normalize_target, open_target, shared_target
+from .targets import (
+    TARGETS,
+    RunJob,
+    Target,
+    TargetPool,
+    default_target,
+    describe_target,
+    get_default_target,
+    normalize_target,
+    open_target,
+    set_default_target,
+    shared_target,
+    using_target,
+)
 
-__all__ = ["OPTION_PRESETS", "TARGETS", "LoadedNet", "Target", "check_input_shapes", "describe_target", "infer_shapes",
-           "load", "make_options", "normalize_target", "open_target", "option_fields", "run", "shared_target"]
+__all__ = ["OPTION_PRESETS", "TARGETS", "LoadedNet", "RunJob", "Target", "TargetPool", "check_input_shapes", "default_target",
+           "describe_target", "get_default_target", "infer_shapes", "load", "make_options", "normalize_target",
+           "open_target", "option_fields", "run", "set_default_target", "shared_target", "using_target"]
 
 # Named option sets. "default" is ncnn's own defaults; "fp32" turns every reduced-precision path off.
 OPTION_PRESETS: dict[str, dict[str, bool]] = {
@@ -112,17 +126,20 @@ def load(graph: Graph, options: str | Mapping[str, object] | None = None,
 
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | np.ndarray, outputs: Iterable[str] | str | None = None,
         options: str | Mapping[str, object] | None = None, num_threads: int | None = None,
-        light_mode: bool | None = None, target: str | None = "x86") -> dict[str, np.ndarray]:
+        light_mode: bool | None = None, target: str | Target | None = None) -> dict[str, np.ndarray]:
     """Run once: ``outputs`` = None (protected outputs), a name, a list, or ``"all"`` blobs.
 
-    ``target`` other than ``x86`` runs in a process-wide worker kept warm between calls."""
+    ``target``: a name (None = :func:`get_default_target`, ``x86`` unless set) or an open session. A
+    name other than ``x86`` runs in a process-wide worker kept warm between calls."""
+    if isinstance(target, Target):
+        return target.run(graph, inputs, outputs, options, num_threads, light_mode)
     if normalize_target(target) == "x86":
         return load(graph, options, num_threads).run(inputs, outputs, light_mode)
     return shared_target(target).run(graph, inputs, outputs, options, num_threads, light_mode)
 
 
 def infer_shapes(graph: Graph, input_shapes: Mapping[str, tuple[int, ...]] | tuple[int, ...],
-                 options: str | Mapping[str, object] | None = "fp32", target: str | None = "x86"
+                 options: str | Mapping[str, object] | None = "fp32", target: str | Target | None = None
                  ) -> dict[str, tuple[int, ...]]:
     """Run zeros of the given input shapes (numpy order, e.g. (c, h, w)) and record every blob's shape
     (on ``target``: ``isolated`` survives models that crash ncnn)."""

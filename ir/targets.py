@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -25,7 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +48,32 @@ Inputs = Mapping[str, np.ndarray] | np.ndarray
 Options = str | Mapping[str, object] | None
 
 
+_DEFAULT: contextvars.ContextVar[str] = contextvars.ContextVar("ncnnpass_default_target", default="x86")
+
+
+def get_default_target() -> str:
+    """The target used where none is given (``x86`` for the library; the CLI sets its ``--target``)."""
+    return _DEFAULT.get()
+
+
+def set_default_target(name: str | None) -> None:
+    """Make ``name`` the target of every run that names none (shape inference included)."""
+    _DEFAULT.set(normalize_target(name or "x86"))
+
+
+@contextlib.contextmanager
+def default_target(name: str | None) -> Iterator[str]:
+    """``with default_target("isolated"): ...`` - :func:`set_default_target` for a block."""
+    token = _DEFAULT.set(normalize_target(name or "x86"))
+    try:
+        yield token.var.get()
+    finally:
+        _DEFAULT.reset(token)
+
+
 def normalize_target(name: str | None) -> str:
-    """The canonical target name (``None`` -> ``x86``, ``arm-a76`` -> ``arm``); unknown names raise."""
-    name = (name or "x86").strip().lower()
+    """The canonical target name (``None`` -> the default target, ``arm-a76`` -> ``arm``); unknown names raise."""
+    name = (name or get_default_target()).strip().lower()
     if name not in TARGETS:
         raise RuntimeBridgeError(f"unknown ncnn target {name!r} (one of {', '.join(TARGETS)})")
     return "arm" if name == "arm-a76" else name
@@ -121,6 +147,10 @@ def _exit_reason(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+class _NotLoaded(RuntimeBridgeError):
+    """The worker dropped a net from its cache (internal: the client loads it again)."""
 
 
 class WorkerTarget(Target):
@@ -241,7 +271,8 @@ class WorkerTarget(Target):
         if "FATAL ERROR" in err or "corrupted" in err or "double free" in err:
             raise self._fail("reported memory corruption", since)
         if not reply.get("ok"):
-            raise RuntimeBridgeError(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
+            cls = _NotLoaded if reply.get("not_loaded") else RuntimeBridgeError
+            raise cls(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
         return reply, out
 
     # -- API
@@ -263,12 +294,15 @@ class WorkerTarget(Target):
         default_timeout = DEFAULT_TIMEOUT["arm" if self.name in ARM_CPUS else "isolated"]
         timeout = self.timeout if self.timeout is not None else default_timeout
         results = []
+        def load() -> None:
+            self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
+                           "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
+            self._loaded.add(key)
+
         with self._lock:
             self.ensure_started()
             if key not in self._loaded:
-                self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
-                               "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
-                self._loaded.add(key)
+                load()
             for x in inputs:
                 feeds = _feeds(graph, x)
                 sent = []
@@ -276,8 +310,12 @@ class WorkerTarget(Target):
                     a = np.asarray(v)
                     sent.append((k, np.ascontiguousarray(a, dtype=np.int32 if a.dtype == np.int32 else np.float32)))
                 out_spec = outputs if outputs is None or isinstance(outputs, str) else list(outputs)
-                reply, arrays = self._request({"op": "run", "key": key, "outputs": out_spec,
-                                               "light_mode": light_mode}, sent, timeout)
+                request = {"op": "run", "key": key, "outputs": out_spec, "light_mode": light_mode}
+                try:
+                    reply, arrays = self._request(request, sent, timeout)
+                except _NotLoaded:  # the worker keeps a few nets only
+                    load()
+                    reply, arrays = self._request(request, sent, timeout)
                 results.append({n: arrays[n] for n in reply["names"]})
         return results
 
@@ -311,6 +349,70 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
+
+
+@dataclass
+class RunJob:
+    """One run for :meth:`TargetPool.map` (the arguments of :meth:`Target.run`)."""
+
+    graph: Graph
+    inputs: Inputs
+    outputs: Iterable[str] | str | None = None
+    options: Options = None
+    num_threads: int | None = None
+    light_mode: bool | None = None
+
+
+class TargetPool:
+    """``workers`` sessions on one target running jobs in parallel (emulated ARM runs take seconds each).
+
+    >>> with TargetPool("arm", workers=2) as pool:
+    ...     results = pool.map([RunJob(g1, x, options="default"), RunJob(g2, x, options="default")])
+    A job that crashes ncnn yields its :class:`RuntimeBridgeError` in place of a result (``errors="return"``)
+    or raises it (``errors="raise"``); its worker restarts for the next job."""
+
+    def __init__(self, name: str | None, workers: int = 2, *, timeout: float | None = None,
+                 progress: Callable[[str], None] | None = _stderr_progress):
+        self.name = normalize_target(name)
+        self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(max(1, workers))]
+
+    def map(self, jobs: Iterable[RunJob], errors: str = "return") -> list[dict[str, np.ndarray] | RuntimeBridgeError]:
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        free: queue.Queue[Target] = queue.Queue()
+        for t in self.sessions:
+            free.put(t)
+
+        def one(job: RunJob):
+            t = free.get()
+            try:
+                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
+            except RuntimeBridgeError as exc:
+                if errors == "raise":
+                    raise
+                return exc
+            finally:
+                free.put(t)
+
+        with ThreadPoolExecutor(len(self.sessions)) as ex:
+            return list(ex.map(one, list(jobs)))
+
+    def close(self) -> None:
+        for t in self.sessions:
+            t.close()
+
+    def __enter__(self) -> TargetPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def using_target(target: str | Target | None) -> Iterator[Target]:
+    """Yield ``target`` if it is a session, else the process-wide warm session of that name (both stay open)."""
+    yield target if isinstance(target, Target) else shared_target(target)
 
 
 _SHARED: dict[str, Target] = {}

@@ -153,8 +153,9 @@ def _handle(ncnn, nets: OrderedDict, header: dict, arrays: dict) -> tuple[dict, 
         return {"ok": True}, []
     if op == "run":
         entry = nets.get(header["key"])
-        if entry is None:
-            raise NcnnCallError("the worker has no such net loaded")
+        if entry is None:  # evicted: the client loads it again
+            return {"ok": False, "error": "the worker has no such net loaded", "not_loaded": True}, []
+        nets.move_to_end(header["key"])
         net, graph_outputs = entry
         names = output_names(net, header.get("outputs"), graph_outputs)
         result = run_net(ncnn, net, arrays, names, header.get("light_mode"))
@@ -182,8 +183,12 @@ def serve(stdin, stdout) -> None:
 
 
 def main() -> None:
-    # keep the protocol stream private: anything ncnn or numpy prints to fd 1 goes to stderr instead
     import os
+    import resource
+
+    # a crashing ncnn must not litter core files (qemu-user honours the limit its guest sets)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # keep the protocol stream private: anything ncnn or numpy prints to fd 1 goes to stderr instead
 
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

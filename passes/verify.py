@@ -3,6 +3,7 @@
 >>> from ncnnpass.passes.verify import verify
 >>> result = verify(before, after, (3, 48, 320))           # fp32-only ncnn options, seed 0
 >>> print(result); result.ok(1e-4)
+>>> verify(before, after, options="default", target="arm")  # both run on the emulated phone CPU
 
 Inputs are seeded uniform [-1, 1]. For each protected output of ``before`` the result holds the max
 absolute error and the max relative error, ``max|after - before| / max|before|`` (relative to the
@@ -20,6 +21,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError, VerificationError
+from ncnnpass.ir.targets import Target, describe_target, normalize_target, using_target
 
 #: Default gate for ``ncnnpass run --verify``. Exact rewrites (weight copies, pure rewiring) differ by
 #: float rounding only: ~1e-6 on PP-OCR outputs; folding scales/BatchNorm into weights ~1e-6..1e-5.
@@ -51,6 +53,9 @@ class VerifyResult:
     options: str = "fp32"
     seed: int = 0
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    target: str = "x86"
+    #: the reference run's outputs (``before``), kept for reuse, e.g. by :func:`phone_error`
+    reference: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def max_abs(self) -> float:
@@ -80,7 +85,8 @@ class VerifyResult:
 
     def __str__(self) -> str:
         shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in self.input_shapes.items())
-        lines = [f"verify ({self.options} options, seed {self.seed}, inputs {shapes}):"]
+        where = "" if self.target == "x86" else f", on {describe_target(self.target)}"
+        lines = [f"verify ({self.options} options, seed {self.seed}, inputs {shapes}{where}):"]
         for d in self.outputs.values():
             shape = "x".join(map(str, d.shape_before))
             if d.shape_after != d.shape_before:
@@ -120,28 +126,68 @@ def make_inputs(shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[st
 
 
 def verify(before: Graph, after: Graph, shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None = None,
-           options: str | Mapping[str, object] = "fp32", seed: int = 0, num_threads: int | None = 1
-           ) -> VerifyResult:
+           options: str | Mapping[str, object] = "fp32", seed: int = 0, num_threads: int | None = 1,
+           target: str | Target | None = None) -> VerifyResult:
     """Run ``before`` and ``after`` in ncnn on the same seeded inputs; compare every protected output
-    (one thread by default: deterministic, and the runs are short)."""
-    from ncnnpass.ir.runtime import load
+    (one thread by default: deterministic, and the runs are short). ``target`` is where ncnn runs: a name
+    (:mod:`ncnnpass.ir.targets`: ``x86``, ``isolated``, ``arm``, ``arm-a57``; None = the default target)
+    or an open session (reused, left open)."""
 
     shapes = input_shapes_for(before, shape)
     feeds = make_inputs(shapes, seed)
+    outs = _protected_outputs(before, after)
+    with using_target(target) as where:
+        ref = where.run(before, feeds, outs, options, num_threads)
+        got = where.run(after, feeds, outs, options, num_threads)
+    result = VerifyResult(options=options if isinstance(options, str) else "custom", seed=seed, input_shapes=shapes,
+                          target=_target_name(target), reference=ref)
+    result.outputs = _diffs(ref, got, outs)
+    return result
+
+
+def phone_error(before: Graph, after: Graph, shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None = None,
+                options: str | Mapping[str, object] = "default", seed: int = 0, num_threads: int | None = 1,
+                target: str | Target | None = "arm", reference: Mapping[str, np.ndarray] | None = None
+                ) -> tuple[VerifyResult, VerifyResult]:
+    """How far ``before`` and ``after`` are, under ``options`` (ncnn's defaults: fp16 on a phone), from
+    ``before`` under fp32 options, all on ``target`` (the emulated phone by default); the same seeded inputs.
+    ``reference``: outputs of that fp32 run if already made (``verify(...).reference`` with the same seed)."""
+    shapes = input_shapes_for(before, shape)
+    feeds = make_inputs(shapes, seed)
+    outs = _protected_outputs(before, after)
+    label = f"{options if isinstance(options, str) else 'custom'} vs fp32"
+    results = []
+    with using_target(target) as where:
+        ref = dict(reference) if reference else where.run(before, feeds, outs, "fp32", num_threads)
+        for g in (before, after):
+            got = where.run(g, feeds, outs, options, num_threads)
+            r = VerifyResult(options=label, seed=seed, input_shapes=shapes, target=_target_name(target), reference=ref)
+            r.outputs = _diffs(ref, got, outs)
+            results.append(r)
+    return results[0], results[1]
+
+
+def _target_name(target: str | Target | None) -> str:
+    return target.name if isinstance(target, Target) else normalize_target(target)
+
+
+def _protected_outputs(before: Graph, after: Graph) -> list[str]:
     outs = list(before.outputs)
     missing = [n for n in outs if n not in after.blobs]
     if missing:
         raise VerificationError(f"the rewritten model lost output(s) {', '.join(missing)}")
-    ref = load(before, options, num_threads).run(feeds, outs)
-    got = load(after, options, num_threads).run(feeds, outs)
-    result = VerifyResult(options=options if isinstance(options, str) else "custom", seed=seed, input_shapes=shapes)
+    return outs
+
+
+def _diffs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], outs: list[str]) -> dict[str, OutputDiff]:
+    diffs = {}
     for name in outs:
         a, b = ref[name], got[name]
         ref_max = float(np.abs(a).max()) if a.size else 0.0
         if a.shape != b.shape:
-            result.outputs[name] = OutputDiff(name, a.shape, b.shape, float("inf"), float("inf"), ref_max)
+            diffs[name] = OutputDiff(name, a.shape, b.shape, float("inf"), float("inf"), ref_max)
             continue
         diff = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
         rel = diff / ref_max if ref_max > 0 else (0.0 if diff == 0 else float("inf"))
-        result.outputs[name] = OutputDiff(name, a.shape, b.shape, diff, rel, ref_max)
-    return result
+        diffs[name] = OutputDiff(name, a.shape, b.shape, diff, rel, ref_max)
+    return diffs

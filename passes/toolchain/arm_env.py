@@ -35,6 +35,7 @@ ROOT_PACKAGES = "python3,python3-numpy,libgomp1,libstdc++6"
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DONE = ".complete"
+CHECKED = ".checked"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ def arm_runtime_status() -> str | None:
     site = _site_path(version, _pytag(python))
     if not (site / DONE).exists():
         return f"the aarch64 ncnn {version} wheel is not provisioned in {site} (run .ci/install)"
+    if not (site / CHECKED).exists():
+        return f"the emulated ncnn in {site} has not passed its import check (run .ci/install)"
     return None
 
 
@@ -229,7 +232,7 @@ def ensure_arm_runtime(progress: Progress = None) -> ArmRuntime:
         if not (site / DONE).exists():
             _fetch_wheel(site, version, _pytag(python), progress)
         rt = _runtime(version)
-        marker = site / ".checked"
+        marker = site / CHECKED
         if not marker.exists():
             _check(rt, progress)
             marker.write_text("ok\n")
