@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "seeded inputs) and nothing is written when an output changes beyond "
                                    "--tolerance. ncnn runs in a worker process (--target isolated) unless told "
                                    "otherwise; with --target arm the check runs on the emulated phone CPU and "
-                                   "also prints the phone error (ncnn default options against fp32).")
+                                   "also prints the phone error (ncnn default options against fp32); "
+                                   "--pipeline repair --target arm also searches the few layers to keep out of "
+                                   "fp16 so the emulated phone stays within --tolerance (default 1e-3).")
     p.add_argument("param", help="input .param")
     p.add_argument("bin", help="input .bin")
     p.add_argument("-o", "--output", nargs=2, metavar=("OUT.param", "OUT.bin"), required=True,
@@ -35,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: the sizes the Input layers declare")
     p.add_argument("--tolerance", type=float, default=None, metavar="X",
                    help="largest accepted output change: absolute, or relative for outputs larger than 1 "
-                        "(default 1e-4)")
+                        "(default 1e-4); with --pipeline repair --target arm: the phone error to reach "
+                        "(default 1e-3)")
+    p.add_argument("--onnx", metavar="MODEL.onnx",
+                   help="with --pipeline repair --target arm: measure the phone error against onnxruntime on "
+                        "this model (default: the same ncnn model on this machine with fp16 off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random [-1,1] verification inputs")
     p.add_argument("--fold-storage", choices=("fp32", "keep"), default="fp32",
                    help="storage of weights computed by folding: fp32 (exact, default) or keep fp16/bf16")
@@ -48,6 +54,28 @@ def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, 
     from ncnnpass.passes.engine.shapes import shapes_from_cli
 
     return shapes_from_cli(values)
+
+
+def _phone_repair(g: Graph, shape, args: argparse.Namespace, target: str) -> Graph:
+    """The phone repair search (``ncnnpass.passes.precision``) on the emulated target; refuses when even
+    every layer in fp32 misses the tolerance."""
+    from ncnnpass.passes.engine.shapes import normalize_input_shapes
+    from ncnnpass.passes.precision.phone_repair import DEFAULT_TOLERANCE, repair_for_phone
+
+    shapes = normalize_input_shapes(g, shape, required=True)
+    if len(shapes) != 1:
+        raise NcnnpassError(f"the phone repair needs a single-input model (this one has {', '.join(shapes)})")
+    tol = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    res = repair_for_phone(g, next(iter(shapes.values())), tolerance=tol, target=target, reference=args.onnx,
+                           progress=lambda msg: print(msg, file=sys.stderr))
+    print(f"phone repair: {res.summary()}")
+    if res.layers_marked:
+        print("kept out of fp16: " + ", ".join(res.layers_marked))
+    if not res.reached:
+        raise NcnnpassError(f"the phone error stays above {tol:g} on {describe_target(target)} "
+                            f"({res.error_after:.3g}, held-out {res.heldout_error:.3g}) even with "
+                            f"{len(res.layers_marked)} layers in fp32; nothing written")
+    return res.graph
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,9 +91,14 @@ def _run(args: argparse.Namespace, target: str) -> int:
     g = Graph.load(args.param, args.bin)
     out_param, out_bin = args.output
     shape = _shapes(args.shape)
-    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    if args.tolerance is not None and not args.verify:
-        raise NcnnpassError("--tolerance only applies with --verify")
+    phone = target.startswith("arm") and args.pipeline in ("repair", "optimize")
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None or phone else args.tolerance
+    if args.tolerance is not None and not (args.verify or phone):
+        raise NcnnpassError("--tolerance only applies with --verify or with --pipeline repair --target arm")
+    if args.onnx is not None and not phone:
+        raise NcnnpassError("--onnx only applies with --pipeline repair (or optimize) --target arm")
+    if args.onnx is not None:
+        require_file(args.onnx, "ONNX model")
     spec = args.pipeline or args.passes
     before = None
     if spec:
@@ -78,6 +111,8 @@ def _run(args: argparse.Namespace, target: str) -> int:
         problems = g.check()
         if problems:
             raise NcnnpassError(f"the rewritten graph is invalid: {problems[0]}")
+        if phone:
+            g = _phone_repair(g, shape, args, target)
     elif args.verify:
         before = g.copy()
     if before is not None:
