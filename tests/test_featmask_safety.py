@@ -110,3 +110,22 @@ def test_emulated_arm_corrupts_unsafe_masks_and_runs_safe_ones(arm_pool) -> None
     raw_err = rel_error(r_raw.outputs[0]["out"], ref) if r_raw.ok else float("inf")
     print(f"unsafe placement: {r_raw.error or raw_err}")
     assert raw_err > 1.0  # the unsafe placement is broken: garbage, NaN or a crash
+
+
+def test_optimize_keeps_the_arm_cast_boundaries() -> None:
+    """eliminate-dropout (in ``optimize``, after keep-fp32) removes plain identity Dropouts but not the
+    unmasked Dropout that casts fp16 to fp32 in front of a masked layer."""
+    g = fill_weights(model("""
+Input in0 0 1 in 0=8 1=8 2=3
+Convolution c1 1 1 in a 0=4 1=3 4=1 5=1 6=108
+Dropout d0 1 1 a a2 0=1.0
+Convolution c2 1 1 a2 b 0=4 1=3 4=1 5=1 6=144
+InnerProduct fc 1 1 b out 0=4 1=1 2=256
+"""), seed=0)
+    apply_passes(g, "optimize", input_shape=(3, 8, 8))
+    assert not g.find("Dropout", where=lambda d: d.name == "d0")
+    fc = g.find("InnerProduct")[0]
+    assert fc.featmask & 2
+    guard = g.blobs[fc.inputs[0]].producer
+    assert guard.type == "Dropout" and not guard.featmask & 2
+    assert unsafe_edges(g) == []

@@ -207,6 +207,16 @@ def _param(m: Match, layer: Layer, key: int | str) -> Any:
     return layer.get(key)
 
 
+def _fp32_storage(m: Match, layer: Layer) -> bool:
+    """The layer is kept out of fp16 storage (featmask ``31=`` bit 1)."""
+    return bool(layer.featmask & 2)
+
+
+def _feeds_fp32_storage(m: Match, blob: Any) -> bool:
+    """Some consumer of ``blob`` is kept out of fp16 storage: on ARM it must receive fp32 data."""
+    return any(c.featmask & 2 for c in _consumer_layers(m, blob))
+
+
 def _isclose(m: Match, a: float, b: float) -> bool:
     return bool(np.float32(a) == np.float32(b))
 
@@ -226,6 +236,8 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "has_weights": _has_weights,
     "param": _param,
     "same_f32": _isclose,
+    "fp32_storage": _fp32_storage,
+    "feeds_fp32_storage": _feeds_fp32_storage,
     "len": lambda m, x: len(x),
     "abs": lambda m, x: abs(x),
     "min": lambda m, *a: min(a[0]) if len(a) == 1 else min(a),
