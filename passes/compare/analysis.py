@@ -266,9 +266,14 @@ def summarize(report_default: OptionRun, att: Attribution, runs: dict[str, Optio
     return lines
 
 
-def advise(graph: Graph, att: Attribution, runs: dict[str, OptionRun]) -> list[AdviceItem]:
-    """The ncnnpass passes (or runtime options) that address what was found."""
+def advise(graph: Graph, att: Attribution, runs: dict[str, OptionRun], target: str = "x86") -> list[AdviceItem]:
+    """The ncnnpass passes (or runtime options) that address what was found (on ``target``)."""
     items: list[AdviceItem] = []
+    if target.startswith("arm") and runs["default"].divergent:
+        items.append(AdviceItem(
+            "repair-for-phone", [],
+            "on a phone, per-layer fp16 masks must be placed where ncnn's fp16/fp32 transitions are safe: "
+            f"ncnnpass run --pipeline repair --target {target} searches and proves them on this emulated CPU"))
     fields = list(att.fields)
     cause = att.cause
     if cause is not None and not fields:
