@@ -264,6 +264,7 @@ def text_lines(onnx_path: str | os.PathLike, models: Sequence[LineModel], n: int
     ``dictionary``: the recognizer's character list (default: the ONNX metadata ``character``, as RapidOCR
     stores it); it must fit the class count (blank + dictionary [+ space]), else strings are class ids."""
     from ncnnpass.passes.compare.analysis import charset_for
+    from ncnnpass.passes.compare.inputs import _ncnn_input_shape
     from ncnnpass.passes.paddle.ctc_decode import dictionary_from_metadata
 
     if n < 1:
@@ -283,6 +284,10 @@ def text_lines(onnx_path: str | os.PathLike, models: Sequence[LineModel], n: int
     chars = charset.characters if charset is not None else None
     report = TextLinesReport(shape, seed, texts, [decode_line(p, chars) for p in ref], dictionary=chars is not None)
     for m in models:
+        declared = _ncnn_input_shape(m.graph)
+        if declared is not None and len(declared) == 3 and tuple(declared) != tuple(shape):
+            raise NcnnpassError(f"{m.label}: the ncnn model declares input {'x'.join(map(str, declared))}, the lines "
+                                f"are {'x'.join(map(str, shape))}: give shape={declared}")
         t0 = time.perf_counter()
         say(f"text lines: ncnn {m.label} on {describe_target(m.target)}")
         got = _ncnn_probs(m, xs, workers)
