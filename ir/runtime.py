@@ -20,7 +20,9 @@ from .errors import RuntimeBridgeError
 from .graph import Graph
 from .targets import (
     TARGETS,
+    RunJob,
     Target,
+    TargetPool,
     default_target,
     describe_target,
     get_default_target,
@@ -31,7 +33,7 @@ from .targets import (
     using_target,
 )
 
-__all__ = ["OPTION_PRESETS", "TARGETS", "LoadedNet", "Target", "check_input_shapes", "default_target",
+__all__ = ["OPTION_PRESETS", "TARGETS", "LoadedNet", "RunJob", "Target", "TargetPool", "check_input_shapes", "default_target",
            "describe_target", "get_default_target", "infer_shapes", "load", "make_options", "normalize_target",
            "open_target", "option_fields", "run", "set_default_target", "shared_target", "using_target"]
 

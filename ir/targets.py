@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,13 @@ class InProcessTarget(Target):
         return [net.run(x, outputs, light_mode) for x in inputs]
 
 
+def _no_core_dumps() -> None:
+    """In the worker before exec: a crashing ncnn (or qemu) must not litter core files."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _one_line(text: str, limit: int = 400) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     out = " | ".join(lines[-4:])
@@ -173,7 +181,8 @@ class WorkerTarget(Target):
         t0 = time.perf_counter()
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=self._stderr, env=env, cwd=tempfile.gettempdir())
+                                          stderr=self._stderr, env=env, cwd=tempfile.gettempdir(),
+                                          preexec_fn=_no_core_dumps)
         except OSError as exc:
             raise RuntimeBridgeError(f"cannot start the ncnn worker ({self.label}): {exc}") from None
         self._loaded.clear()
@@ -336,6 +345,64 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
+
+
+@dataclass
+class RunJob:
+    """One run for :meth:`TargetPool.map` (the arguments of :meth:`Target.run`)."""
+
+    graph: Graph
+    inputs: Inputs
+    outputs: Iterable[str] | str | None = None
+    options: Options = None
+    num_threads: int | None = None
+    light_mode: bool | None = None
+
+
+class TargetPool:
+    """``workers`` sessions on one target running jobs in parallel (emulated ARM runs take seconds each).
+
+    >>> with TargetPool("arm", workers=2) as pool:
+    ...     results = pool.map([RunJob(g1, x, options="default"), RunJob(g2, x, options="default")])
+    A job that crashes ncnn yields its :class:`RuntimeBridgeError` in place of a result (``errors="return"``)
+    or raises it (``errors="raise"``); its worker restarts for the next job."""
+
+    def __init__(self, name: str | None, workers: int = 2, *, timeout: float | None = None,
+                 progress: Callable[[str], None] | None = _stderr_progress):
+        self.name = normalize_target(name)
+        self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(max(1, workers))]
+
+    def map(self, jobs: Iterable[RunJob], errors: str = "return") -> list[dict[str, np.ndarray] | RuntimeBridgeError]:
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        free: queue.Queue[Target] = queue.Queue()
+        for t in self.sessions:
+            free.put(t)
+
+        def one(job: RunJob):
+            t = free.get()
+            try:
+                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
+            except RuntimeBridgeError as exc:
+                if errors == "raise":
+                    raise
+                return exc
+            finally:
+                free.put(t)
+
+        with ThreadPoolExecutor(len(self.sessions)) as ex:
+            return list(ex.map(one, list(jobs)))
+
+    def close(self) -> None:
+        for t in self.sessions:
+            t.close()
+
+    def __enter__(self) -> TargetPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextlib.contextmanager
