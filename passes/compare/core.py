@@ -84,6 +84,11 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     report.reference_check = reference_check
     if fix:
         actionable = [a for a in report.advice if a.action in ("gap-fc-to-conv", "keep-fp32")]
+        if report.target.startswith("arm") and any(a.action == "keep-fp32" for a in actionable):
+            # masks next to fp16 layers crash or corrupt ncnn on ARM: the phone repair search places them
+            actionable = [a for a in actionable if a.action != "keep-fp32"]
+            report.fix_log.append("keep-fp32 not applied on the phone (unsafe fp16/fp32 boundaries crash ncnn on "
+                                  f"ARM): use ncnnpass run --pipeline repair --target {report.target}")
         if not actionable:
             report.fix_log.append("nothing to fix: no pass applies to what was found")
         else:
