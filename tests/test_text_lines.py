@@ -57,6 +57,18 @@ def test_rendering_is_seeded_and_paddleocr_normalised() -> None:
     assert np.array_equal(xs[0], line_inputs(texts[:1], (3, 48, 160), seed=3)[0])
 
 
+def test_cli_text_lines_on_a_non_image_model_is_one_line(tmp_path: Path, capsys) -> None:
+    from test_compare import build_ncnn, build_onnx
+
+    onnx = build_onnx(tmp_path / "se.onnx")
+    param, bin = build_ncnn(tmp_path / "se.param", tmp_path / "se.bin")
+    code = main(["compare", str(onnx), str(param), str(bin), "--options", "fp32", "--no-isolated",
+                 "--text-lines", "2", "-q"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3-channel image input" in err[0]
+
+
 def test_agreement_and_confidence_change() -> None:
     ref = [("ab", 0.9), ("cd", 0.8), ("ef", 0.7)]
     lines = [LineResult("ab", 0.91, 1e-3), LineResult("cb", 0.5, 2e-1), LineResult("ef", 0.7, 0.0)]

@@ -269,6 +269,9 @@ def text_lines(onnx_path: str | os.PathLike, models: Sequence[LineModel], n: int
 
     if n < 1:
         raise NcnnpassError(f"--text-lines needs at least one line (got {n})")
+    if len(shape) != 3 or shape[0] != 3 or min(shape) < 1:
+        raise NcnnpassError(f"text lines need a 3-channel image input C,H,W (a recognizer), not "
+                            f"{'x'.join(map(str, shape))}")
     say = progress or (lambda _m: None)
     onnx_path = os.fspath(onnx_path)
     if dictionary is None:
