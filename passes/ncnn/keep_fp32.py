@@ -10,6 +10,12 @@ Layers are chosen by ``types`` (``InnerProduct|Gemm``), ``names`` (exact names o
 and/or ``pattern`` (match lines of the pattern language; every matched layer is marked, e.g.
 ``Pooling p 1 1 x t 4=1 ... ; InnerProduct fc 1 1 t y ...``). With several criteria a layer must satisfy
 all given ones. Bits already set are kept (the mask is OR-ed).
+
+ARM-safe by default (``safe=1``): when the bits include no-fp16-storage, every marked layer must read fp32
+blobs on ARM, so cast boundaries (an identity ``Dropout``) and Split masks are added where needed
+(:func:`ncnnpass.passes.precision.featmask_safety.make_featmask_safe`; the rule is in docs/phone.md).
+Passes that later remove Dropouts or rewire the marked layers' inputs undo that: run
+``make_featmask_safe`` again before writing a model for ARM.
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ def parse_bits(value) -> int:
     return bits
 
 
-def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=None, bits=DEFAULT_BITS) -> int:
+def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=None, bits=DEFAULT_BITS,
+              safe=1) -> int:
     types_l, names_l, mask = _list(types), _list(names), parse_bits(bits)
     if not (types_l or names_l or pattern):
         raise NcnnpassError("keep-fp32 needs types=, names= and/or pattern= to choose layers")
@@ -78,6 +85,10 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
         if ly.featmask | mask != ly.featmask:
             ly.featmask = ly.featmask | mask
             changed += 1
+    if str(safe).lower() not in ("0", "false", "no"):
+        from ncnnpass.passes.precision.featmask_safety import make_featmask_safe
+
+        make_featmask_safe(graph)  # not counted: the rewrite count stays "layers marked"
     return changed
 
 
@@ -86,4 +97,5 @@ PASS = FunctionPass(
     options={"types": (None, "layer types, e.g. InnerProduct|Gemm"),
              "names": (None, "layer names or globs, e.g. fc*|linear_72"),
              "pattern": (None, "match lines of the pattern language (';' separates lines)"),
-             "bits": (DEFAULT_BITS, "featmask bits: int or names (no_fp16_storage|no_fp16_arithmetic|...)")})
+             "bits": (DEFAULT_BITS, "featmask bits: int or names (no_fp16_storage|no_fp16_arithmetic|...)"),
+             "safe": (1, "1: add the cast boundaries ARM needs around layers kept out of fp16 storage")})

@@ -1,0 +1,141 @@
+"""ARM-safe featmask placement: every layer kept out of fp16 storage must receive fp32 blobs.
+
+The rule (ncnn ``src/net.cpp`` ``convert_layout`` and ``get_masked_option``; evidence in docs/phone.md):
+ncnn casts a blob between fp16 and fp32 in front of a layer using that layer's *masked* options. A layer
+with featmask bit 1 (no fp16 storage) therefore gets an fp16 blob uncast when its producer stored fp16,
+runs its fp32 code on half-size data and returns garbage, NaN, or corrupts the heap. An unmasked ``Split``
+(ncnnpass regenerates them) supports fp16 storage and casts an fp32 blob back to fp16 on its way.
+
+So a blob read by a masked layer must be fp32 at run time. It is when its producer is the net input, a
+masked layer (whose own inputs are fp32), or a layer that never stores fp16 on ARM; and any Split in
+between must be masked too. Where the producer stores fp16, :func:`make_featmask_safe` inserts a cast
+boundary: an unmasked ``Dropout`` (scale 1, an identity). ncnn's ARM Dropout does not support fp16
+storage, so ncnn casts the blob to fp32 in front of it and the Dropout hands fp32 on; on x86 it is a
+no-op. Masking the producer instead would have to be repeated up to the net input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ncnnpass.ir import Graph, Layer
+from ncnnpass.ir.schema import FEATMASK_BITS
+from ncnnpass.ir.splits import SplitRecord, consumer_slots
+
+NO_FP16_STORAGE = FEATMASK_BITS["no_fp16_storage"]
+BOUNDARY_TYPE = "Dropout"
+# Masks the Splits inside a masked region get: no fp16/bf16 storage, as keep-fp32's default.
+SPLIT_MASK = FEATMASK_BITS["no_fp16_arithmetic"] | NO_FP16_STORAGE | FEATMASK_BITS["no_bf16_storage"]
+
+
+@dataclass
+class SafetyEdits:
+    """What :func:`make_featmask_safe` changed."""
+
+    boundaries: list[str] = field(default_factory=list)  # names of the inserted Dropout layers
+    masked_splits: list[str] = field(default_factory=list)  # blobs whose regenerated Split is masked
+
+    def __bool__(self) -> bool:
+        return bool(self.boundaries or self.masked_splits)
+
+
+def is_masked(layer: Layer) -> bool:
+    """True when ``layer`` keeps its blobs out of fp16 storage (featmask bit 1)."""
+    return bool(layer.featmask & NO_FP16_STORAGE)
+
+
+def _is_boundary(layer: Layer) -> bool:
+    return layer.type == BOUNDARY_TYPE and not is_masked(layer) and float(layer.get(0, 1.0)) == 1.0
+
+
+def blob_is_fp32(graph: Graph, blob: str) -> bool:
+    """Whether ``blob`` leaves its producer as fp32 on ARM with fp16 storage on (before any Split)."""
+    producer = graph.blobs[blob].producer
+    return producer is None or producer.type == "Input" or is_masked(producer) or _is_boundary(producer)
+
+
+def unsafe_edges(graph: Graph) -> list[tuple[Layer, int, str]]:
+    """(masked layer, input slot, reason) for every input that would reach a masked layer as fp16."""
+    bad = []
+    for ly in graph.layers:
+        if not is_masked(ly):
+            continue
+        for i, name in enumerate(ly.inputs):
+            if not blob_is_fp32(graph, name):
+                bad.append((ly, i, f"producer {graph.blobs[name].producer.name} stores fp16"))
+            elif len(graph.blobs[name].consumers) > 1 and not split_masked(graph, name):
+                bad.append((ly, i, f"the Split of {name} is unmasked"))
+    return bad
+
+
+def split_masked(graph: Graph, blob: str) -> bool:
+    rec = graph.splits.get(blob)
+    if rec is None or not _same_consumers(graph, rec, blob):
+        return False
+    return any(t.startswith("31=") and int(t[3:], 0) & NO_FP16_STORAGE for t in rec.params)
+
+
+def _same_consumers(graph: Graph, rec: SplitRecord, blob: str) -> bool:
+    slots = consumer_slots(graph, blob)
+    return (None not in rec.slots and len(rec.slots) == len(slots)
+            and {(id(c), i) for c, i in rec.slots} == {(id(c), i) for c, i in slots})
+
+
+def mask_split(graph: Graph, blob: str, bits: int = SPLIT_MASK) -> None:
+    """Make the Split ncnnpass regenerates for ``blob`` carry ``31=bits`` (kept while its consumers stay)."""
+    slots = consumer_slots(graph, blob)
+    rec = graph.splits.get(blob)
+    if rec is None or not _same_consumers(graph, rec, blob):
+        name = graph.unique_layer_name(f"{blob}_split_fp32")
+        tops = [graph.unique_blob_name(f"{blob}_fp32_{k}") for k in range(len(slots))]
+        rec = SplitRecord(name, tops, list(slots), [])
+    params = [t for t in rec.params if not t.startswith("31=")]
+    old = next((int(t[3:], 0) for t in rec.params if t.startswith("31=")), 0)
+    graph.splits[blob] = SplitRecord(rec.layer_name, list(rec.top_names), list(rec.slots),
+                                     params + [f"31={old | bits}"])
+
+
+def make_featmask_safe(graph: Graph) -> SafetyEdits:
+    """Insert cast boundaries and mask Splits so that every masked layer reads fp32 blobs on ARM.
+
+    Idempotent; layers already masked stay masked and no layer is unmasked. Run it after the last edit
+    that changes which layers read a blob (a Split mask is dropped when its consumers change).
+    """
+    edits = SafetyEdits()
+    for blob in list(graph.blobs):
+        b = graph.blobs[blob]
+        masked_readers = [c for c in dict.fromkeys(b.consumers) if is_masked(c)]
+        if not masked_readers:
+            continue
+        if not blob_is_fp32(graph, blob):
+            src = blob
+            out = graph.unique_blob_name(f"{blob}_fp32")
+            after = b.producer
+            boundary = graph.add_layer(BOUNDARY_TYPE, graph.unique_layer_name(f"{blob}_to_fp32"),
+                                       inputs=[src], outputs=[out], after=after)
+            for c in masked_readers:
+                c.inputs = [out if n == src else n for n in c.inputs]
+            edits.boundaries.append(boundary.name)
+            blob = out
+        if len(graph.blobs[blob].consumers) > 1 and not split_masked(graph, blob):
+            mask_split(graph, blob)
+            edits.masked_splits.append(blob)
+    return edits
+
+
+def featmask_safe_closure(graph: Graph, layers) -> set[str]:
+    """Layers to mask so that masking ``layers`` needs no cast boundary: ``layers`` plus every producer
+    that stores fp16 upstream of them, up to the net input. Shown for comparison with the boundary
+    route; it usually masks far more (every ancestor)."""
+    todo = [graph.layer(n) if isinstance(n, str) else n for n in layers]
+    out: set[str] = set()
+    while todo:
+        ly = todo.pop()
+        if ly.name in out or ly.type == "Input":
+            continue
+        out.add(ly.name)
+        for name in ly.inputs:
+            p = graph.blobs[name].producer
+            if p is not None and p.type != "Input" and not _is_boundary(p):
+                todo.append(p)
+    return out
