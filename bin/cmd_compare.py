@@ -61,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-lines", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="also render N text lines (default 8) and compare the decoded strings and confidences of "
                         "ncnn (x86, the --target, and after --fix) with onnxruntime's")
+    p.add_argument("--repair", type=float, nargs="?", const=1e-3, metavar="TOL",
+                   help="with --text-lines and --target arm: also repair the model for the phone (the fewest layers "
+                        "kept fp32 for max |ncnn - onnxruntime| <= TOL on seeded inputs, default 1e-3; minutes "
+                        "emulated) and decode the lines with it")
     p.add_argument("--dict", metavar="FILE", help="with --text-lines: the recognizer's dictionary (default: the ONNX "
                    "metadata 'character'); without one, strings are class-id sequences")
     p.set_defaults(func=run)
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise NcnnpassError("-o/--output writes the fixed model: it needs --fix")
     if args.dict is not None:
         require_file(args.dict, "dictionary")
+    if args.repair is not None and not (args.text_lines and args.target.startswith("arm")):
+        raise NcnnpassError("--repair needs --text-lines and --target arm (or arm-a57)")
     if args.text_lines < 0 or args.workers < 1:
         raise NcnnpassError("--text-lines and --workers take a positive number")
     shape = parse_shape(args.shape) if args.shape else None
@@ -152,6 +158,17 @@ def _text_lines(args: argparse.Namespace, report, progress):
     fixed = getattr(report.fixed, "graph", None) if report.fixed is not None else None
     if fixed is not None:
         models.append(LineModel(f"{args.target} after --fix", fixed, args.target))
+    notes = []
+    if args.repair is not None:
+        from ncnnpass.passes.precision import repair_for_phone
+
+        progress(f"repairing for the phone (tolerance {args.repair:g}) on {args.target}")
+        res = repair_for_phone(graph, shape, tolerance=args.repair, target=args.target, reference=args.onnx,
+                               workers=args.workers, progress=progress)
+        notes.append("phone repair: " + res.summary())
+        models.append(LineModel(f"{args.target} after repair", res.graph, args.target))
     dictionary = read_dictionary(args.dict) if args.dict else None
-    return text_lines(args.onnx, models, args.text_lines, shape=shape, seed=args.seed, dictionary=dictionary,
-                      workers=args.workers, progress=progress)
+    rep = text_lines(args.onnx, models, args.text_lines, shape=shape, seed=args.seed, dictionary=dictionary,
+                     workers=args.workers, progress=progress)
+    rep.notes.extend(notes)
+    return rep

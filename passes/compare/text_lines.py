@@ -179,6 +179,7 @@ class TextLinesReport:
     reference: list[tuple[str, float]]  # onnxruntime: (decoded, confidence) per line
     targets: list[TargetLines] = field(default_factory=list)
     dictionary: bool = True  # False: strings are class-id sequences
+    notes: list[str] = field(default_factory=list)  # e.g. what the phone repair did
 
     @property
     def reference_accuracy(self) -> float:
@@ -188,7 +189,7 @@ class TextLinesReport:
     def to_dict(self) -> dict:
         return {"lines": len(self.texts), "shape": list(self.shape), "seed": self.seed, "texts": self.texts,
                 "dictionary": self.dictionary, "onnxruntime": [{"text": t, "confidence": c} for t, c in self.reference],
-                "onnxruntime_reads_rendered_text": self.reference_accuracy,
+                "onnxruntime_reads_rendered_text": self.reference_accuracy, "notes": self.notes,
                 "targets": [t.to_dict() for t in self.targets]}
 
     def render(self) -> list[str]:
@@ -202,6 +203,7 @@ class TextLinesReport:
                        f"max |prob diff| {t.max_abs:.2e}  ({t.seconds:.0f}s)")
             for i, a, b in t.differences(3):
                 out.append(f"      line {i}: onnxruntime {a!r} vs ncnn {b!r}")
+        out += [f"  {n}" for n in self.notes]
         return out
 
 
