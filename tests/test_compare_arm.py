@@ -142,5 +142,8 @@ def test_v3_rec_on_the_emulated_phone(tmp_path: Path) -> None:
     assert "run --pipeline repair --target arm" in text
     data = json.loads(json.dumps(rep.to_dict()))
     assert data["target"] == "arm" and data["fp16_split"]["final_max_abs"]["fp32"] < 1e-4
+    # convert's phone rows: the same input on the phone, outputs only, must give the same default error
+    rows = phone_rows(Graph.load(param, bin), onnx, rep.input.array, "arm", ("default",))
+    assert rows["rows"]["default"]["max_abs"] == pytest.approx(d.final_max_abs, abs=1e-5)
     plot_png(rep, str(tmp_path / "arm.png"))
     assert (tmp_path / "arm.png").read_bytes()[:4] == b"\x89PNG"
