@@ -9,7 +9,7 @@ import time
 
 from ncnnpass.ir.errors import NcnnpassError
 
-from .common import default_bin, parse_shape, require_file
+from .common import add_target_option, default_bin, parse_shape, require_file
 
 EXIT_TOLERANCE = 3
 
@@ -23,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "option sets to attribute the loss, and names the ncnnpass passes that fix it (--fix applies "
                     "them and compares again). Progress goes to stderr.",
         epilog="exit status: 0 done, 1 error, 3 --max-error exceeded. Option sets: default, fp32 (fp16 "
-               "storage/packed/arithmetic off), no-packing, no-sgemm-winograd, bf16, all (the default), or your own "
-               "as NAME:field=value,field=value (ncnn.Option fields).")
+               "storage/packed/arithmetic off), fp16-storage (fp16 arithmetic off), no-packing, no-sgemm-winograd, "
+               "bf16, all (the default: every set on x86; default, fp16-storage and fp32 on --target arm, where one "
+               "fp16 inference is emulated in ~13 s), or your own as NAME:field=value,field=value (ncnn.Option "
+               "fields). On the phone the advice points to 'ncnnpass run --pipeline repair --target arm'.")
     p.add_argument("onnx", help="the ONNX model (the reference)")
     p.add_argument("param", help="the ncnn .param")
     p.add_argument("bin", nargs="?", help="the ncnn .bin (default: next to the .param)")
@@ -53,6 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exit with status 3 when the final max abs error under default options (after --fix, if "
                         "given) exceeds TOL")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_target_option(p, default="x86")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="worker processes for the isolated runs and the text lines on a worker target (default 2)")
+    p.add_argument("--text-lines", type=int, nargs="?", const=8, default=0, metavar="N",
+                   help="also render N text lines (default 8) and compare the decoded strings and confidences of "
+                        "ncnn (x86, the --target, and after --fix) with onnxruntime's")
+    p.add_argument("--repair", type=float, nargs="?", const=1e-3, metavar="TOL",
+                   help="with --text-lines and --target arm: also repair the model for the phone (the fewest layers "
+                        "kept fp32 for max |ncnn - onnxruntime| <= TOL on seeded inputs, default 1e-3; minutes "
+                        "emulated) and decode the lines with it")
+    p.add_argument("--dict", metavar="FILE", help="with --text-lines: the recognizer's dictionary (default: the ONNX "
+                   "metadata 'character'); without one, strings are class-id sequences")
     p.set_defaults(func=run)
 
 
@@ -73,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
         require_file(args.input, "input")
     if args.output and not args.fix:
         raise NcnnpassError("-o/--output writes the fixed model: it needs --fix")
+    if args.dict is not None:
+        require_file(args.dict, "dictionary")
+    if args.repair is not None and not (args.text_lines and args.target.startswith("arm")):
+        raise NcnnpassError("--repair needs --text-lines and --target arm (or arm-a57)")
+    if args.text_lines < 0 or args.workers < 1:
+        raise NcnnpassError("--text-lines and --workers take a positive number")
     shape = parse_shape(args.shape) if args.shape else None
     start = time.perf_counter()
 
@@ -84,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     report = compare_models(args.onnx, args.param, bin, input=args.input, shape=shape, seed=args.seed,
                             options=args.options, isolated=not args.no_isolated, fix=args.fix,
                             thresholds=thresholds, num_threads=args.threads, keep_tensors=bool(args.save),
-                            progress=progress)
+                            progress=progress, target=args.target, workers=args.workers)
+    if args.text_lines:
+        report.text_lines = _text_lines(args, report, progress)
     if args.json == "-":
         import json
 
@@ -109,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.output:
         progress("nothing was fixed: no model written")
     progress(f"done in {time.perf_counter() - start:.1f}s")
+    if report.text_lines is not None and args.json != "-":
+        sys.stdout.write("\n" + "\n".join(report.text_lines.render()) + "\n")
     if args.max_error is not None:
         final = (report.fixed or report).default.final_max_abs
         if final > args.max_error:
@@ -116,3 +140,35 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_TOLERANCE
     return 0
+
+
+def _text_lines(args: argparse.Namespace, report, progress):
+    """Decoded strings on rendered lines: the original model on x86 and on --target, the fixed one on --target."""
+    from ncnnpass.ir import Graph
+    from ncnnpass.passes.compare.text_lines import LineModel, text_lines
+    from ncnnpass.passes.paddle.ctc_decode import read_dictionary
+
+    shape = tuple(int(d) for d in report.input.array.shape[1:])
+    if len(shape) != 3:
+        raise NcnnpassError(f"--text-lines needs an image model (C,H,W input), not {shape}")
+    graph = getattr(report, "graph", None) or Graph.load(report.param, report.bin)
+    models = [LineModel("x86", graph, "x86")]
+    if args.target != "x86":
+        models.append(LineModel(args.target, graph, args.target))
+    fixed = getattr(report.fixed, "graph", None) if report.fixed is not None else None
+    if fixed is not None:
+        models.append(LineModel(f"{args.target} after --fix", fixed, args.target))
+    notes = []
+    if args.repair is not None:
+        from ncnnpass.passes.precision import repair_for_phone
+
+        progress(f"repairing for the phone (tolerance {args.repair:g}) on {args.target}")
+        res = repair_for_phone(graph, shape, tolerance=args.repair, target=args.target, reference=args.onnx,
+                               workers=args.workers, progress=progress)
+        notes.append("phone repair: " + res.summary())
+        models.append(LineModel(f"{args.target} after repair", res.graph, args.target))
+    dictionary = read_dictionary(args.dict) if args.dict else None
+    rep = text_lines(args.onnx, models, args.text_lines, shape=shape, seed=args.seed, dictionary=dictionary,
+                     workers=args.workers, progress=progress)
+    rep.notes.extend(notes)
+    return rep

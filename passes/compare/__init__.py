@@ -11,13 +11,16 @@ from .core import ModelMismatchError, compare_graph, compare_models
 from .inputs import InputError, PreparedInput, prepare_input
 from .mapping import BlobMapping, Layout, MappingResult, candidate_layouts, map_blobs
 from .metrics import Metrics, compute_metrics
-from .ncnn_side import DEFAULT_SWEEP, NcnnModel, NcnnRunError, OptionSet, parse_option_sets
+from .ncnn_side import DEFAULT_SWEEP, PHONE_SWEEP, NcnnModel, NcnnRunError, OptionSet, parse_option_sets
+from .phone_rows import phone_rows
 from .reference import OnnxModelError, OnnxReference
 from .report import AdviceItem, Attribution, CompareReport, LayerRow, OptionRun, RecCheck
+from .text_lines import LineModel, TextLinesReport, text_lines
 
 __all__ = [
     "AdviceItem", "Attribution", "BlobMapping", "CompareReport", "DEFAULT_SWEEP", "InputError", "LayerRow",
-    "Layout", "MappingResult", "Metrics", "ModelMismatchError", "NcnnModel", "NcnnRunError", "OnnxModelError",
-    "OnnxReference", "OptionRun", "OptionSet", "PreparedInput", "RecCheck", "candidate_layouts", "compare_graph",
-    "compare_models", "compute_metrics", "map_blobs", "parse_option_sets", "prepare_input",
+    "LineModel", "Layout", "MappingResult", "Metrics", "ModelMismatchError", "NcnnModel", "NcnnRunError",
+    "OnnxModelError", "OnnxReference", "OptionRun", "OptionSet", "PHONE_SWEEP", "PreparedInput", "RecCheck",
+    "TextLinesReport", "candidate_layouts", "compare_graph", "compare_models", "compute_metrics", "map_blobs",
+    "parse_option_sets", "phone_rows", "prepare_input", "text_lines",
 ]

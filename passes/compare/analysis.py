@@ -266,9 +266,15 @@ def summarize(report_default: OptionRun, att: Attribution, runs: dict[str, Optio
     return lines
 
 
-def advise(graph: Graph, att: Attribution, runs: dict[str, OptionRun]) -> list[AdviceItem]:
-    """The ncnnpass passes (or runtime options) that address what was found."""
+def advise(graph: Graph, att: Attribution, runs: dict[str, OptionRun], target: str = "x86") -> list[AdviceItem]:
+    """The ncnnpass passes (or runtime options) that address what was found (on ``target``)."""
     items: list[AdviceItem] = []
+    if target.startswith("arm") and runs["default"].divergent:
+        items.append(AdviceItem(
+            "repair-for-phone", [],
+            "on a phone, per-layer fp32 masks (31=) must sit where ncnn's fp16/fp32 transitions are safe (a mask "
+            f"next to fp16 layers can crash ncnn on ARM): ncnnpass run --pipeline repair --target {target} "
+            "searches them and proves them on this emulated CPU"))
     fields = list(att.fields)
     cause = att.cause
     if cause is not None and not fields:
@@ -288,7 +294,10 @@ def advise(graph: Graph, att: Attribution, runs: dict[str, OptionRun]) -> list[A
     bits = 0
     for f in fields:
         bits |= FIELD_FEATMASK.get(f, 0)
-    if remaining and bits:
+    phone = target.startswith("arm")
+    if remaining and bits and phone and items and items[0].action == "repair-for-phone":
+        items[0].layers = [c.layer for c in remaining]  # the repair search places these masks safely
+    elif remaining and bits:
         items.append(AdviceItem(
             "keep-fp32", [c.layer for c in remaining],
             f"keep these layers off the reduced-precision path with ncnn's per-layer feature mask 31={bits} "

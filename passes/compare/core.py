@@ -43,14 +43,17 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
                    input: str | os.PathLike | np.ndarray | None = None, shape: tuple[int, ...] | None = None,
                    seed: int = 0, options: Iterable[str | OptionSet] | None = None, isolated: bool = True,
                    fix: bool = False, thresholds: dict[str, float] | None = None, num_threads: int | None = 1,
-                   keep_tensors: bool = False, progress: Progress | None = None) -> CompareReport:
+                   keep_tensors: bool = False, progress: Progress | None = None, target: str | None = None,
+                   workers: int = 2) -> CompareReport:
     """Compare ``onnx_path`` with the ncnn model ``param``/``bin`` layer by layer.
 
     ``input``: ``None`` (seeded uniform [-1, 1]), a ``.npy`` path, an image path (PaddleOCR rec
     preprocessing) or an array. ``options``: option-set names (``default``, ``fp32``, ``no-packing``,
     ``no-sgemm-winograd``, ``bf16``, ``all``) or ``NAME:field=value,...``; default: all.
     With ``fix=True`` the advice is applied to a copy of the graph and the comparison is repeated
-    (``report.fixed``). ``keep_tensors`` keeps every tensor for :func:`save_npz`.
+    (``report.fixed``). ``keep_tensors`` keeps every tensor for :func:`save_npz`. ``target``: where ncnn
+    runs (``x86``, ``isolated``, ``arm`` = the emulated phone, whose sweep is default/fp16-storage/fp32);
+    ``workers``: parallel workers for the isolated runs on a worker target.
     """
     say = progress or _noop
     t0 = time.perf_counter()
@@ -73,14 +76,19 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     ref_vals = ref.run(feeds)
     reference_check = ref.check_optimized(feeds, ref_vals)
     t2 = time.perf_counter()
-    option_sets = _option_sets(options)
+    option_sets = _option_sets(options, target)
     report = compare_graph(ref, ref_vals, graph, prepared, option_sets, isolated=isolated, thresholds=thresholds,
                            num_threads=num_threads, keep_tensors=keep_tensors, progress=say,
-                           onnx_path=onnx_path, param=param, bin=bin)
+                           onnx_path=onnx_path, param=param, bin=bin, target=target, workers=workers)
     report.timings = {"load": t1 - t0, "onnxruntime": t2 - t1, **report.timings}
     report.reference_check = reference_check
     if fix:
         actionable = [a for a in report.advice if a.action in ("gap-fc-to-conv", "keep-fp32")]
+        if report.target.startswith("arm") and any(a.action == "keep-fp32" for a in actionable):
+            # masks next to fp16 layers crash or corrupt ncnn on ARM: the phone repair search places them
+            actionable = [a for a in actionable if a.action != "keep-fp32"]
+            report.fix_log.append("keep-fp32 not applied on the phone (unsafe fp16/fp32 boundaries crash ncnn on "
+                                  f"ARM): use ncnnpass run --pipeline repair --target {report.target}")
         if not actionable:
             report.fix_log.append("nothing to fix: no pass applies to what was found")
         else:
@@ -92,7 +100,7 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
             fixed = compare_graph(ref, ref_vals, fixed_graph, prepared, fix_sets, isolated=isolated,
                                   thresholds=thresholds, num_threads=num_threads, keep_tensors=keep_tensors,
                                   progress=say, onnx_path=onnx_path, param=param + " (fixed)", bin=bin,
-                                  prior=report.mapping)
+                                  prior=report.mapping, target=target, workers=workers)
             fixed.title = "after --fix"
             fixed.graph = fixed_graph  # type: ignore[attr-defined]
             report.fixed = fixed
@@ -103,11 +111,11 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     return report
 
 
-def _option_sets(options: Iterable[str | OptionSet] | None) -> list[OptionSet]:
+def _option_sets(options: Iterable[str | OptionSet] | None, target: str | None = None) -> list[OptionSet]:
     """Option sets from names/specs and/or OptionSet objects; ``default`` always first."""
     items = list(options or [])
     specs = [o for o in items if isinstance(o, str)]
-    sets = parse_option_sets(specs) if specs or not items else []
+    sets = parse_option_sets(specs, target) if specs or not items else []
     for o in items:
         if isinstance(o, OptionSet) and all(s.name != o.name for s in sets):
             sets.append(o)
@@ -146,7 +154,7 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
                   option_sets: list[OptionSet], *, isolated: bool = True, thresholds: dict[str, float] | None = None,
                   num_threads: int | None = 1, keep_tensors: bool = False, progress: Progress | None = None,
                   onnx_path: str = "", param: str = "", bin: str | None = None,
-                  prior: MappingResult | None = None) -> CompareReport:
+                  prior: MappingResult | None = None, target: str | None = None, workers: int = 2) -> CompareReport:
     """Compare an in-memory graph against precomputed onnxruntime tensors.
 
     Blobs are mapped on a full-precision run, or, with ``prior`` (the mapping of the graph this one was
@@ -155,8 +163,21 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
     """
     say = progress or _noop
     th = {**analysis.THRESHOLDS, **(thresholds or {})}
+    model = NcnnModel(graph, num_threads=num_threads, target=target, workers=workers)
+    try:
+        report = _compare_on(model, ref, ref_vals, graph, prepared, option_sets, isolated, th, keep_tensors, say,
+                             onnx_path, param, bin, prior)
+    finally:
+        model.close()
+    report.target = model.target
+    return report
+
+
+def _compare_on(model: NcnnModel, ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Graph,
+                prepared: PreparedInput, option_sets: list[OptionSet], isolated: bool, th: dict[str, float],
+                keep_tensors: bool, say: Progress, onnx_path: str, param: str, bin: str | None,
+                prior: MappingResult | None) -> CompareReport:
     timings: dict[str, float] = {}
-    model = NcnnModel(graph, num_threads=num_threads)
     in_blob = graph.inputs[0]
     x = prepared.array[0] if prepared.array.shape[0] == 1 else prepared.array
     feeds = {in_blob: x}
@@ -232,7 +253,7 @@ def compare_graph(ref: OnnxReference, ref_vals: dict[str, np.ndarray], graph: Gr
     if att.cause and isolated:
         att.fields = _refine_fields(model, runs[att.cause].option, att, iso_layers, ref_in_ncnn, runs["default"], th)
     att.summary = analysis.summarize(runs["default"], att, runs)
-    advice = analysis.advise(graph, att, runs)
+    advice = analysis.advise(graph, att, runs, model.target)
     report = CompareReport(onnx_path, param, bin, prepared, mapping, runs, att, advice, timings, thresholds=th)
     report.tensors = {"ncnn": all_values} if keep_tensors else {}  # type: ignore[attr-defined]
     report.graph = graph  # type: ignore[attr-defined]
@@ -257,10 +278,10 @@ def _constant_blob(graph: Graph, blob: str) -> bool:
 
 
 def _isolated(model: NcnnModel, net, layers, ref_in_ncnn: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each layer run alone, fed the onnxruntime tensors of its inputs."""
+    """Each layer run alone, fed the onnxruntime tensors of its inputs (batched on a worker target)."""
     out: dict[str, np.ndarray] = {}
-    for ly in layers:
-        res = model.run_layer(net, {b: ref_in_ncnn[b] for b in ly.inputs if b in ref_in_ncnn}, ly.outputs)
+    jobs = [({b: ref_in_ncnn[b] for b in ly.inputs if b in ref_in_ncnn}, ly.outputs) for ly in layers]
+    for res in model.run_layers(net, jobs):
         if res:
             out.update(res)
     return out
@@ -292,7 +313,9 @@ def _refine_fields(model: NcnnModel, cause: OptionSet, att: Attribution, iso_lay
     if not layers:
         return [k for k, _ in changed]
     rows = {r.layer: r for r in default.rows if r.layer in carriers}
-    probe = NcnnModel(probe_graph(model.graph, [ly.name for ly in layers]), num_threads=model.num_threads)
+    probe = NcnnModel(probe_graph(model.graph, [ly.name for ly in layers]), num_threads=model.num_threads,
+                      target=model.target, workers=model.workers)
+    probe.share_sessions(model)
     found = []
     for k, v in changed:
         net = probe.load(OptionSet(f"only-{k}", ((k, v),)))

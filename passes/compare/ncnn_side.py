@@ -3,11 +3,16 @@ fed with given tensors (``Extractor.input`` accepts any blob name).
 
 Options are set before loading; light mode is off so that every blob survives and in-place layers run
 out of place; fed tensors are cloned into ncnn-owned Mats.
+
+``target`` (:mod:`ncnnpass.ir.targets`) picks where ncnn runs: ``x86`` in this process, or a worker
+(``isolated``, ``arm`` = the emulated phone). On a worker one load serves every run of an option set, and
+the isolated per-layer runs are split over ``workers`` parallel workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,19 +20,37 @@ import numpy as np
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import RuntimeBridgeError
 from ncnnpass.ir.runtime import OPTION_PRESETS, make_options
+from ncnnpass.ir.targets import Target, normalize_target, open_target
 
-__all__ = ["OptionSet", "parse_option_sets", "DEFAULT_SWEEP", "NcnnModel", "NcnnRunError"]
+__all__ = ["OptionSet", "parse_option_sets", "DEFAULT_SWEEP", "PHONE_SWEEP", "sweep_for", "NcnnModel",
+           "NcnnRunError"]
 
 # The sweep of issue 4: ncnn's defaults, then one family of reduced-precision or layout paths at a time.
 DEFAULT_SWEEP = ("default", "fp32", "no-packing", "no-sgemm-winograd", "bf16")
+# On the emulated phone one fp16 inference of a PP-OCR recognizer costs ~13 s: the sweep there is the
+# three sets that split the fp16 loss into storage and arithmetic (default - fp16-storage = arithmetic,
+# fp16-storage - fp32 = storage); the layout sets can still be asked for by name.
+PHONE_SWEEP = ("default", "fp16-storage", "fp32")
+
+# Sets of this module on top of the runtime's presets.
+EXTRA_PRESETS: dict[str, dict[str, bool]] = {"fp16-storage": {"use_fp16_arithmetic": False}}
+PRESETS: dict[str, dict[str, bool]] = {**OPTION_PRESETS, **EXTRA_PRESETS}
+#: isolated single-layer runs that may crash a worker (it restarts) before the comparison gives up
+MAX_WORKER_CRASHES = 3
 
 DESCRIPTIONS = {
     "default": "ncnn defaults",
     "fp32": "fp16 storage/packed/arithmetic off",
+    "fp16-storage": "fp16 storage on, fp16 arithmetic off",
     "no-packing": "packing layout off",
     "no-sgemm-winograd": "sgemm and winograd convolution off",
     "bf16": "bf16 storage/packed on",
 }
+
+
+def sweep_for(target: str | None) -> tuple[str, ...]:
+    """The option sets ``all`` means on ``target``: :data:`PHONE_SWEEP` on ARM, :data:`DEFAULT_SWEEP` on x86."""
+    return PHONE_SWEEP if normalize_target(target or "x86").startswith("arm") else DEFAULT_SWEEP
 
 
 class NcnnRunError(RuntimeBridgeError):
@@ -47,16 +70,16 @@ class OptionSet:
 
     @property
     def description(self) -> str:
-        if self.name in DESCRIPTIONS and self.dict == OPTION_PRESETS.get(self.name):
+        if self.name in DESCRIPTIONS and self.dict == PRESETS.get(self.name):
             return DESCRIPTIONS[self.name]
         return ", ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in self.fields) or "ncnn defaults"
 
     @classmethod
     def preset(cls, name: str) -> OptionSet:
-        if name not in OPTION_PRESETS:
-            raise RuntimeBridgeError(f"unknown option set {name!r} (one of {', '.join(OPTION_PRESETS)}, "
+        if name not in PRESETS:
+            raise RuntimeBridgeError(f"unknown option set {name!r} (one of {', '.join(PRESETS)}, "
                                      "or NAME:field=value,... for your own)")
-        return cls(name, tuple(OPTION_PRESETS[name].items()))
+        return cls(name, tuple(PRESETS[name].items()))
 
 
 def _parse_value(text: str) -> bool | int:
@@ -71,17 +94,17 @@ def _parse_value(text: str) -> bool | int:
         raise RuntimeBridgeError(f"bad option value {text!r}: use 0/1, true/false or an integer") from None
 
 
-def parse_option_sets(specs: Iterable[str] | None) -> list[OptionSet]:
+def parse_option_sets(specs: Iterable[str] | None, target: str | None = None) -> list[OptionSet]:
     """``["default", "fp32", "mine:use_fp16_storage=0,use_winograd_convolution=0", "all"]`` -> option sets.
 
-    ``all`` expands to the standard sweep; ``default`` is always included (first), since every
-    attribution is relative to it.
+    ``all`` (also what no spec means) expands to the sweep of ``target`` (:func:`sweep_for`); ``default``
+    is always included (first), since every attribution is relative to it.
     """
     out: list[OptionSet] = []
     for spec in specs or ["all"]:
         for item in _split_specs(spec):
             if item == "all":
-                out.extend(OptionSet.preset(n) for n in DEFAULT_SWEEP)
+                out.extend(OptionSet.preset(n) for n in sweep_for(target))
                 continue
             if ":" in item:
                 name, _, body = item.partition(":")
@@ -132,14 +155,41 @@ def ncnn_module():
     return ncnn
 
 
-class NcnnModel:
-    """A :class:`Graph` serialized once and loadable under many option sets."""
+class _Frozen:
+    """A graph serialized once, duck-typed for :meth:`Target.run_many` (no re-serializing per run)."""
 
-    def __init__(self, graph: Graph, num_threads: int | None = None) -> None:
+    def __init__(self, graph: Graph, param_text: str, bin_bytes: bytes | None) -> None:
+        self.inputs, self.outputs = list(graph.inputs), list(graph.outputs)
+        self._param, self._bin = param_text, bin_bytes or b""
+
+    def to_param_text(self) -> str:
+        return self._param
+
+    def to_bin_bytes(self) -> bytes:
+        return self._bin
+
+
+@dataclass(frozen=True)
+class RemoteNet:
+    """The handle :meth:`NcnnModel.load` returns on a worker target: the option fields to run under."""
+
+    fields: tuple[tuple[str, object], ...]
+
+
+class NcnnModel:
+    """A :class:`Graph` serialized once and loadable under many option sets, on ``target``
+    (``None``/``x86``: this process; else worker sessions, ``workers`` of them for isolated runs)."""
+
+    def __init__(self, graph: Graph, num_threads: int | None = None, target: str | None = None,
+                 workers: int = 2) -> None:
         self.graph = graph
         self.param_text = graph.to_param_text()
         self.bin_bytes = graph.to_bin_bytes()
         self.num_threads = num_threads
+        self.target = normalize_target(target or "x86")
+        self.workers = max(1, int(workers))
+        self._sessions: list[Target] = []
+        self._frozen = _Frozen(graph, self.param_text, self.bin_bytes)
         self.input_blobs = list(graph.inputs)
         # blobs in topological order: inputs first, then each layer's outputs
         order: list[str] = list(self.input_blobs)
@@ -151,10 +201,32 @@ class NcnnModel:
                     seen.add(b)
         self.blob_order = order
 
+    @property
+    def remote(self) -> bool:
+        return self.target != "x86"
+
+    def session(self, k: int = 0) -> Target:
+        """The ``k``-th worker session (opened on first use; closed by :meth:`close`)."""
+        while len(self._sessions) <= k:
+            self._sessions.append(open_target(self.target))
+        return self._sessions[k]
+
+    def share_sessions(self, other: NcnnModel) -> None:
+        """Reuse ``other``'s workers (same target): a probe or fixed graph need not start new emulators."""
+        if other.target == self.target:
+            self._sessions = other._sessions
+
+    def close(self) -> None:
+        for s in self._sessions:
+            s.close()
+        self._sessions = []
+
     def load(self, options: OptionSet | Mapping[str, object] | None = None):
+        fields = options.dict if isinstance(options, OptionSet) else dict(options or {})
+        if self.remote:
+            return RemoteNet(tuple(fields.items()))
         ncnn = ncnn_module()
         net = ncnn.Net()
-        fields = options.dict if isinstance(options, OptionSet) else dict(options or {})
         net.opt = make_options(fields, self.num_threads)
         if net.load_param_mem(self.param_text) != 0:
             raise NcnnpassRejected("ncnn rejected the .param text")
@@ -164,11 +236,25 @@ class NcnnModel:
             net.load_model(ncnn.DataReaderFromEmpty())
         return net
 
+    def _remote_run(self, net: RemoteNet, feeds: Mapping[str, np.ndarray], outputs: list[str], k: int = 0
+                    ) -> dict[str, np.ndarray]:
+        return self.session(k).run(self._frozen, dict(feeds), outputs, dict(net.fields),  # type: ignore[arg-type]
+                                   self.num_threads, light_mode=False)
+
     def run_all(self, net, feeds: Mapping[str, np.ndarray], blobs: Iterable[str] | None = None
                 ) -> dict[str, np.ndarray]:
         """Every blob (or the given ones) after one forward pass with light mode off."""
-        ncnn = ncnn_module()
         names = list(blobs) if blobs is not None else self.blob_order
+        if isinstance(net, RemoteNet):
+            wanted = [n for n in names if n not in feeds]
+            try:
+                got = self._remote_run(net, feeds, wanted)
+            except RuntimeBridgeError as exc:
+                raise NcnnRunError(f"ncnn on {self.target} failed: {exc}") from None
+            out = {n: np.array(feeds[n], dtype=np.float32, copy=True) for n in names if n in feeds}
+            out.update(got)
+            return {n: out[n] for n in names}
+        ncnn = ncnn_module()
         out: dict[str, np.ndarray] = {}
         with net.create_extractor() as ex:
             ex.set_light_mode(False)
@@ -190,6 +276,8 @@ class NcnnModel:
     def run_layer(self, net, layer_inputs: Mapping[str, np.ndarray], outputs: Iterable[str]
                   ) -> dict[str, np.ndarray] | None:
         """One layer fed the given input blobs; ``None`` if ncnn refuses (e.g. a shape it cannot take)."""
+        if isinstance(net, RemoteNet):
+            return self.run_layers(net, [(layer_inputs, list(outputs))])[0]
         ncnn = ncnn_module()
         out: dict[str, np.ndarray] = {}
         with net.create_extractor() as ex:
@@ -203,6 +291,43 @@ class NcnnModel:
                     return None
                 out[name] = np.array(mat, copy=True)
         return out
+
+    def run_layers(self, net, jobs: Sequence[tuple[Mapping[str, np.ndarray], Sequence[str]]]
+                   ) -> list[dict[str, np.ndarray] | None]:
+        """Many single-layer runs ``(inputs, outputs)``; on a worker target one load per worker serves them
+        all and the jobs are dealt round-robin to :attr:`workers` workers running in parallel."""
+        if not isinstance(net, RemoteNet):
+            return [self.run_layer(net, feeds, outs) for feeds, outs in jobs]
+        results: list[dict[str, np.ndarray] | None] = [None] * len(jobs)
+        errors: list[BaseException] = []
+        n = min(self.workers, max(1, len(jobs)))
+
+        def work(k: int) -> None:
+            crashes = 0
+            for i in range(k, len(jobs), n):
+                feeds, outs = jobs[i]
+                try:
+                    results[i] = self._remote_run(net, feeds, list(outs), k)
+                except RuntimeBridgeError as exc:
+                    # ncnn refused this layer alone (a shape it cannot take), or the worker died on it
+                    # (it restarts on the next request); a worker that keeps dying stops the comparison
+                    results[i] = None
+                    if str(exc).startswith("ncnn worker ("):
+                        crashes += 1
+                        if crashes > MAX_WORKER_CRASHES:
+                            errors.append(exc)
+                            return
+
+        for k in range(n):  # start the sessions here, one after the other (provisioning is not parallel)
+            self.session(k)
+        threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise NcnnRunError(f"isolated runs on {self.target}: {errors[0]}")
+        return results
 
 
 class NcnnpassRejected(NcnnRunError):

@@ -133,6 +133,10 @@ def plot_png(report: CompareReport, path: str) -> None:
     axes[1].set_xticklabels([f"{base.rows[i].layer}" for i in ticks], rotation=70, ha="right", fontsize=7)
     axes[1].set_xlabel("layer (topological order)")
     title = f"{os.path.basename(report.onnx)} vs {os.path.basename(report.param)} - input {report.input.source}"
+    if report.target != "x86":
+        from ncnnpass.ir.targets import describe_target
+
+        title += f" - ncnn on {describe_target(report.target)}"
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+from ncnnpass.ir.targets import describe_target
+
 from .report import CompareReport, LayerRow, OptionRun
 
 __all__ = ["render_text"]
@@ -150,6 +152,8 @@ def _render_one(report: CompareReport, brief: bool, header: bool = True) -> list
     lines: list[str] = []
     mp = report.mapping
     if header:
+        if report.target != "x86":
+            lines.append(f"ncnn runs on: {describe_target(report.target)}")
         lines.append(f"onnx:  {report.onnx}")
         lines.append(f"ncnn:  {report.param}" + (f"  +  {os.path.basename(report.bin)}" if report.bin else ""))
         lines.append(f"input: {report.input.source}, {_shape(report.input.array.shape)}"
@@ -188,6 +192,9 @@ def _render_one(report: CompareReport, brief: bool, header: bool = True) -> list
     if len(report.runs) > 1:
         lines += ["", "option sweep (final output vs onnxruntime):"]
         lines += ["  " + ln for ln in sweep_table(report)]
+    split = report.fp16_split
+    if split is not None:
+        lines += [""] + split_lines(split)
     if att.summary:
         lines += ["", "findings:"]
         lines += [f"  - {s}" for s in att.summary]
@@ -200,6 +207,24 @@ def _render_one(report: CompareReport, brief: bool, header: bool = True) -> list
                 and header:
             lines.append("  (run again with --fix to apply them and compare the result)")
     return lines
+
+
+def split_lines(split: dict) -> list[str]:
+    """The fp16 storage vs arithmetic attribution (:func:`ncnnpass.passes.compare.report.fp16_split`)."""
+    fin = split["final_max_abs"]
+    c = split["layer_counts"]
+    out = ["fp16 loss, storage vs arithmetic (final max abs vs onnxruntime):",
+           f"  fp32 {_e(fin['fp32'])} -> fp16 storage {_e(fin['fp16-storage'])} (storage adds {_e(split['storage'])})"
+           f" -> fp16 storage + arithmetic {_e(fin['default'])} (arithmetic adds {_e(split['arithmetic'])})",
+           f"  divergent layers: {c['storage']} from storage, {c['arithmetic']} from arithmetic, "
+           f"{c['neither']} from neither"]
+    worst = sorted((x for x in split["layers"] if x["isolated_scaled"]["default"] is not None),
+                   key=lambda x: -x["isolated_scaled"]["default"])[:6]
+    for x in worst:
+        iso = x["isolated_scaled"]
+        out.append(f"    {x['layer']} ({x['type']}): iso/range {_e(iso['default'])} default, "
+                   f"{_e(iso['fp16-storage'])} storage only, {_e(iso['fp32'])} fp32 -> {x['cause']}")
+    return out
 
 
 def rows_by_blob(run: OptionRun) -> dict[str, LayerRow]:

@@ -10,7 +10,7 @@ from .mapping import MappingResult
 from .metrics import Metrics
 from .ncnn_side import OptionSet
 
-__all__ = ["LayerRow", "RecCheck", "OptionRun", "Carrier", "Attribution", "AdviceItem", "CompareReport"]
+__all__ = ["LayerRow", "RecCheck", "OptionRun", "Carrier", "Attribution", "AdviceItem", "CompareReport", "fp16_split"]
 
 
 def _num(v: float | None) -> float | None:
@@ -202,6 +202,14 @@ class CompareReport:
     thresholds: dict[str, float] = field(default_factory=dict)
     # max |optimized onnxruntime session - the all-tensors, optimizations-off run| on the outputs
     reference_check: float | None = None
+    target: str = "x86"  # where ncnn ran (ncnnpass.ir.targets)
+    # decoded strings on rendered text lines (text_lines.TextLinesReport), when asked for
+    text_lines: object | None = None
+
+    @property
+    def fp16_split(self) -> dict | None:
+        """The fp16 loss split into storage and arithmetic (needs the default, fp16-storage and fp32 runs)."""
+        return fp16_split(self.runs, self.thresholds)
 
     @property
     def default(self) -> OptionRun:
@@ -227,5 +235,37 @@ class CompareReport:
             "advice": [a.to_dict() for a in self.advice],
             "fix_log": self.fix_log,
             "fixed": self.fixed.to_dict() if self.fixed else None,
-            "timings": self.timings,
+            "timings": self.timings, "target": self.target, "fp16_split": self.fp16_split,
+            "text_lines": self.text_lines.to_dict() if self.text_lines is not None else None,  # type: ignore[attr-defined]
         }
+
+
+def _iso(row: LayerRow | None) -> float | None:
+    return row.iso.scaled if row is not None and row.iso is not None else None
+
+
+def fp16_split(runs: dict[str, OptionRun], thresholds: dict[str, float] | None = None) -> dict | None:
+    """Attribute the fp16 loss to storage or arithmetic from three runs: ``default`` (both), ``fp16-storage``
+    (storage only) and ``fp32`` (neither). Final output: arithmetic = default - fp16-storage, storage =
+    fp16-storage - fp32 (errors do not add exactly: the split is indicative). Per divergent layer (isolated
+    error): *arithmetic* when turning fp16 arithmetic off removes it, *storage* when only fp32 does."""
+    d, s, f = runs.get("default"), runs.get("fp16-storage"), runs.get("fp32")
+    if d is None or s is None or f is None or not s.isolated_done:
+        return None
+    th = {"divergence": 1e-5, "fix_factor": 10.0, **(thresholds or {})}
+
+    def removes(before: float | None, after: float | None) -> bool:
+        return (before is not None and after is not None
+                and (after <= th["divergence"] or after * th["fix_factor"] <= before))
+
+    layers = []
+    for r in d.divergent:
+        a, b, c = _iso(r), _iso(s.row(r.blob)), _iso(f.row(r.blob))
+        cause = "arithmetic" if removes(a, b) else "storage" if removes(a, c) else "neither"
+        layers.append({"layer": r.layer, "type": r.layer_type, "blob": r.blob, "cause": cause,
+                       "isolated_scaled": {"default": _num(a), "fp16-storage": _num(b), "fp32": _num(c)}})
+    total, storage, floor = d.final_max_abs, s.final_max_abs, f.final_max_abs
+    counts = {k: sum(x["cause"] == k for x in layers) for k in ("storage", "arithmetic", "neither")}
+    return {"final_max_abs": {"default": _num(total), "fp16-storage": _num(storage), "fp32": _num(floor)},
+            "storage": _num(max(storage - floor, 0.0)), "arithmetic": _num(max(total - storage, 0.0)),
+            "layer_counts": counts, "layers": layers}

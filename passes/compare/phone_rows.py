@@ -1,0 +1,61 @@
+"""``phone_rows``: the rows ``ncnnpass convert``'s before/after table gains for the phone.
+
+The model's outputs on an emulated ARM target under the phone sweep (ncnn defaults = fp16 storage +
+arithmetic, fp16 storage only, fp32), each against onnxruntime on the same input.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ncnnpass.ir import Graph
+from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.ir.targets import describe_target, normalize_target, open_target
+
+from .ncnn_side import PHONE_SWEEP, PRESETS
+
+__all__ = ["phone_rows"]
+
+
+def _onnx_outputs(onnx_path: str, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def phone_rows(graph: Graph, onnx_path: str | os.PathLike, x: np.ndarray, target: str = "arm",
+               options: Sequence[str] = PHONE_SWEEP) -> dict:
+    """Max |ncnn - onnxruntime| over the outputs of ``graph`` on ``target`` per option set, for input ``x``
+    (``1 x C x H x W`` or ``C x H x W``). Outputs are paired by position and compared by value count.
+
+    Returns ``{"target": "arm", "label": "arm cortex-a76 (emulated)", "rows": {"default": {"max_abs": ...,
+    "seconds": ...}, "fp16-storage": {...}, "fp32": {...}}}``."""
+    target = normalize_target(target)
+    x = np.asarray(x, dtype=np.float32)
+    batched = x if x.ndim == 4 else x[None]
+    refs = _onnx_outputs(os.fspath(onnx_path), batched)
+    if len(refs) < len(graph.outputs):
+        raise NcnnpassError(f"the ncnn model has {len(graph.outputs)} outputs, the ONNX model {len(refs)}")
+    rows: dict[str, dict] = {}
+    with open_target(target) as session:
+        for name in options:
+            if name not in PRESETS:
+                raise NcnnpassError(f"unknown option set {name!r} (one of {', '.join(PRESETS)})")
+            t0 = time.perf_counter()
+            got = session.run(graph, {graph.inputs[0]: batched[0]}, list(graph.outputs), dict(PRESETS[name]), 1)
+            worst = 0.0
+            for blob, ref in zip(graph.outputs, refs, strict=False):
+                out = got[blob]
+                if out.size != ref.size:
+                    raise NcnnpassError(f"ncnn output {blob!r} has {out.size} values, the ONNX output {ref.size}")
+                worst = max(worst, float(np.abs(out.reshape(ref.shape) - ref).max()))
+            rows[name] = {"max_abs": worst, "seconds": time.perf_counter() - t0}
+    return {"target": target, "label": describe_target(target), "rows": rows}
