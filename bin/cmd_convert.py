@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static-width", action="store_true",
                    help="bake --shape into the model (default: a model that runs at any width, and for "
                         "detectors any height, when the ONNX input dims are dynamic)")
+    p.add_argument("--target", choices=("x86", "arm", "arm-a76", "arm-a57"), default="x86",
+                   help="arm / arm-a76 / arm-a57: the table gains rows measured on the emulated phone "
+                        "(about 30 s more; for the phone repair itself run `ncnnpass run --pipeline repair "
+                        "--target arm`)")
     p.set_defaults(func=run)
 
 
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
                      tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
+                     phone_target=None if args.target == "x86" else args.target,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     for warning in result.warnings:
         print(f"ncnnpass convert: warning: {warning}", file=sys.stderr)

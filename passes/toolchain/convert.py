@@ -226,9 +226,19 @@ def _write_report(out: Path, onnx_path: Path, param: Path, bin: Path, shape: tup
     stage.outputs.append(str(rep_png))
 
 
+def _phone_figures(before: Graph, after: Graph, onnx_path: Path, x: np.ndarray, target: str) -> dict:
+    """max |ncnn - onnxruntime| of both models on the emulated phone, default and fp32 options."""
+    from ncnnpass.passes.compare.phone_rows import phone_rows
+
+    rows = {k: phone_rows(g, onnx_path, x, target=target, options=("default", "fp32"))
+            for k, g in (("before", before), ("after", after))}
+    return {"target": rows["after"]["target"], "label": rows["after"]["label"],
+            **{k: {opt: r["max_abs"] for opt, r in v["rows"].items()} for k, v in rows.items()}}
+
+
 def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
             pipeline: str = "repair", fp16_weights: bool = False, tolerance: float | None = None,
-            report: bool = True, seed: int = 0, dynamic_width: bool = True,
+            report: bool = True, seed: int = 0, dynamic_width: bool = True, phone_target: str | None = None,
             progress: Progress = lambda s: None) -> ConvertResult:
     """Run the whole chain; see the module docstring. ``tolerance`` bounds the fp32-options error
     (default 1e-4, or 2e-2 with ``fp16_weights``: fp16 weights alone cost 3.8e-4 on PP-OCRv3 rec and
@@ -237,7 +247,9 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     ``shape``: C,H,W to convert and verify at; default per model kind (rec 3×48×320, cls 3×48×192,
     det 3×640×640, or the ``inference.yml`` image shape). ``dynamic_width``: when the ONNX input has
     dynamic dims the model kind varies at inference (rec: W, det: H and W), ask pnnx for a model that
-    runs at any size and verify it at a second size too; False bakes ``shape`` in."""
+    runs at any size and verify it at a second size too; False bakes ``shape`` in. ``phone_target``
+    (``"arm"``, ``"arm-a57"``): also measure both models on the emulated phone under default and fp32
+    options (an optional stage: a failure there is a warning)."""
     from ncnnpass.passes import apply_passes
 
     from .inference_yml import read_model_info
@@ -296,6 +308,12 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
                            (str(after_param), str(after_bin)), pipeline, stages, figures, str(rep), tolerance,
                            kind=info.kind, model_name=info.name, shape=(c, h, w), second_shape=shape2,
                            warnings=warnings)
+    if phone_target:
+        with _stage(stages, f"phone rows ({phone_target}, emulated)", progress, optional=True) as st:
+            result.phone = _phone_figures(before, after, onnx_path, x, phone_target)
+            st.note = f"(after: {result.phone['after']['default']:.2e} default on the phone)"
+        if st.status == "failed":
+            warnings.append(f"the phone rows failed ({st.reason}); the verified model is written")
     if report:
         with _stage(stages, "compare report", progress, optional=True) as st:
             _write_report(out, onnx_path, after_param, after_bin, (c, h, w), seed, st)

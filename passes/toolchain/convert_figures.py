@@ -53,6 +53,8 @@ class ConvertResult:
     shape: tuple[int, int, int] = (3, 48, 320)  # C, H, W converted and verified at
     second_shape: tuple[int, int, int] | None = None  # the second size verified (dynamic models)
     warnings: list[str] = field(default_factory=list)
+    # with a phone target: {"label": ..., "before": {option set: max abs}, "after": {...}} (see phone_rows)
+    phone: dict | None = None
 
     def table(self) -> str:
         b, a = self.figures["before"], self.figures["after"]
@@ -69,6 +71,10 @@ class ConvertResult:
             where = f"width {w2}" if h2 == h else f"{h2}×{w2}"
             rows.insert(4, (f"max |ncnn - onnxruntime| at {where}, default",
                             f"{b.max_abs_default_second_width:.2e}", f"{a.max_abs_default_second_width:.2e}"))
+        if self.phone:
+            for opt in self.phone["after"]:
+                rows.insert(-1, (f"max |ncnn - onnxruntime| on {self.phone['label']}, {opt}",
+                                 f"{self.phone['before'][opt]:.2e}", f"{self.phone['after'][opt]:.2e}"))
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         return "\n".join(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>14}" for r in rows)
