@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.targets import describe_target
@@ -78,6 +80,19 @@ def _phone_repair(g: Graph, shape, args: argparse.Namespace, target: str) -> Gra
     return res.graph
 
 
+def _runs_cleanly(g: Graph, shape, target: str, seed: int) -> None:
+    """Every model written with an ARM target has run there (default options) without crash or NaN/Inf."""
+    from ncnnpass.ir import runtime
+    from ncnnpass.passes.verify import input_shapes_for, make_inputs
+
+    outs = runtime.run(g, make_inputs(input_shapes_for(g, shape), seed), list(g.outputs), options="default",
+                       target=target)
+    bad = [name for name, arr in outs.items() if not np.all(np.isfinite(arr))]
+    if bad:
+        raise NcnnpassError(f"output {bad[0]!r} is NaN/Inf on {describe_target(target)} under default options; "
+                            f"nothing written")
+
+
 def run(args: argparse.Namespace) -> int:
     with target_scope(args) as target:
         return _run(args, target)
@@ -101,6 +116,7 @@ def _run(args: argparse.Namespace, target: str) -> int:
         require_file(args.onnx, "ONNX model")
     spec = args.pipeline or args.passes
     before = None
+    checked_on_target = phone  # the phone repair ran its result on the target
     if spec:
         from ncnnpass.passes import apply_passes
 
@@ -124,14 +140,20 @@ def _run(args: argparse.Namespace, target: str) -> int:
             from ncnnpass.passes.verify import phone_error
 
             was, now = phone_error(before, g, shape, seed=args.seed, target=target, reference=result.reference)
+            checked_on_target = True
             print(f"phone error on {describe_target(target)}, ncnn default options vs fp32: "
                   f"before {was.max_abs:.3e}, after {now.max_abs:.3e} (max abs)")
+        if target.startswith("arm") and not np.isfinite(now.max_abs):
+            raise NcnnpassError(f"the rewritten model returns NaN/Inf on {describe_target(target)} under "
+                                f"default options; nothing written")
         if not result.ok(tolerance):
             worst = max(result.outputs.values(), key=lambda d: d.error)
             print(f"ncnnpass run: refusing to write {out_param}: output {worst.name!r} changed by "
                   f"{worst.max_abs:.3g} (rel {worst.max_rel:.3g}) > tolerance {tolerance:g}", file=sys.stderr)
             return 1
         print(f"verified: max abs {result.max_abs:.3e}, max rel {result.max_rel:.3e} <= tolerance {tolerance:g}")
+    if target.startswith("arm") and not checked_on_target:
+        _runs_cleanly(g, shape, target, args.seed)
     g.save(out_param, out_bin, overwrite=args.overwrite)
     print(f"wrote {out_param} and {out_bin} ({len(g.layers)} layers)")
     return 0

@@ -64,3 +64,25 @@ def test_tolerance_alone_still_needs_verify_or_the_phone_repair(tmp_path: Path, 
                  str(tmp_path / "r.bin"), "--pipeline", "repair", "--tolerance", "1e-3", "--target", "x86"])
     assert code == 1
     assert "--tolerance only applies" in capsys.readouterr().err
+
+
+@pytest.mark.real
+def test_arm_writes_only_models_that_ran_cleanly_there(tmp_path: Path, capsys) -> None:
+    """`run --target arm` runs the written model on the emulated phone first: a model that overflows fp16
+    there (|x| > 65504, Inf on the phone, fine on x86) is refused; the phone repair writes a clean one."""
+    from test_phone_repair import OVERFLOW
+
+    require(arm_runtime_status() is None, f"the emulated ARM runtime: {arm_runtime_status()}")
+    g = fill_weights(model(OVERFLOW), seed=0, scale=0.5)
+    big = g.layer("big")
+    big.set_weight("weight", big.weight("weight") * 3e4)
+    g.save(tmp_path / "m.param", tmp_path / "m.bin")
+    args = ["run", str(tmp_path / "m.param"), str(tmp_path / "m.bin"), "-o", str(tmp_path / "r.param"),
+            str(tmp_path / "r.bin"), "--shape", "4,8,16", "--target", "arm"]
+    assert main([*args, "--passes", "eliminate-noop"]) == 1
+    assert "NaN/Inf on arm" in capsys.readouterr().err
+    assert not (tmp_path / "r.param").exists()
+    assert main([*args, "--pipeline", "repair", "--tolerance", "1e-2"]) == 0
+    fixed = Graph.load(tmp_path / "r.param", tmp_path / "r.bin")
+    x = np.random.default_rng(5).uniform(-1, 1, (4, 8, 16)).astype(np.float32)
+    assert np.all(np.isfinite(runtime.run(fixed, x, options="default", target="arm")[fixed.outputs[0]]))
