@@ -5,23 +5,15 @@ from __future__ import annotations
 import os
 
 from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.passes.engine.shapes import parse_shape
+
+__all__ = ["add_target_option", "default_bin", "parse_shape", "require_file", "target_scope"]
 
 
 def default_bin(param: str) -> str:
     """``model.param`` -> ``model.bin`` (the converters' naming)."""
     root, ext = os.path.splitext(param)
     return root + ".bin" if ext == ".param" else param + ".bin"
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"3,48,320"`` (or ``"3x48x320"``) -> ``(3, 48, 320)``."""
-    try:
-        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
-    except ValueError:
-        raise NcnnpassError(f"bad shape {text!r}: expected comma-separated integers such as 3,48,320") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise NcnnpassError(f"bad shape {text!r}: dimensions must be positive")
-    return dims
 
 
 def require_file(path: str, what: str) -> str:

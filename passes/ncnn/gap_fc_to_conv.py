@@ -170,9 +170,8 @@ def convertible(layer: Layer) -> bool:
     return not int(layer.get("int8_scale_term")) and n > 0 and int(layer.get("weight_data_size")) % n == 0
 
 
-def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
-    """Does ``blob`` reach a convertible InnerProduct (or a 1×1 Convolution reading 1-D) through
-    Flatten/element-wise layers only?"""
+def reaches(m, blob, hit, through, depth: int = 8) -> bool:
+    """Does ``blob`` reach a consumer ``hit(c)`` accepts, passing only layers ``through(c)`` accepts?"""
     g = m.ctx.graph
     stack = [(blob.name if hasattr(blob, "name") else blob, 0)]
     seen = set()
@@ -183,11 +182,17 @@ def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
             continue
         seen.add(name)
         for c in b.consumers:
-            if convertible(c):
+            if hit(c):
                 return True
-            if c.type == "Flatten" or is_elementwise(c):
+            if through(c):
                 stack.extend((o, d + 1) for o in c.outputs)
     return False
+
+
+def reaches_innerproduct(m, blob, depth: int = 8) -> bool:
+    """Does ``blob`` reach a convertible InnerProduct (or a 1×1 Convolution reading 1-D) through
+    Flatten/element-wise layers only?"""
+    return reaches(m, blob, convertible, lambda c: c.type == "Flatten" or is_elementwise(c), depth)
 
 
 PASS = RulePass(

@@ -22,7 +22,7 @@ from __future__ import annotations
 from ncnnpass.ir import Layer
 
 from ..engine import RulePass, is_elementwise
-from .gap_fc_to_conv import convertible, reaches_innerproduct
+from .gap_fc_to_conv import convertible, reaches, reaches_innerproduct
 
 TEXT = """
 rule mean-to-pooling-flat
@@ -70,23 +70,12 @@ def hw_mean(m, layer: Layer) -> int | None:
 def reaches_innerproduct_only(m, blob, depth: int = 8) -> bool:
     """Does the c×1×1 ``blob`` reach an InnerProduct through element-wise layers only? (A 1×1 Convolution
     reading c×1×1 already runs in fp32, so it does not count.)"""
-    g = m.ctx.graph
-    stack, seen = [(blob.name if hasattr(blob, "name") else blob, 0)], set()
-    while stack:
-        name, d = stack.pop()
-        b = g.blobs.get(name)
-        if b is None or name in seen or d > depth:
-            continue
-        seen.add(name)
-        for c in b.consumers:
-            if c.type == "InnerProduct" and convertible(c):
-                return True
-            if c.type == "Flatten":
-                if reaches_innerproduct(m, c.outputs[0]):
-                    return True
-            elif is_elementwise(c):
-                stack.extend((o, d + 1) for o in c.outputs)
-    return False
+    def hit(c) -> bool:
+        if c.type == "InnerProduct":
+            return convertible(c)
+        return c.type == "Flatten" and reaches_innerproduct(m, c.outputs[0])
+
+    return reaches(m, blob, hit, is_elementwise, depth)
 
 
 PASS = RulePass(
