@@ -81,22 +81,17 @@ def v3():
     return Graph.load(str(param), str(binf)), onnx
 
 
-def test_ppocrv3_phone_repair_on_emulated_arm(v3) -> None:
-    """The emulated Cortex-A76 error of PP-OCRv3 rec against onnxruntime, before and after the repair, and
-    the written model rerun there on a fresh input. Tolerance 3e-3 keeps CI short (the 1e-3 search costs
-    ~10 probes; its numbers are in docs/phone.md)."""
-    graph, onnx = v3
+def _repair_and_rerun(graph: Graph, onnx, tol: float) -> object:
+    """repair_for_phone against onnxruntime, then the written model rerun on the emulated phone on an input
+    the search never saw; returns the result."""
     t0 = time.perf_counter()
-    res = repair_for_phone(graph, (3, 48, 320), tolerance=3e-3, reference=onnx, verify_seeds=(0,),
+    res = repair_for_phone(graph, (3, 48, 320), tolerance=tol, reference=onnx, verify_seeds=(0,),
                            heldout_seeds=(101,), progress=print)
     print(res.summary(), res.probes)
-    assert res.error_before > 1e-2  # the phone's fp16 storage loses far more than x86 (~3e-4)
-    assert res.reached and res.error_after <= 3e-3 and res.heldout_error <= 3e-3
-    assert res.fp16_mac_share >= 0.5 and 0 < len(res.layers_marked) < len(graph.layers)
+    assert res.reached and res.error_after <= tol and res.heldout_error <= tol
     assert res.fp32_floor < 1e-4
     assert unsafe_edges(res.graph) == []
-    # the written model, rerun on the emulated phone on an input the search never saw
-    x = {"in0": np.random.default_rng(7).uniform(-1, 1, (3, 48, 320)).astype(np.float32)}
+    x = {graph.inputs[0]: np.random.default_rng(7).uniform(-1, 1, (3, 48, 320)).astype(np.float32)}
     ref = onnx_reference(onnx)(x)
     with TargetPool("arm", workers=1) as pool:
         from ncnnpass.passes.precision.emulated_runs import Job
@@ -105,7 +100,32 @@ def test_ppocrv3_phone_repair_on_emulated_arm(v3) -> None:
     assert r.ok, r.error
     err = abs_error(r.outputs, [ref], list(res.graph.outputs))
     print(f"fresh input: {err:.3g}; whole test {time.perf_counter() - t0:.0f} s")
-    assert err <= 2 * 3e-3  # an unseen input: same order as the verified error, no NaN
+    assert err <= 2 * tol  # an unseen input: same order as the verified error, no NaN
+    return res
+
+
+def test_ppocrv3_phone_repair_on_emulated_arm(v3) -> None:
+    """The emulated Cortex-A76 error of PP-OCRv3 rec against onnxruntime, before and after the repair, and
+    the written model rerun there on a fresh input. Tolerance 3e-3 keeps CI short (the 1e-3 search costs
+    ~10 probes; its numbers are in docs/phone.md)."""
+    graph, onnx = v3
+    res = _repair_and_rerun(graph, onnx, 3e-3)
+    assert res.error_before > 1e-2  # the phone's fp16 storage loses far more than x86 (~3e-4)
+    assert res.fp16_mac_share >= 0.5 and 0 < len(res.layers_marked) < len(graph.layers)
+
+
+def test_ppocrv4_phone_repair_on_emulated_arm() -> None:
+    """PP-OCRv4 rec: 1e-1 on the phone as converted; at 5e-3 the search keeps a tail of the net fp32 (at 1e-3
+    it needs every layer: the fp16 rounding of the input alone costs 1.2e-3, docs/phone.md)."""
+    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+
+    require(lambda: ensure_arm_runtime(), "the emulated ARM runtime (qemu-user + aarch64 ncnn)")
+    param, binf = require(lambda: fixtures.ppocrv4_rec_ncnn(), "PP-OCRv4 rec converted by pnnx")
+    onnx = require(lambda: fixtures.ppocrv4_rec_onnx(), "PP-OCRv4 rec ONNX")
+    graph = Graph.load(str(param), str(binf))
+    res = _repair_and_rerun(graph, onnx, 5e-3)
+    assert res.error_before > 5e-2
+    assert 0 < len(res.layers_marked) < len(graph.layers)
 
 
 def test_cut_points_skip_mac_free_tails() -> None:
