@@ -3,7 +3,8 @@
     python tests/benchmarks/run_all.py [--quick]
 
 Each benchmark prints its own figures and its ratio against a baseline measured in the same process
-(ncnn's load_param, the 1k-block run, the pnnx model, plain onnxruntime+ncnn, plain onnxruntime).
+(ncnn's load_param, the 1k-block run, the pnnx model, plain onnxruntime+ncnn, plain onnxruntime, one x86
+inference against one emulated phone inference).
 ``--quick`` passes smaller sizes so the whole suite finishes in a few minutes.
 """
 
@@ -24,6 +25,8 @@ BENCHES = [
     ("bench_optimize_inference.py", [], ["--runs", "60"]),
     ("bench_compare.py", [], ["--repeat", "1"]),
     ("bench_centers.py", [], ["--images", "64", "--repeat", "2"]),
+    ("bench_arm.py", [], ["--runs", "1"]),  # minutes of emulation: the phone figures
+    ("bench_phone_repair.py", [], ["--tolerance", "3e-3"]),
 ]
 
 
