@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -377,6 +378,18 @@ class TargetPool:
         self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(max(1, workers))]
 
     def map(self, jobs: Iterable[RunJob], errors: str = "return") -> list[dict[str, np.ndarray] | RuntimeBridgeError]:
+        def one(t: Target, job: RunJob):
+            try:
+                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
+            except RuntimeBridgeError as exc:
+                if errors == "raise":
+                    raise
+                return exc
+
+        return self.spread(list(jobs), one)
+
+    def spread(self, jobs: Sequence[Any], call: Callable[[Target, Any], Any]) -> list[Any]:
+        """``call(session, job)`` for every job, each on a free session, in parallel; results in job order."""
         import queue
         from concurrent.futures import ThreadPoolExecutor
 
@@ -384,19 +397,15 @@ class TargetPool:
         for t in self.sessions:
             free.put(t)
 
-        def one(job: RunJob):
+        def one(job: Any) -> Any:
             t = free.get()
             try:
-                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
-            except RuntimeBridgeError as exc:
-                if errors == "raise":
-                    raise
-                return exc
+                return call(t, job)
             finally:
                 free.put(t)
 
         with ThreadPoolExecutor(len(self.sessions)) as ex:
-            return list(ex.map(one, list(jobs)))
+            return list(ex.map(one, jobs))
 
     def close(self) -> None:
         for t in self.sessions:

@@ -8,17 +8,16 @@ never as an exception.
 
 from __future__ import annotations
 
-import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import RuntimeBridgeError
-from ncnnpass.ir.targets import Target, open_target
+from ncnnpass.ir.targets import Target
+from ncnnpass.ir.targets import TargetPool as SessionPool
 
 
 @dataclass
@@ -43,41 +42,31 @@ class JobResult:
 
 @dataclass
 class TargetPool:
-    """``workers`` sessions of one target; :meth:`run` spreads jobs over them."""
+    """``workers`` sessions of one target (opened at the first :meth:`run`); :meth:`run` spreads jobs over
+    them with :meth:`ncnnpass.ir.targets.TargetPool.spread`, counting runs and wall time."""
 
     target: str = "arm"
     workers: int = 2
     seconds: float = 0.0  # wall time spent in :meth:`run`
     runs: int = 0  # jobs run
-    _sessions: list[Target] = field(default_factory=list, repr=False)
-
-    def _ensure(self) -> None:
-        while len(self._sessions) < self.workers:
-            self._sessions.append(open_target(self.target))
+    _pool: SessionPool | None = field(default=None, repr=False)
 
     def run(self, jobs: Sequence[Job], progress: Callable[[str], None] | None = None) -> list[JobResult]:
         """Run every job; results in job order."""
         if not jobs:
             return []
         start = time.perf_counter()
-        self._ensure()
-        free: queue.Queue[Target] = queue.Queue()
-        for s in self._sessions:
-            free.put(s)
+        if self._pool is None:
+            self._pool = SessionPool(self.target, self.workers)
 
-        def one(job: Job) -> JobResult:
-            session = free.get()
+        def one(session: Target, job: Job) -> JobResult:
             try:
-                outs = session.run_many(job.graph, list(job.samples), job.extract, options=job.options,
-                                        light_mode=False)
-                return JobResult(outs)
+                return JobResult(session.run_many(job.graph, list(job.samples), job.extract, options=job.options,
+                                                  light_mode=False))
             except RuntimeBridgeError as exc:
                 return JobResult([], str(exc))
-            finally:
-                free.put(session)
 
-        with ThreadPoolExecutor(self.workers) as pool:
-            results = list(pool.map(one, jobs))
+        results = self._pool.spread(jobs, one)
         took = time.perf_counter() - start
         self.seconds += took
         self.runs += len(jobs)
@@ -86,9 +75,9 @@ class TargetPool:
         return results
 
     def close(self) -> None:
-        for s in self._sessions:
-            s.close()
-        self._sessions.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def __enter__(self) -> TargetPool:
         return self
