@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.passes.engine.shapes import parse_shape
 
 __all__ = ["add_target_option", "default_bin", "parse_shape", "require_file", "target_scope"]
 
@@ -14,6 +13,14 @@ def default_bin(param: str) -> str:
     """``model.param`` -> ``model.bin`` (the converters' naming)."""
     root, ext = os.path.splitext(param)
     return root + ".bin" if ext == ".param" else param + ".bin"
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3,48,320"`` -> ``(3, 48, 320)``: the engine's parser, imported on use (the pass engine is not
+    needed to start every command)."""
+    from ncnnpass.passes.engine.shapes import parse_shape as parse
+
+    return parse(text)
 
 
 def require_file(path: str, what: str) -> str:
