@@ -188,8 +188,6 @@ def second_shape(shape: tuple[int, int, int], dynamic: tuple[bool, bool]) -> tup
     return (c, h2, _second_size(w) if dynamic[1] else w)
 
 
-
-
 def _simplify(onnx_path: Path, out: Path, stage: Stage, shape: tuple[int, ...], dynamic: bool) -> Path | None:
     """The optional onnxsim stage: the pnnx-ready ONNX simplified, or None (pnnx then simplifies itself).
 
