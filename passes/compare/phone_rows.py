@@ -14,7 +14,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.targets import describe_target, normalize_target, open_target
+from ncnnpass.ir.targets import describe_target, normalize_target, using_target
 
 from .ncnn_side import PHONE_SWEEP, PRESETS
 
@@ -45,7 +45,7 @@ def phone_rows(graph: Graph, onnx_path: str | os.PathLike, x: np.ndarray, target
     if len(refs) < len(graph.outputs):
         raise NcnnpassError(f"the ncnn model has {len(graph.outputs)} outputs, the ONNX model {len(refs)}")
     rows: dict[str, dict] = {}
-    with open_target(target) as session:
+    with using_target(target) as session:  # the process-wide warm worker: one start for many calls
         for name in options:
             if name not in PRESETS:
                 raise NcnnpassError(f"unknown option set {name!r} (one of {', '.join(PRESETS)})")
