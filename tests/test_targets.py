@@ -225,3 +225,16 @@ def test_worker_reloads_nets_it_dropped(isolated) -> None:
     assert np.array_equal(again, first[0])
     assert np.array_equal(again, runtime.run(graphs[0], feeds(), options="fp32")["y"])
     assert not np.array_equal(first[0], first[1])
+
+
+def test_shapes_under_an_arm_default_are_inferred_off_the_emulator() -> None:
+    """Shapes do not depend on the CPU: with ``--target arm`` as the default, shape inference runs in the
+    isolated x86 worker instead of a minutes-long emulated run (an explicit ``target="arm"`` still emulates)."""
+    from ncnnpass.ir import targets
+
+    g = small()
+    targets.close_shared_targets()
+    with runtime.default_target("arm"):
+        shapes = runtime.infer_shapes(g, (16, 8, 8))
+    assert shapes == {"x": (16, 8, 8), "t": (16, 8, 8), "u": (16, 8, 8), "y": (8, 8, 8)}
+    assert "arm" not in targets._SHARED and "isolated" in targets._SHARED
