@@ -19,6 +19,7 @@ from .errors import GraphError
 from .graph_check import Problem, graph_errors
 from .layer_index import LayerIndex
 from .layer_weights import LayerWeights
+from .listeners import Listeners, Observable
 from .ordering import PendingOrder, batched_order, stable_topo_order
 from .params import ParamDict, ParamValue
 from .splits import SplitBook
@@ -124,8 +125,10 @@ class Layer(LayerWeights):
         else:
             self.params.pop(_schema.FEATMASK_ID, None)
 
-class Graph:
-    """An ncnn network: ordered layers (no Split layers), blobs by name, and protected outputs."""
+class Graph(Observable):
+    """An ncnn network: ordered layers (no Split layers), blobs by name, and protected outputs.
+
+    Every edit is announced to the graph's listeners (:mod:`ncnnpass.ir.listeners`), the Split book first."""
 
     def __init__(self) -> None:
         self.layers: list[Layer] = []
@@ -140,6 +143,7 @@ class Graph:
         self._loaded_dup_names: frozenset[str] = frozenset()  # names several layers of the loaded file shared
         self._batch: PendingOrder | None = None
         self._pos_cache: dict[Layer, int] | None = None  # layer -> index; dropped by every edit
+        self._listeners = Listeners()
 
     # -- loading and saving: thin wrappers over ir/loader.py and ir/writer.py ---------------------
     @classmethod
@@ -298,6 +302,8 @@ class Graph:
             self.layers.append(ly)
             add(ly)
             link_layer(blobs, ly)
+            if self._listeners:
+                self._emit("layer_added", ly)
         self._touch()
 
     def mark_loaded(self) -> None:
@@ -350,8 +356,10 @@ class Graph:
         if len(set(outputs)) != len(outputs):
             raise GraphError(f"layer {layer.name!r} would produce the same blob twice")
         unlink_layer(self.blobs, layer)
+        old = layer._inputs, layer._outputs
         layer._inputs, layer._outputs = inputs, outputs
         link_layer(self.blobs, layer)
+        self._emit("layer_rewired", layer, *old)
 
     def _rename_layer(self, layer: Layer, new: str) -> None:
         if new == layer._name:
@@ -359,8 +367,9 @@ class Graph:
         if new in self._index.by_name:
             raise GraphError(f"a layer named {new!r} already exists")
         self._index.forget_name(layer, layer._name, self._positions)
-        layer._name = new
+        old, layer._name = layer._name, new
         self._index.add_name(layer, new)
+        self._emit("layer_renamed", layer, old)
 
     def duplicate_layer_names(self) -> dict[str, list[Layer]]:
         """Names several layers share (a loaded file may have them; ncnn only uses the first)."""
@@ -432,6 +441,7 @@ class Graph:
         self._index.add(layer)
         link_layer(self.blobs, layer)
         self._touch()
+        self._emit("layer_added", layer)
         return layer
 
     def remove(self, layer: Layer, *, reconnect: bool = True) -> None:
@@ -464,6 +474,7 @@ class Graph:
         self._index.remove(layer, self._positions)
         layer.graph = None
         self._touch()
+        self._emit("layer_removed", layer)
 
     def replace_all_uses(self, old: str, new: str, *, _missing_ok: bool = False) -> None:
         """Make every consumer of blob ``old`` read blob ``new`` instead."""
@@ -494,13 +505,15 @@ class Graph:
             return
         if new in self.blobs:
             raise GraphError(f"a blob named {new!r} already exists")
+        self.splits.rename_blob(old, new)  # first: the rewiring below then finds the record under its new name
         if b.producer is not None:
             p = b.producer
             p.outputs = tuple(new if n == old else n for n in p.outputs)
         self.replace_all_uses(old, new, _missing_ok=True)
         if self._outputs is not None:
             self._outputs = [new if n == old else n for n in self._outputs]
-        self.splits.rename_blob(old, new)
+        for listener in self._listeners:
+            listener.blob_renamed(old, new)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[Graph]:

@@ -8,8 +8,12 @@ consumers is the one that was loaded, and ``<blob>_splitncnn_<k>`` names otherwi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .errors import GraphError
+from .listeners import GraphListener
 
 if TYPE_CHECKING:
     from .graph import Blob, Graph, Layer
@@ -25,43 +29,108 @@ class SplitRecord:
     params: list[str]
 
 
-class SplitBook(dict):
+class SplitBook(MutableMapping, GraphListener):
     """The one owner of Split bookkeeping: blob name -> :class:`SplitRecord` of the Split loaded for
     it, plus the names of loaded Splits that were retired (their consumers changed). The loader fills
-    it, passes read and edit it like a dict, and the writer plans the Splits to write from it."""
+    it, passes read and edit it like a dict, and the writer plans the Splits to write from it.
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    It listens to its graph: a consumer slot whose layer leaves the graph, or stops reading the blob, is
+    forgotten (``None``: the Split is then written with fresh names), so a record never holds a dead layer.
+    """
+
+    def __init__(self, records: Mapping[str, SplitRecord] | None = None) -> None:
+        self._records: dict[str, SplitRecord] = {}
+        self._readers: dict[Layer, set[str]] = {}  # consumer layer -> blobs whose record names it
         self.retired: set[str] = set()
+        for blob, rec in (records or {}).items():
+            self[blob] = rec
 
+    # -- the mapping ---------------------------------------------------------------------------------
+    def __getitem__(self, blob: str) -> SplitRecord:
+        return self._records[blob]
+
+    def __setitem__(self, blob: str, rec: SplitRecord) -> None:
+        if blob in self._records:
+            del self[blob]
+        self._records[blob] = rec
+        for slot in rec.slots:
+            if slot is not None:
+                self._readers.setdefault(slot[0], set()).add(blob)
+
+    def __delitem__(self, blob: str) -> None:
+        rec = self._records.pop(blob)
+        for slot in rec.slots:
+            if slot is not None:
+                blobs = self._readers.get(slot[0])
+                if blobs is not None:
+                    blobs.discard(blob)
+                    if not blobs:
+                        del self._readers[slot[0]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return f"SplitBook({self._records!r}, retired={sorted(self.retired)!r})"
+
+    # -- names ---------------------------------------------------------------------------------------
     def retire(self, layer_name: str) -> None:
         """Remember a loaded Split name that will not be written again (a new layer must not take it)."""
         self.retired.add(layer_name)
 
     def layer_names(self) -> set[str]:
         """Names of the recorded Split layers."""
-        return {rec.layer_name for rec in self.values()}
+        return {rec.layer_name for rec in self._records.values()}
 
     def top_names(self) -> set[str]:
         """Names of the recorded Split tops."""
-        return {t for rec in self.values() for t in rec.top_names}
+        return {t for rec in self._records.values() for t in rec.top_names}
 
     def layer_name_taken(self, name: str) -> bool:
-        return name in self.retired or any(rec.layer_name == name for rec in self.values())
+        return name in self.retired or any(rec.layer_name == name for rec in self._records.values())
 
     def top_name_taken(self, name: str) -> bool:
-        return any(name in rec.top_names for rec in self.values())
+        return any(name in rec.top_names for rec in self._records.values())
 
+    def readers(self) -> set[Layer]:
+        """Every layer some record names as a consumer (for the verifier: all must be in the graph)."""
+        return set(self._readers)
+
+    # -- graph events (GraphListener) ------------------------------------------------------------------
     def rename_blob(self, old: str, new: str) -> None:
-        if old in self:
+        if old in self._records:
             self[new] = self.pop(old)
 
-    def remapped(self, layers: dict[Layer, Layer]) -> SplitBook:
+    def blob_renamed(self, old: str, new: str) -> None:
+        self.rename_blob(old, new)
+
+    def layer_removed(self, layer: Layer) -> None:
+        self._forget_slots(layer, lambda _i, _blob: True)
+
+    def layer_rewired(self, layer: Layer, old_inputs: tuple[str, ...], old_outputs: tuple[str, ...]) -> None:
+        ins = layer.inputs
+        self._forget_slots(layer, lambda i, blob: i >= len(ins) or ins[i] != blob)
+
+    def _forget_slots(self, layer: Layer, stale: Callable[[int, str], bool]) -> None:
+        for blob in list(self._readers.get(layer, ())):
+            rec = self._records[blob]
+            slots = [None if s is not None and s[0] is layer and stale(s[1], blob) else s for s in rec.slots]
+            if slots != rec.slots:
+                self[blob] = SplitRecord(rec.layer_name, list(rec.top_names), slots, list(rec.params))
+
+    # -- copies ----------------------------------------------------------------------------------------
+    def remapped(self, layers: Mapping[Layer, Layer]) -> SplitBook:
         """A copy whose consumer slots point at ``layers[old]`` (for a copied graph)."""
+        dead = [ly for ly in self._readers if ly not in layers]
+        if dead:  # the listener keeps this from happening; a bug if it does
+            raise GraphError(f"the Split book refers to layer {dead[0].name!r}, which is not in the graph")
         book = SplitBook({blob: SplitRecord(rec.layer_name, list(rec.top_names),
                                             [(layers[s[0]], s[1]) if s else None for s in rec.slots],
                                             list(rec.params))
-                          for blob, rec in self.items()})
+                          for blob, rec in self._records.items()})
         book.retired = set(self.retired)
         return book
 
