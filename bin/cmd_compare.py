@@ -146,7 +146,7 @@ def _text_lines(args: argparse.Namespace, report, progress):
     """Decoded strings on rendered lines: the original model on x86 and on --target, the fixed one on --target."""
     from ncnnpass.ir import Graph
     from ncnnpass.passes.compare.text_lines import LineModel, text_lines
-    from ncnnpass.passes.paddle.ctc_decode import read_dictionary
+    from ncnnpass.passes.measure.ctc_decode import read_dictionary
 
     shape = tuple(int(d) for d in report.input.array.shape[1:])
     if len(shape) != 3:

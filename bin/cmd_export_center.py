@@ -73,8 +73,8 @@ def describe_classes(info: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ncnnpass.ir.fileio import refuse_overwrite
+    from ncnnpass.passes.measure.rec_preprocess import parse_image_shape
     from ncnnpass.passes.paddle.centers import CenterDataError, CenterOptions, export_centers, parse_shard
-    from ncnnpass.passes.paddle.rec_preprocess import parse_image_shape
 
     if args.batch_size < 1:
         raise CenterDataError("--batch-size must be at least 1")

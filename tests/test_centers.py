@@ -22,6 +22,9 @@ import pytest
 from support.text_images import random_texts, render_line, write_dataset
 
 from ncnnpass.cli.main import main
+from ncnnpass.passes.measure.ctc_decode import Charset
+from ncnnpass.passes.measure.label_files import read_label_files
+from ncnnpass.passes.measure.rec_preprocess import resize_norm_img
 from ncnnpass.passes.onnx.ctc_feats import add_ctc_feats
 from ncnnpass.passes.paddle.centers import (
     CenterDataError,
@@ -31,9 +34,6 @@ from ncnnpass.passes.paddle.centers import (
     export_centers,
     load_centers,
 )
-from ncnnpass.passes.paddle.ctc_decode import Charset
-from ncnnpass.passes.paddle.label_files import read_label_files
-from ncnnpass.passes.paddle.rec_preprocess import resize_norm_img
 
 CENTER_RTOL, CENTER_ATOL = 1e-5, 1e-5  # batched vs one-image onnxruntime runs (v3: measured 0.0)
 SHARD_RTOL, SHARD_ATOL = 1e-6, 1e-7  # merged shards vs one run: float64 summation order only

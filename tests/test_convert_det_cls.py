@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError, ToolError
+from ncnnpass.passes.measure.model_info import InferenceYmlError, read_model_info
 from ncnnpass.passes.toolchain import convert as convert_mod
 from ncnnpass.passes.toolchain.convert import convert, second_shape
-from ncnnpass.passes.toolchain.inference_yml import InferenceYmlError, read_model_info
 from ncnnpass.passes.toolchain.resize_roi import clear_unused_resize_roi
 
 DET_YML = """\

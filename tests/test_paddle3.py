@@ -18,8 +18,8 @@ from support.text_images import random_texts, write_dataset
 
 from ncnnpass.cli.main import main
 from ncnnpass.ir.errors import ToolError
+from ncnnpass.passes.measure.dictionary import dictionary_from_model_dir, dictionary_source
 from ncnnpass.passes.paddle.centers import load_centers
-from ncnnpass.passes.paddle.dictionary import dictionary_from_model_dir, dictionary_source
 from ncnnpass.passes.toolchain import paddle2onnx as p2o
 from ncnnpass.passes.toolchain import side_env
 from ncnnpass.passes.toolchain.paddle_verify import verification_shape, verify_conversion
@@ -136,9 +136,9 @@ def test_dictionary_sources(tmp_path: Path) -> None:
 
 
 def test_rec_image_shape_sets_export_center_default(tmp_path: Path) -> None:
+    from ncnnpass.passes.measure.dictionary import rec_image_shape
     from ncnnpass.passes.paddle.center_model import PreparedModel
     from ncnnpass.passes.paddle.center_model import resolve_image_shape as _resolve_image_shape
-    from ncnnpass.passes.paddle.dictionary import rec_image_shape
 
     assert rec_image_shape(tmp_path) is None
     ops = {"PreProcess": {"transform_ops": [{"DecodeImage": None}, {"RecResizeImg": {"image_shape": [3, 32, 100]}}]}}

@@ -13,7 +13,7 @@ import fixtures
 import pytest
 import yaml
 
-from ncnnpass.passes.paddle.dictionary import dictionary_from_model_dir
+from ncnnpass.passes.measure.dictionary import dictionary_from_model_dir
 
 # Written after the layout of PaddleOCR 3.x's PP-OCRv5_mobile_rec.yml (MultiHead: CTC branch with an
 # svtr neck + NRTR branch, MultiLoss, MultiScaleDataSet for Train), with its comment and anchor style.

@@ -114,7 +114,7 @@ def charset_for(dictionary: list[str] | None, classes: int):
     """PaddleOCR's character set if the dictionary fits ``classes`` (blank + dict [+ space])."""
     if not dictionary:
         return None
-    from ncnnpass.passes.paddle.ctc_decode import Charset
+    from ncnnpass.passes.measure.ctc_decode import Charset
 
     if classes == len(dictionary) + 2:
         return Charset(dictionary, True)

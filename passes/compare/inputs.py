@@ -148,7 +148,7 @@ def _from_array(arr: np.ndarray, onnx_dims: list[int | None], source: str, shape
 
 
 def _from_image(path: str, onnx_dims: list[int | None], shape: tuple[int, ...] | None) -> PreparedInput:
-    from ncnnpass.passes.paddle.rec_preprocess import ImageReadError, read_image, resize_norm_img
+    from ncnnpass.passes.measure.rec_preprocess import ImageReadError, read_image, resize_norm_img
 
     if len(onnx_dims) != 4 or onnx_dims[1] not in (None, 3):
         raise InputError(f"{path}: image inputs need a 3-channel NCHW model; this ONNX input is {_fmt(onnx_dims)}")

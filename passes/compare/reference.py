@@ -190,7 +190,7 @@ class OnnxReference:
 
     def character_list(self) -> list[str] | None:
         """The recognition dictionary stored in metadata ``character`` (RapidOCR models), if any."""
-        from ncnnpass.passes.paddle.ctc_decode import dictionary_from_metadata
+        from ncnnpass.passes.measure.ctc_decode import dictionary_from_metadata
 
         return dictionary_from_metadata(self.model)
 

@@ -80,7 +80,7 @@ def line_inputs(texts: Sequence[str], shape: tuple[int, int, int] = (3, 48, 320)
                 ) -> list[np.ndarray]:
     """Render each text (seeded font, size, contrast, light noise) and preprocess it like PaddleOCR
     (``RecResizeImg``: height ``H``, [-1, 1], zero right padding to ``W``): ``1 x C x H x W`` float32 each."""
-    from ncnnpass.passes.paddle.rec_preprocess import resize_norm_img
+    from ncnnpass.passes.measure.rec_preprocess import resize_norm_img
 
     rng = np.random.default_rng(seed)
     out = []
@@ -267,7 +267,7 @@ def text_lines(onnx_path: str | os.PathLike, models: Sequence[LineModel], n: int
     stores it); it must fit the class count (blank + dictionary [+ space]), else strings are class ids."""
     from ncnnpass.passes.compare.analysis import charset_for
     from ncnnpass.passes.compare.inputs import _ncnn_input_shape
-    from ncnnpass.passes.paddle.ctc_decode import dictionary_from_metadata
+    from ncnnpass.passes.measure.ctc_decode import dictionary_from_metadata
 
     if n < 1:
         raise NcnnpassError(f"--text-lines needs at least one line (got {n})")

@@ -13,11 +13,15 @@ from pathlib import Path
 import onnx
 
 from ncnnpass.ir.errors import NcnnpassError, ToolError
+from ncnnpass.passes.measure.ctc_decode import (
+    Charset,
+    DictionaryError,
+    dictionary_from_metadata,
+    read_dictionary,
+)
+from ncnnpass.passes.measure.dictionary import dictionary_source, rec_image_shape
+from ncnnpass.passes.measure.rec_preprocess import parse_image_shape
 from ncnnpass.passes.onnx.ctc_feats import add_ctc_feats, load_onnx
-
-from .ctc_decode import Charset, DictionaryError, dictionary_from_metadata, read_dictionary
-from .dictionary import dictionary_source, rec_image_shape
-from .rec_preprocess import parse_image_shape
 
 __all__ = ["PreparedModel", "prepare_model", "resolve_charset", "resolve_image_shape"]
 

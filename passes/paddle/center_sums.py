@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from ncnnpass.ir.errors import NcnnpassError
-
-from .label_files import LabelProblem
+from ncnnpass.passes.measure.label_files import LabelProblem
 
 __all__ = ["CenterDataError", "CenterRun", "CenterSums"]
 

@@ -48,13 +48,13 @@ import numpy as np
 import onnx
 
 from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.passes.measure.image_loading import load_sample, ordered_loads
+from ncnnpass.passes.measure.label_files import LabelProblem, Sample, read_label_files
 
 from .center_files import dumps_centers, load_centers, write_centers
 from .center_model import PreparedModel, prepare_model, resolve_charset, resolve_image_shape
 from .center_shards import MergeResult, load_shard, merge_shards, write_shard
 from .center_sums import CenterDataError, CenterRun, CenterSums
-from .image_loading import load_sample, ordered_loads
-from .label_files import LabelProblem, Sample, read_label_files
 from .progress import Progress
 
 __all__ = [

@@ -35,8 +35,7 @@ from typing import Any
 
 from ncnnpass.ir.errors import SourceError, ToolError
 from ncnnpass.ir.fileio import atomic_write
-
-from .ctc_decode import read_dictionary
+from ncnnpass.passes.measure.ctc_decode import read_dictionary
 
 __all__ = ["ConfigEdit", "ConfigResult", "PaddleConfigError", "edit_config", "edit_config_file"]
 

@@ -4,7 +4,7 @@ Stages: source (zoo name / Paddle dir via paddle2onnx / ONNX file) → onnxsim �
 pipeline → verification against onnxruntime → compare report. Every stage is timed and logged.
 
 The model's kind (rec/det/cls), default input shape and dynamic dims come from
-:func:`ncnnpass.passes.toolchain.inference_yml.read_model_info`. Dynamic dims (rec: W, det: H and W)
+:func:`ncnnpass.passes.measure.model_info.read_model_info`. Dynamic dims (rec: W, det: H and W)
 are given to pnnx twice (``inputshape``/``inputshape2``) and verified at both sizes.
 
 Fatal stages (source, pnnx, pipeline, verification) raise an error naming the stage and what to try,
@@ -109,7 +109,8 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int,
         src = str(path)
     p = Path(src)
     if p.is_dir():
-        from .inference_yml import read_model_info
+        from ncnnpass.passes.measure.model_info import read_model_info
+
         from .paddle2onnx import paddle_to_onnx, verify_conversion
 
         c, h, w = shape or read_model_info(p).input_shape
@@ -249,8 +250,7 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     (``"arm"``, ``"arm-a57"``): also measure both models on the emulated phone under default and fp32
     options (an optional stage: a failure there is a warning)."""
     from ncnnpass.passes import apply_passes
-
-    from .inference_yml import read_model_info
+    from ncnnpass.passes.measure.model_info import read_model_info
 
     _check_source(src)
     if tolerance is None:

@@ -72,10 +72,10 @@ def verification_shape(model_dir: str | os.PathLike, input_name: str) -> tuple[i
 
     PaddleOCR 3.x writes ``Hpi.backend_configs.paddle_infer.trt_dynamic_shapes`` (min, opt, max per
     input) into ``inference.yml``: the opt shape is used. Otherwise ``RecResizeImg.image_shape`` from the
-    PreProcess ops (see :mod:`ncnnpass.passes.paddle.export_config`).
+    PreProcess ops (see :mod:`ncnnpass.passes.measure.export_config`).
     """
-    from ncnnpass.passes.paddle.dictionary import rec_image_shape
-    from ncnnpass.passes.paddle.export_config import first_fact
+    from ncnnpass.passes.measure.dictionary import rec_image_shape
+    from ncnnpass.passes.measure.export_config import first_fact
 
     found = first_fact(model_dir, lambda config: config.trt_dynamic_shapes(input_name), ("inference.yml",))
     if found is not None:

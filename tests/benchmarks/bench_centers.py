@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from support.text_images import random_texts, write_dataset  # noqa: E402
 
+from ncnnpass.passes.measure.rec_preprocess import resize_norm_img  # noqa: E402
 from ncnnpass.passes.paddle.centers import CenterOptions, compute_centers  # noqa: E402
-from ncnnpass.passes.paddle.rec_preprocess import resize_norm_img  # noqa: E402
 
 
 def default_model() -> Path:

@@ -3,7 +3,7 @@
 Facts come, in this order, from:
 
 1. ``inference.yml`` next to a Paddle export (PaddleOCR ≥ 2.6 and PaddleX/PaddleOCR 3.x write it; parsed
-   by :mod:`ncnnpass.passes.paddle.export_config`):
+   by :mod:`ncnnpass.passes.measure.export_config`):
    ``Global.model_name``; ``PostProcess.name`` (``DBPostProcess`` … → det, ``*LabelDecode`` → rec,
    ``ClsPostProcess`` → cls); the input shape from ``PreProcess.transform_ops`` (``RecResizeImg`` /
    ``ClsResizeImg`` ``image_shape``; ``DetResizeForTest`` ``limit_side_len``/``resize_long`` is only a
@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.passes.paddle.export_config import ExportConfigError, read_export_config
+
+from .export_config import ExportConfigError, read_export_config
 
 __all__ = ["ModelInfo", "read_model_info", "DEFAULT_SHAPES", "VARIABLE_DIMS", "InferenceYmlError"]
 
