@@ -9,7 +9,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.targets import describe_target
+from ncnnpass.ir.runtime.targets import describe_target
 
 from .common import add_target_option, require_file, target_scope
 
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
-    from ncnnpass.passes.engine.shapes import shapes_from_cli
+    from ncnnpass.ir.runtime.shapes import shapes_from_cli
 
     return shapes_from_cli(values)
 
@@ -61,7 +61,7 @@ def _shapes(values: list[str] | None) -> tuple[int, ...] | dict[str, tuple[int, 
 def _phone_repair(g: Graph, shape, args: argparse.Namespace, target: str) -> Graph:
     """The phone repair search (``ncnnpass.passes.precision``) on the emulated target; refuses when even
     every layer in fp32 misses the tolerance."""
-    from ncnnpass.passes.engine.shapes import normalize_input_shapes
+    from ncnnpass.ir.runtime.shapes import normalize_input_shapes
     from ncnnpass.passes.precision.phone_repair import DEFAULT_TOLERANCE, repair_for_phone
 
     shapes = normalize_input_shapes(g, shape, required=True)

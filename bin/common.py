@@ -18,7 +18,7 @@ def default_bin(param: str) -> str:
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"3,48,320"`` -> ``(3, 48, 320)``: the engine's parser, imported on use (the pass engine is not
     needed to start every command)."""
-    from ncnnpass.passes.engine.shapes import parse_shape as parse
+    from ncnnpass.ir.runtime.shapes import parse_shape as parse
 
     return parse(text)
 
@@ -32,8 +32,8 @@ def require_file(path: str, what: str) -> str:
 
 
 def add_target_option(parser, default: str = "isolated") -> None:
-    """The shared ``--target`` option: where ncnn runs (see :mod:`ncnnpass.ir.targets`)."""
-    from ncnnpass.ir.targets import TARGETS
+    """The shared ``--target`` option: where ncnn runs (see :mod:`ncnnpass.ir.runtime.targets`)."""
+    from ncnnpass.ir.runtime.targets import TARGETS
 
     parser.add_argument("--target", choices=TARGETS, default=default,
                         help="where ncnn runs: x86 (in this process), isolated (a worker process: an ncnn crash "
@@ -46,6 +46,6 @@ def target_scope(args):
     """``with target_scope(args) as target:`` - ``args.target`` is the default target of every ncnn run in
     the block (shape inference included); the previous default comes back after (the CLI runs in-process in
     tests and scripts)."""
-    from ncnnpass.ir.targets import default_target
+    from ncnnpass.ir.runtime.targets import default_target
 
     return default_target(args.target)

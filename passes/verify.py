@@ -21,7 +21,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import VerificationError
-from ncnnpass.ir.targets import Target, describe_target, normalize_target, using_target
+from ncnnpass.ir.runtime.targets import Target, describe_target, normalize_target, using_target
 
 #: Default gate for ``ncnnpass run --verify``. Exact rewrites (weight copies, pure rewiring) differ by
 #: float rounding only: ~1e-6 on PP-OCR outputs; folding scales/BatchNorm into weights ~1e-6..1e-5.
@@ -99,7 +99,7 @@ class VerifyResult:
 def input_shapes_for(graph: Graph, shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None
                      ) -> dict[str, tuple[int, ...]]:
     """Normalise ``shape`` (one tuple for a one-input model, or a dict) or take the Input layers' sizes."""
-    from .engine.shapes import normalize_input_shapes
+    from ncnnpass.ir.runtime.shapes import normalize_input_shapes
 
     return normalize_input_shapes(graph, shape, required=True)
 
@@ -117,7 +117,7 @@ def verify(before: Graph, after: Graph, shape: tuple[int, ...] | Mapping[str, tu
            target: str | Target | None = None) -> VerifyResult:
     """Run ``before`` and ``after`` in ncnn on the same seeded inputs; compare every protected output
     (one thread by default: deterministic, and the runs are short). ``target`` is where ncnn runs: a name
-    (:mod:`ncnnpass.ir.targets`: ``x86``, ``isolated``, ``arm``, ``arm-a57``; None = the default target)
+    (:mod:`ncnnpass.ir.runtime.targets`: ``x86``, ``isolated``, ``arm``, ``arm-a57``; None = the default target)
     or an open session (reused, left open)."""
 
     shapes = input_shapes_for(before, shape)

@@ -111,7 +111,7 @@ def test_phone_rows_on_isolated_worker(synth) -> None:
 
 
 def _arm_ready():
-    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
 
     return ensure_arm_runtime()
 

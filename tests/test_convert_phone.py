@@ -9,7 +9,7 @@ import pytest
 from fixtures import require
 
 from ncnnpass.cli.main import main
-from ncnnpass.passes.toolchain.arm_env import arm_runtime_status
+from ncnnpass.ir.runtime.arm_env import arm_runtime_status
 
 
 @pytest.mark.real

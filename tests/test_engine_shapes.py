@@ -98,7 +98,7 @@ def test_user_shapes_are_normalised_in_one_function() -> None:
     import pytest
 
     from ncnnpass.ir.errors import NcnnpassError
-    from ncnnpass.passes.engine.shapes import normalize_input_shapes, shapes_from_cli
+    from ncnnpass.ir.runtime.shapes import normalize_input_shapes, shapes_from_cli
 
     g = model(SE)
     assert normalize_input_shapes(g, None) is None

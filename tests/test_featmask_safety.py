@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from fixtures import require
 
-from ncnnpass.passes import apply_passes
-from ncnnpass.passes.engine.testing import fill_weights, model, run
-from ncnnpass.passes.precision.emulated_runs import Job, TargetPool
-from ncnnpass.passes.precision.featmask_safety import (
+from ncnnpass.ir.featmask import (
     featmask_safe_closure,
     make_featmask_safe,
     split_masked,
     unsafe_edges,
 )
+from ncnnpass.passes import apply_passes
+from ncnnpass.passes.engine.testing import fill_weights, model, run
+from ncnnpass.passes.precision.emulated_runs import Job, TargetPool
 from ncnnpass.passes.precision.sensitivity import rel_error
 
 # a -> {c2 (kept fp32), c3}; b -> {c4 (kept fp32), add}; add2 (kept fp32) reads the unmasked add
@@ -85,7 +85,7 @@ def test_keep_fp32_places_arm_safe_by_default() -> None:
 
 @pytest.fixture(scope="module")
 def arm_pool():
-    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
 
     require(lambda: ensure_arm_runtime(), "the emulated ARM runtime (qemu-user + aarch64 ncnn)")
     with TargetPool("arm", workers=1) as pool:

@@ -21,7 +21,7 @@ from ncnnpass.ir.errors import ToolError
 from ncnnpass.passes.measure.dictionary import dictionary_from_model_dir, dictionary_source
 from ncnnpass.passes.paddle.centers import load_centers
 from ncnnpass.passes.toolchain import paddle2onnx as p2o
-from ncnnpass.passes.toolchain import side_env
+from ncnnpass.passes.measure import paddle_env as side_env
 from ncnnpass.passes.toolchain.paddle_verify import verification_shape, verify_conversion
 
 V5_CLASSES = 18385  # 18383 dictionary entries + blank + space
@@ -37,7 +37,7 @@ def v5_dir() -> Path:
 def paddle3_python() -> Path:
     """The paddle 3 side env (``.ci/install`` makes it; with CI=true its absence fails)."""
     return fixtures.require(lambda: side_env.ready_python(side_env.PADDLE3),
-                            "paddle 3 side env (python -m ncnnpass.passes.toolchain.side_env paddle3)")
+                            "paddle 3 side env (python -m ncnnpass.passes.measure.paddle_env paddle3)")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_waits_for_another_installer(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """While another process holds the lock and finishes the env, a second caller waits and reuses it."""
     import threading
 
-    from ncnnpass.passes.toolchain import file_lock
+    from ncnnpass.ir.runtime.external import file_lock
 
     monkeypatch.delenv(side_env.PADDLE3.override_var, raising=False)
     env = side_env.PADDLE3.directory(tmp_path)

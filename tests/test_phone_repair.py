@@ -73,7 +73,7 @@ def test_prefix_search_finds_the_shortest_passing_prefix(tolerance: float, expec
 
 @pytest.fixture(scope="module")
 def v3():
-    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
 
     require(lambda: ensure_arm_runtime(), "the emulated ARM runtime (qemu-user + aarch64 ncnn)")
     param, binf = require(lambda: fixtures.ppocrv3_rec_ncnn(), "PP-OCRv3 rec converted by pnnx")
@@ -117,7 +117,7 @@ def test_ppocrv3_phone_repair_on_emulated_arm(v3) -> None:
 def test_ppocrv4_phone_repair_on_emulated_arm() -> None:
     """PP-OCRv4 rec: 1e-1 on the phone as converted; at 5e-3 the search keeps a tail of the net fp32 (at 1e-3
     it needs every layer: the fp16 rounding of the input alone costs 1.2e-3, docs/phone.md)."""
-    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
 
     require(lambda: ensure_arm_runtime(), "the emulated ARM runtime (qemu-user + aarch64 ncnn)")
     param, binf = require(lambda: fixtures.ppocrv4_rec_ncnn(), "PP-OCRv4 rec converted by pnnx")
@@ -151,7 +151,7 @@ Convolution c3 1 1 c out 0=8 1=1 5=1 6=64
 def test_fp16_overflow_is_located_and_repaired_on_emulated_arm() -> None:
     """A layer whose output exceeds fp16's 65504 (scaled down right after): NaN/Inf on the phone, found by the
     all-blob run and fixed by keeping it and its reader fp32; the reference is ncnn on x86 with fp16 off."""
-    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
 
     require(lambda: ensure_arm_runtime(), "the emulated ARM runtime (qemu-user + aarch64 ncnn)")
     g = fill_weights(model(OVERFLOW), seed=0, scale=0.5)

@@ -11,9 +11,9 @@ from fixtures import require
 
 from ncnnpass.cli.main import main
 from ncnnpass.ir import Graph, runtime
+from ncnnpass.ir.runtime.arm_env import arm_runtime_status
 from ncnnpass.passes.engine.testing import fill_weights, model
 from ncnnpass.passes.precision import unsafe_edges
-from ncnnpass.passes.toolchain.arm_env import arm_runtime_status
 
 BODY = """
 Input in0 0 1 in 0=32 1=16 2=3

@@ -161,14 +161,14 @@ def test_cli_in_process_leaves_the_library_default_alone(tmp_path, capsys) -> No
 
 
 def _no_arm_tools(monkeypatch, tmp_path) -> None:
-    from ncnnpass.passes.toolchain import arm_env
+    from ncnnpass.ir.runtime import arm_env
 
     monkeypatch.setenv("NCNNPASS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(arm_env.shutil, "which", lambda name: None)
 
 
 def test_missing_arm_runtime_says_what_is_missing(monkeypatch, tmp_path) -> None:
-    from ncnnpass.passes.toolchain import arm_env
+    from ncnnpass.ir.runtime import arm_env
 
     _no_arm_tools(monkeypatch, tmp_path)
     reason = arm_env.arm_runtime_status()
@@ -181,7 +181,7 @@ def test_missing_arm_runtime_says_what_is_missing(monkeypatch, tmp_path) -> None
 
 
 def test_unprovisioned_root_is_reported(monkeypatch, tmp_path) -> None:
-    from ncnnpass.passes.toolchain import arm_env
+    from ncnnpass.ir.runtime import arm_env
 
     monkeypatch.setenv("NCNNPASS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(arm_env, "_qemu", lambda: Path("/usr/bin/qemu-aarch64-static"))
@@ -217,7 +217,7 @@ def test_pool_runs_jobs_in_parallel_workers_and_returns_errors_in_place() -> Non
 
 def test_worker_reloads_nets_it_dropped(isolated) -> None:
     """The worker caches a few nets; a session that used more gets the dropped ones loaded again."""
-    from ncnnpass.ir.worker import MAX_CACHED_NETS
+    from ncnnpass.ir.runtime.worker import MAX_CACHED_NETS
 
     graphs = [fill_weights(small(), seed=s) for s in range(MAX_CACHED_NETS + 2)]
     first = [isolated.run(g, feeds(), options="fp32")["y"] for g in graphs]
@@ -230,7 +230,7 @@ def test_worker_reloads_nets_it_dropped(isolated) -> None:
 def test_shapes_under_an_arm_default_are_inferred_off_the_emulator() -> None:
     """Shapes do not depend on the CPU: with ``--target arm`` as the default, shape inference runs in the
     isolated x86 worker instead of a minutes-long emulated run (an explicit ``target="arm"`` still emulates)."""
-    from ncnnpass.ir import targets
+    from ncnnpass.ir.runtime import targets
 
     g = small()
     targets.close_shared_targets()

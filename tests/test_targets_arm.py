@@ -21,7 +21,7 @@ pytestmark = pytest.mark.real
 def arm_ready() -> None:
     import fixtures
 
-    from ncnnpass.passes.toolchain.arm_env import arm_runtime_status
+    from ncnnpass.ir.runtime.arm_env import arm_runtime_status
 
     reason = arm_runtime_status()
     fixtures.require(reason is None, f"the emulated ARM runtime: {reason} (run .ci/install)")

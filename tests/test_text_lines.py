@@ -111,7 +111,7 @@ def test_bad_requests_are_one_clear_error(v3) -> None:
 
 
 def _arm_ready():
-    from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
 
     return ensure_arm_runtime()
 

@@ -4,7 +4,7 @@ fed with given tensors (``Extractor.input`` accepts any blob name).
 Options are set before loading; light mode is off so that every blob survives and in-place layers run
 out of place; fed tensors are cloned into ncnn-owned Mats.
 
-``target`` (:mod:`ncnnpass.ir.targets`) picks where ncnn runs: ``x86`` in this process, or a worker
+``target`` (:mod:`ncnnpass.ir.runtime.targets`) picks where ncnn runs: ``x86`` in this process, or a worker
 (``isolated``, ``arm`` = the emulated phone). On a worker one load serves every run of an option set, and
 the isolated per-layer runs are split over ``workers`` parallel workers.
 """
@@ -19,8 +19,8 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import RuntimeBridgeError
-from ncnnpass.ir.runtime import OPTION_PRESETS, make_options
-from ncnnpass.ir.targets import Target, normalize_target, open_target
+from ncnnpass.ir.runtime import OPTION_PRESETS, PRESET_DESCRIPTIONS, make_options
+from ncnnpass.ir.runtime.targets import Target, normalize_target, open_target
 
 __all__ = ["OptionSet", "parse_option_sets", "DEFAULT_SWEEP", "PHONE_SWEEP", "sweep_for", "NcnnModel",
            "NcnnRunError"]
@@ -32,20 +32,10 @@ DEFAULT_SWEEP = ("default", "fp32", "no-packing", "no-sgemm-winograd", "bf16")
 # fp16-storage - fp32 = storage); the layout sets can still be asked for by name.
 PHONE_SWEEP = ("default", "fp16-storage", "fp32")
 
-# Sets of this module on top of the runtime's presets.
-EXTRA_PRESETS: dict[str, dict[str, bool]] = {"fp16-storage": {"use_fp16_arithmetic": False}}
-PRESETS: dict[str, dict[str, bool]] = {**OPTION_PRESETS, **EXTRA_PRESETS}
+PRESETS = OPTION_PRESETS  # the runtime's one table
+DESCRIPTIONS = PRESET_DESCRIPTIONS
 #: isolated single-layer runs that may crash a worker (it restarts) before the comparison gives up
 MAX_WORKER_CRASHES = 3
-
-DESCRIPTIONS = {
-    "default": "ncnn defaults",
-    "fp32": "fp16 storage/packed/arithmetic off",
-    "fp16-storage": "fp16 storage on, fp16 arithmetic off",
-    "no-packing": "packing layout off",
-    "no-sgemm-winograd": "sgemm and winograd convolution off",
-    "bf16": "bf16 storage/packed on",
-}
 
 
 def sweep_for(target: str | None) -> tuple[str, ...]:

@@ -134,7 +134,7 @@ def plot_png(report: CompareReport, path: str) -> None:
     axes[1].set_xlabel("layer (topological order)")
     title = f"{os.path.basename(report.onnx)} vs {os.path.basename(report.param)} - input {report.input.source}"
     if report.target != "x86":
-        from ncnnpass.ir.targets import describe_target
+        from ncnnpass.ir.runtime.targets import describe_target
 
         title += f" - ncnn on {describe_target(report.target)}"
     fig.suptitle(title, fontsize=11)

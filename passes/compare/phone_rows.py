@@ -14,7 +14,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.targets import describe_target, normalize_target, using_target
+from ncnnpass.ir.runtime.targets import describe_target, normalize_target, using_target
 
 from .ncnn_side import PHONE_SWEEP, PRESETS
 

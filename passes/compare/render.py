@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from ncnnpass.ir.targets import describe_target
+from ncnnpass.ir.runtime.targets import describe_target
 
 from .report import CompareReport, LayerRow, OptionRun
 

@@ -202,7 +202,7 @@ class CompareReport:
     thresholds: dict[str, float] = field(default_factory=dict)
     # max |optimized onnxruntime session - the all-tensors, optimizations-off run| on the outputs
     reference_check: float | None = None
-    target: str = "x86"  # where ncnn ran (ncnnpass.ir.targets)
+    target: str = "x86"  # where ncnn ran (ncnnpass.ir.runtime.targets)
     # decoded strings on rendered text lines (text_lines.TextLinesReport), when asked for
     text_lines: object | None = None
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError, RuntimeBridgeError
-from ncnnpass.ir.targets import describe_target, normalize_target, open_target
+from ncnnpass.ir.runtime.targets import describe_target, normalize_target, open_target
 
 __all__ = ["LineModel", "LineResult", "TargetLines", "TextLinesReport", "render_line", "line_texts",
            "line_inputs", "decode_line", "text_lines", "DEFAULT_LINES"]

@@ -12,13 +12,14 @@ manager.
 ... ''')
 """
 
+from ncnnpass.ir.runtime.shapes import declared_input_shapes, normalize_input_shapes
+
 from .builtins import BUILTINS, ELEMENTWISE_TYPES, is_elementwise
 from .context import PassContext
 from .expr import EvalError, Unknown
 from .manager import FunctionPass, Pass, PassReport, PassStat, RulePass, run_passes, run_rules
 from .options import Option
 from .rule import Match, Rule, compile_rules
-from .shapes import declared_input_shapes, normalize_input_shapes
 
 __all__ = [
     "BUILTINS", "ELEMENTWISE_TYPES", "EvalError", "FunctionPass", "Match", "Option", "Pass", "PassContext", "PassReport",

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import NcnnpassError
-
-from .shapes import declared_input_shapes
+from ncnnpass.ir.runtime.shapes import declared_input_shapes
 
 if TYPE_CHECKING:
     from .rewriter import Rewriter

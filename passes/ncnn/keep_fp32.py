@@ -13,7 +13,7 @@ all given ones. Bits already set are kept (the mask is OR-ed).
 
 ARM-safe by default (``safe=1``): when the bits include no-fp16-storage, every marked layer must read fp32
 blobs on ARM, so cast boundaries (an identity ``Dropout``) and Split masks are added where needed
-(:func:`ncnnpass.passes.precision.featmask_safety.make_featmask_safe`; the rule is in docs/phone.md).
+(:func:`ncnnpass.ir.featmask.make_featmask_safe`; the rule is in docs/phone.md).
 Passes that later remove Dropouts or rewire the marked layers' inputs undo that: run
 ``make_featmask_safe`` again before writing a model for ARM.
 """
@@ -86,7 +86,7 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
             ly.featmask = ly.featmask | mask
             changed += 1
     if str(safe).lower() not in ("0", "false", "no"):
-        from ncnnpass.passes.precision.featmask_safety import make_featmask_safe
+        from ncnnpass.ir.featmask import make_featmask_safe
 
         make_featmask_safe(graph)  # not counted: the rewrite count stays "layers marked"
     return changed

@@ -5,7 +5,8 @@ Public API: :func:`repair_for_phone` (-> :class:`PhoneRepairResult`), :func:`mak
 :func:`unsafe_edges`, :func:`featmask_safe_closure`, :func:`macs_per_layer`.
 """
 
-from .featmask_safety import featmask_safe_closure, make_featmask_safe, unsafe_edges
+from ncnnpass.ir.featmask import featmask_safe_closure, make_featmask_safe, unsafe_edges
+
 from .macs import fp16_mac_share, macs_per_layer
 from .phone_repair import PhoneRepairResult, repair_for_phone
 

@@ -1,6 +1,6 @@
 """Batches of ncnn runs on an execution target (the emulated phone), spread over a few sessions.
 
-Each session of :func:`ncnnpass.ir.targets.open_target` is one worker process; an emulated inference
+Each session of :func:`ncnnpass.ir.runtime.targets.open_target` is one worker process; an emulated inference
 takes seconds, so :class:`TargetPool` keeps ``workers`` sessions and runs independent jobs on them in
 parallel. A job whose net crashes the runtime or fails comes back with ``error`` set (the worker restarts),
 never as an exception.
@@ -16,8 +16,8 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import RuntimeBridgeError
-from ncnnpass.ir.targets import Target
-from ncnnpass.ir.targets import TargetPool as SessionPool
+from ncnnpass.ir.runtime.targets import Target
+from ncnnpass.ir.runtime.targets import TargetPool as SessionPool
 
 
 @dataclass
@@ -43,7 +43,7 @@ class JobResult:
 @dataclass
 class TargetPool:
     """``workers`` sessions of one target (opened at the first :meth:`run`); :meth:`run` spreads jobs over
-    them with :meth:`ncnnpass.ir.targets.TargetPool.spread`, counting runs and wall time."""
+    them with :meth:`ncnnpass.ir.runtime.targets.TargetPool.spread`, counting runs and wall time."""
 
     target: str = "arm"
     workers: int = 2

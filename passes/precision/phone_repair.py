@@ -5,7 +5,7 @@
    (:mod:`ncnnpass.passes.precision.sensitivity`), ranked by error per MAC;
 3. the shortest prefix of that ranking whose placement verifies within ``tolerance``
    (:mod:`ncnnpass.passes.precision.search`), every placement made ARM-safe first
-   (:mod:`ncnnpass.passes.precision.featmask_safety`);
+   (:mod:`ncnnpass.ir.featmask`);
 4. the chosen model run on held-out inputs; if it misses there, the search resumes with them included.
 
 The reference is onnxruntime when an ONNX file (or a callable) is given, else the same ncnn model on this
@@ -23,9 +23,9 @@ import numpy as np
 
 from ncnnpass.ir import Graph, runtime
 from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.ir.featmask import unsafe_edges
 
 from .emulated_runs import TargetPool
-from .featmask_safety import unsafe_edges
 from .macs import fp16_mac_share, macs_per_layer
 from .search import cut_points, evaluate, shortest_prefix, with_fp32_layers
 from .sensitivity import Sensitivity, measure, ranking

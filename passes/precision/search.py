@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ncnnpass.ir import Graph
+from ncnnpass.ir.featmask import make_featmask_safe
 
 from .emulated_runs import Job, TargetPool
-from .featmask_safety import make_featmask_safe
 
 KEEP_FP32_BITS = 7  # 31=7: no fp16 arithmetic, no fp16 storage, no bf16 storage
 

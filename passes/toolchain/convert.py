@@ -27,8 +27,8 @@ import numpy as np
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError, ToolError, VerificationError
 from ncnnpass.ir.fileio import atomic_write
+from ncnnpass.ir.runtime.external import log
 
-from . import log
 from .convert_figures import ConvertResult, ModelFigures, Stage, measure
 
 __all__ = ["convert", "ConvertResult", "ModelFigures", "Stage", "measure", "second_shape"]

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
-
-from . import default_cache_dir, file_lock, log
+from ncnnpass.ir.runtime.external import default_cache_dir, file_lock, log
 
 
 @dataclass(frozen=True)

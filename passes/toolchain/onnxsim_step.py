@@ -16,8 +16,7 @@ from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
 from ncnnpass.ir.fileio import atomic_write
-
-from . import log, run_tool
+from ncnnpass.ir.runtime.external import log, run_tool
 
 DEFAULT_TIMEOUT = 600.0
 

@@ -38,11 +38,11 @@ from typing import Any
 
 from ncnnpass.ir.errors import ToolError
 from ncnnpass.ir.fileio import atomic_write
+from ncnnpass.ir.runtime.external import default_cache_dir, file_lock, log, run_tool
+from ncnnpass.passes.measure.paddle_env import PADDLE3, Progress, ensure_side_env, ready_python
 from ncnnpass.passes.onnx.ranks import tensor_ranks
 
-from . import default_cache_dir, file_lock, log, run_tool
 from .paddle_verify import DEFAULT_ATOL, LEGACY_ENV_NAME, verify_conversion
-from .side_env import PADDLE3, Progress, ensure_side_env, ready_python
 
 __all__ = ["PaddleModel", "check_onnx", "ensure_legacy_env", "find_paddle_model", "find_rank_mismatched_concats",
            "paddle_to_onnx", "repair_concat_ranks", "validate_onnx", "verify_conversion"]
@@ -53,7 +53,7 @@ INSTALL_HINT = (
     f"pip install --no-deps paddle2onnx=={LEGACY_VERSION}   (converts legacy inference.pdmodel models, "
     "no paddlepaddle needed), or call ncnnpass.passes.toolchain.paddle2onnx.ensure_legacy_env(); "
     "the inference.json form is converted in a side env that ncnnpass makes itself "
-    f"(python -m ncnnpass.passes.toolchain.side_env paddle3: {' '.join(PADDLE3.packages)})"
+    f"(python -m ncnnpass.passes.measure.paddle_env paddle3: {' '.join(PADDLE3.packages)})"
 )
 
 # Runs in a subprocess: loads paddle2onnx's C++ extension by file path, so the package's __init__

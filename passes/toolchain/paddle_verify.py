@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ncnnpass.ir.errors import ToolError, VerificationError
-
-from . import default_cache_dir, log, run_tool
-from .side_env import PADDLE3, ready_python
+from ncnnpass.ir.runtime.external import default_cache_dir, log, run_tool
+from ncnnpass.passes.measure.paddle_env import PADDLE3, ready_python
 
 DEFAULT_ATOL = 1e-4  # measured on PP-OCR rec softmax outputs: 1e-6 .. 1e-5
 DEFAULT_SHAPE = (2, 3, 48, 320)

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
-
-from . import log, run_tool
+from ncnnpass.ir.runtime.external import log, run_tool
 
 INSTALL_HINT = "pip install --no-deps pnnx   (without --no-deps pip also pulls torch, several GB)"
 

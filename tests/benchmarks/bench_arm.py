@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ncnnpass.ir import runtime
-    from ncnnpass.passes.toolchain.arm_env import arm_dir, ensure_arm_runtime
+    from ncnnpass.ir.runtime.arm_env import arm_dir, ensure_arm_runtime
 
     if args.cold:
         with tempfile.TemporaryDirectory(prefix="ncnnpass-bench-arm-") as d:

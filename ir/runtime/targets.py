@@ -5,7 +5,7 @@
   :class:`RuntimeBridgeError` and the worker restarts on next use.
 - ``arm`` (= ``arm-a76``) / ``arm-a57``: the aarch64 ncnn wheel of the same version in a worker run under
   qemu-user as a Cortex-A76 (fp16 arithmetic + storage, like phones since 2018) or a Cortex-A57 (no
-  asimdhp, older phones). Provisioned on first use (:mod:`ncnnpass.passes.toolchain.arm_env`).
+  asimdhp, older phones). Provisioned on first use (:mod:`ncnnpass.ir.runtime.arm_env`).
 
 >>> with open_target("arm") as t:
 ...     outs = t.run(graph, {"in0": x}, options="default")
@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RuntimeBridgeError
+from ..graph import Graph
 from . import worker as wire
-from .errors import RuntimeBridgeError
-from .graph import Graph
 
 #: Target names; ``arm`` is ``arm-a76``.
 TARGETS = ("x86", "isolated", "arm", "arm-a76", "arm-a57")
@@ -127,7 +127,7 @@ class InProcessTarget(Target):
     """ncnn in this process (target ``x86``)."""
 
     def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
-        from .runtime import load
+        from .bridge import load
 
         net = load(graph, options, num_threads)
         return [net.run(x, outputs, light_mode) for x in inputs]
@@ -155,7 +155,7 @@ class _NotLoaded(RuntimeBridgeError):
 
 
 class WorkerTarget(Target):
-    """ncnn in a long-lived subprocess speaking the :mod:`ncnnpass.ir.worker` protocol.
+    """ncnn in a long-lived subprocess speaking the :mod:`ncnnpass.ir.runtime.worker` protocol.
 
     ``launcher`` returns the argv and environment of the worker (called on each (re)start, so a
     provisioning step can run lazily). Nets are cached in the worker by content hash."""
@@ -285,7 +285,7 @@ class WorkerTarget(Target):
             return self.startup_seconds or 0.0
 
     def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
-        from .runtime import option_fields
+        from .bridge import option_fields
 
         fields = option_fields(options)
         param = graph.to_param_text().encode()
@@ -328,7 +328,7 @@ def _isolated_launcher() -> tuple[list[str], dict[str, str]]:
 
 def _arm_launcher(cpu: str, progress: Callable[[str], None] | None) -> Callable[[], tuple[list[str], dict[str, str]]]:
     def launch() -> tuple[list[str], dict[str, str]]:
-        from ncnnpass.passes.toolchain.arm_env import ensure_arm_runtime
+        from .arm_env import ensure_arm_runtime
 
         rt = ensure_arm_runtime(progress=progress)
         return rt.worker_command(cpu, Path(wire.__file__).resolve())

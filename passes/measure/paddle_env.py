@@ -7,7 +7,7 @@ and marks it complete only after pip succeeded, so an interrupted install is res
 fails (offline, no matching wheel), the :class:`ToolError` is one line naming the exact commands to run.
 An environment variable can point to an existing environment instead (its python, or its directory).
 
-``python -m ncnnpass.passes.toolchain.side_env paddle3`` provisions from a shell (``.ci/install`` does).
+``python -m ncnnpass.passes.measure.paddle_env paddle3`` provisions from a shell (``.ci/install`` does).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
-
-from . import default_cache_dir, file_lock, log
+from ncnnpass.ir.runtime.external import default_cache_dir, file_lock, log
 
 Progress = Callable[[str], None]
 COMPLETE_MARKER = ".ncnnpass-complete"
@@ -175,7 +174,7 @@ def ensure_side_env(spec: SideEnv, cache_dir: str | os.PathLike | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ncnnpass.passes.toolchain.side_env NAME...``: provision side environments."""
+    """``python -m ncnnpass.passes.measure.paddle_env NAME...``: provision side environments."""
     names = (argv if argv is not None else sys.argv[1:]) or list(SIDE_ENVS)
     for name in names:
         if name not in SIDE_ENVS:

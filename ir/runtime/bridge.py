@@ -3,7 +3,7 @@
 Options are applied before loading (ncnn requires it). Inputs are cloned into ncnn-owned Mats
 (a non-owning Mat fed to an in-place first layer crashes ncnn in light mode).
 
-``target`` picks where ncnn runs (:mod:`ncnnpass.ir.targets`): ``x86`` in this process (the library
+``target`` picks where ncnn runs (:mod:`ncnnpass.ir.runtime.targets`): ``x86`` in this process (the library
 default), ``isolated`` in a worker subprocess (a crash becomes a :class:`RuntimeBridgeError`), ``arm`` /
 ``arm-a57`` the aarch64 ncnn under qemu. For many runs on one target use :func:`open_target`.
 """
@@ -15,37 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import RuntimeBridgeError
+from ..graph import Graph
 from . import worker
-from .errors import RuntimeBridgeError
-from .graph import Graph
-from .targets import (
-    TARGETS,
-    RunJob,
-    Target,
-    TargetPool,
-    default_target,
-    describe_target,
-    get_default_target,
-    normalize_target,
-    open_target,
-    set_default_target,
-    shared_target,
-    using_target,
-)
+from .options import option_fields
+from .targets import Target, get_default_target, normalize_target, shared_target
 
-__all__ = ["OPTION_PRESETS", "TARGETS", "LoadedNet", "RunJob", "Target", "TargetPool", "check_input_shapes", "default_target",
-           "describe_target", "get_default_target", "infer_shapes", "load", "make_options", "normalize_target",
-           "open_target", "option_fields", "run", "set_default_target", "shared_target", "using_target"]
-
-# Named option sets. "default" is ncnn's own defaults; "fp32" turns every reduced-precision path off.
-OPTION_PRESETS: dict[str, dict[str, bool]] = {
-    "default": {},
-    "fp32": {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False,
-             "use_bf16_storage": False, "use_bf16_packed": False},
-    "no-packing": {"use_packing_layout": False},
-    "no-sgemm-winograd": {"use_sgemm_convolution": False, "use_winograd_convolution": False},
-    "bf16": {"use_bf16_storage": True, "use_bf16_packed": True},
-}
+__all__ = ["LoadedNet", "check_input_shapes", "infer_shapes", "load", "run"]
 
 
 # Inputs are allocated from shapes a .param declares (Input 0=w 1=h 2=c) or a user gives: a lying
@@ -75,21 +51,6 @@ def _ncnn():
     except ImportError as exc:  # pragma: no cover - ncnn is a hard dependency
         raise RuntimeBridgeError(f"the ncnn Python package is not importable: {exc} (pip install ncnn)") from None
     return ncnn
-
-
-def option_fields(options: str | Mapping[str, object] | None = None) -> dict[str, object]:
-    """The ``ncnn.Option`` field overrides of a preset name or a dict (validated names of presets)."""
-    if isinstance(options, str) and options not in OPTION_PRESETS:
-        raise RuntimeBridgeError(f"unknown option preset {options!r} (one of {', '.join(OPTION_PRESETS)})")
-    return dict(OPTION_PRESETS[options]) if isinstance(options, str) else dict(options or {})
-
-
-def make_options(options: str | Mapping[str, object] | None = None, num_threads: int | None = None):
-    """An ``ncnn.Option`` from a preset name or a dict of field overrides."""
-    try:
-        return worker.make_option(_ncnn(), option_fields(options), num_threads)
-    except worker.NcnnCallError as exc:
-        raise RuntimeBridgeError(str(exc)) from None
 
 
 @dataclass

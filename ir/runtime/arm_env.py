@@ -8,7 +8,7 @@ Parts (all from Debian's and PyPI's packages):
 - the aarch64 ncnn wheel of exactly the installed x86 ncnn version, unzipped under
   ``default_cache_dir()/arm/ncnn-<version>-<pytag>``.
 
-``python -m ncnnpass.passes.toolchain.arm_env`` provisions it (what ``.ci/install`` runs) and prints the paths.
+``python -m ncnnpass.ir.runtime.arm_env`` provisions it (what ``.ci/install`` runs) and prints the paths.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
 
-from . import default_cache_dir, file_lock, run_tool
+from .external import default_cache_dir, file_lock, run_tool
 
 Progress = Callable[[str], None] | None
 
