@@ -6,7 +6,7 @@ import os
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["add_target_option", "default_bin", "parse_shape", "require_file", "target_scope"]
+__all__ = ["add_target_option", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
 
 
 def default_bin(param: str) -> str:
@@ -49,3 +49,18 @@ def target_scope(args):
     from ncnnpass.ir.runtime.targets import default_target
 
     return default_target(args.target)
+
+
+def run_input_shape(args, graph):
+    """The input shape of a command that runs ``graph``: ``--shape`` options; else the sizes the Input layers
+    declare (None: the runtime reads them); else, with ``--onnx``, the ONNX input (its dynamic dims filled
+    with the model kind's default, as ``convert`` does)."""
+    from ncnnpass.ir.runtime.shapes import declared_input_shapes, shapes_from_cli
+
+    shape = shapes_from_cli(getattr(args, "shape", None))
+    if shape is not None or declared_input_shapes(graph) is not None or not getattr(args, "onnx", None):
+        return shape
+    from ncnnpass.passes.measure.model_info import read_model_info
+
+    require_file(args.onnx, "ONNX model")
+    return read_model_info(args.onnx, args.onnx).input_shape

@@ -4,9 +4,11 @@ Two kinds of subpackage:
 
 - **rewrite passes**: ``engine/`` (pattern language, matcher, pass manager), ``ncnn/`` (one ncnn pass
   per file) and ``onnx/`` (passes that edit ONNX graphs before conversion);
-- **tools built on them**: ``toolchain/`` (paddle2onnx, onnxsim, pnnx and the whole conversion),
-  ``compare/`` (ONNX vs ncnn layer-by-layer forensics), ``precision/`` (fp16/ARM precision repair) and
-  ``paddle/`` (PaddleOCR-side tools: configs, export files, preprocessing, CTC decoding, centers).
+- **the measurement core** below them: ``measure/`` (runners, seeded inputs, the tolerance, verification,
+  model facts, data and task decoding);
+- **precision** beside the passes: ``precision/`` (the mixed-precision search behind ``repair-for-target``);
+- **tools built on them**: ``compare/`` (ONNX vs ncnn layer-by-layer forensics), ``toolchain/`` (paddle2onnx,
+  onnxsim, pnnx and the whole conversion) and ``paddle/`` (PaddleOCR-side tools: configs, centers).
 
 >>> from ncnnpass.passes import apply_passes, list_passes, PIPELINES
 >>> report = apply_passes(graph, "repair")            # a pipeline name, or pass names/specs
@@ -18,6 +20,7 @@ The ncnn passes are imported lazily so the ONNX/Paddle/toolchain subpackages sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,7 +51,8 @@ def resolve_passes(names: str | list[str | Pass] | tuple[str | Pass, ...]) -> li
 
 
 def apply_passes(graph: Graph, names: str | list[str | Pass], *, input_shape: Any = None,
-                 max_iterations: int = 8, fold_storage: str = "fp32") -> PassReport:
+                 max_iterations: int = 8, fold_storage: str = "fp32",
+                 progress: Callable[[str], None] | None = None) -> PassReport:
     """Run passes (or a pipeline: ``"repair"``, ``"optimize"``) on ``graph`` in place, to a fixpoint.
 
     ``input_shape``: numpy-order ``(c, h, w)`` for a single-input model, or ``{input blob: shape}``;
@@ -56,6 +60,7 @@ def apply_passes(graph: Graph, names: str | list[str | Pass], *, input_shape: An
     ``Input`` layers declare are used, and otherwise shape-dependent rules simply do not fire.
     ``fold_storage``: ``"fp32"`` stores weights computed by folding as fp32 (exact); ``"keep"`` stores
     them back in the layer's original fp16/bf16 storage (smaller, rounds the folded values).
+    ``progress``: where passes that measure on a target (``repair-for-target``) report what they do.
     """
     from .engine import normalize_input_shapes, run_passes
 
@@ -65,7 +70,7 @@ def apply_passes(graph: Graph, names: str | list[str | Pass], *, input_shape: An
         raise NcnnpassError(f"fold_storage must be 'fp32' or 'keep', not {fold_storage!r}")
     shapes = normalize_input_shapes(graph, input_shape)
     return run_passes(graph, resolve_passes(names), input_shapes=shapes, max_iterations=max_iterations,
-                      fold_storage=fold_storage)
+                      fold_storage=fold_storage, progress=progress)
 
 
 def list_passes() -> list[Pass]:

@@ -1,8 +1,20 @@
-"""Named pass pipelines. Each is a plain list of pass specs (``NAME`` or ``NAME[key=value,...]``)."""
+"""Named pass pipelines. Each is a plain list of pass specs (``NAME`` or ``NAME[key=value,...]``).
+
+On a phone target (``arm``, ``arm-a57``) the precision pipelines end with ``repair-for-target``, which
+measures the model there and keeps the few layers fp32 that bring it within a tolerance
+(:func:`pipeline_passes`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Pass
+
+#: pipelines that end with ``repair-for-target`` on a phone target
+TARGET_REPAIRED = ("repair", "optimize")
 
 
 @dataclass(frozen=True)
@@ -51,3 +63,25 @@ OPTIMIZE = Pipeline(
 )
 
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in (REPAIR, OPTIMIZE)}
+
+
+def targets_repair(target: str | None) -> bool:
+    """Whether ``target`` has a repair-for-target step (the phone CPU targets)."""
+    return bool(target) and str(target).lower().startswith("arm")
+
+
+def pipeline_passes(name: str, *, target: str | None = None, tolerance: float | None = None,
+                    reference: str | None = None) -> list[Pass]:
+    """The passes of pipeline ``name`` for ``target``: on a phone target, ``repair``/``optimize`` end with
+    ``repair-for-target[target=..., tolerance=..., reference=...]`` (tolerance/reference when given)."""
+    from .registry import get_pass
+
+    passes = [get_pass(s) for s in PIPELINES[name].passes]
+    if name in TARGET_REPAIRED and targets_repair(target):
+        options: dict[str, object] = {"target": str(target).lower()}
+        if tolerance is not None:
+            options["tolerance"] = tolerance
+        if reference:
+            options["reference"] = str(reference)
+        passes.append(get_pass("repair-for-target").configure(**options))
+    return passes

@@ -21,6 +21,7 @@ PASS_MODULES = (
     "mean_reduction_to_pooling",
     "adaptive_avgpool_lowering",
     "keep_fp32",
+    "repair_for_target",
     "fuse_activation",
     "eliminate_redundant_relu",
     "fold_scalar_binaryop",

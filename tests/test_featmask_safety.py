@@ -12,9 +12,9 @@ from ncnnpass.ir.featmask import (
     split_masked,
     unsafe_edges,
 )
+from ncnnpass.ir.runtime import Job, TargetPool
 from ncnnpass.passes import apply_passes
 from ncnnpass.passes.engine.testing import fill_weights, model, run
-from ncnnpass.passes.precision.emulated_runs import Job, TargetPool
 from ncnnpass.passes.precision.sensitivity import rel_error
 
 # a -> {c2 (kept fp32), c3}; b -> {c4 (kept fp32), add}; add2 (kept fp32) reads the unmasked add

@@ -18,10 +18,10 @@ from support.text_images import random_texts, write_dataset
 
 from ncnnpass.cli.main import main
 from ncnnpass.ir.errors import ToolError
+from ncnnpass.passes.measure import paddle_env as side_env
 from ncnnpass.passes.measure.dictionary import dictionary_from_model_dir, dictionary_source
 from ncnnpass.passes.paddle.centers import load_centers
 from ncnnpass.passes.toolchain import paddle2onnx as p2o
-from ncnnpass.passes.measure import paddle_env as side_env
 from ncnnpass.passes.toolchain.paddle_verify import verification_shape, verify_conversion
 
 V5_CLASSES = 18385  # 18383 dictionary entries + blank + space

@@ -10,9 +10,9 @@ import pytest
 from fixtures import require
 
 from ncnnpass.ir import Graph, runtime
+from ncnnpass.ir.runtime import JobResult, TargetPool
 from ncnnpass.passes.engine.testing import fill_weights, model
 from ncnnpass.passes.precision import fp16_mac_share, macs_per_layer, repair_for_phone, unsafe_edges
-from ncnnpass.passes.precision.emulated_runs import JobResult, TargetPool
 from ncnnpass.passes.precision.phone_repair import onnx_reference
 from ncnnpass.passes.precision.search import abs_error, shortest_prefix
 
@@ -94,7 +94,7 @@ def _repair_and_rerun(graph: Graph, onnx, tol: float) -> object:
     x = {graph.inputs[0]: np.random.default_rng(7).uniform(-1, 1, (3, 48, 320)).astype(np.float32)}
     ref = onnx_reference(onnx)(x)
     with TargetPool("arm", workers=1) as pool:
-        from ncnnpass.passes.precision.emulated_runs import Job
+        from ncnnpass.ir.runtime import Job
 
         (r,) = pool.run([Job(res.graph, [x], list(res.graph.outputs))])
     assert r.ok, r.error

@@ -16,8 +16,8 @@ import pytest
 from ncnnpass.ir import Graph
 from ncnnpass.ir.runtime import load
 from ncnnpass.passes import PIPELINES, apply_passes, list_passes, resolve_passes
+from ncnnpass.passes.measure.verify import verify
 from ncnnpass.passes.registry import parse_spec, split_specs
-from ncnnpass.passes.verify import verify
 
 ACCEPT = 1e-5  # max |ncnn(default options) - onnxruntime| after repair
 SHAPE = (1, 3, 48, 320)

@@ -14,7 +14,7 @@ import pytest
 from ncnnpass.ir import Graph, RuntimeBridgeError, runtime
 from ncnnpass.ir.errors import NcnnpassError, ToolError
 from ncnnpass.passes.engine.testing import fill_weights, model
-from ncnnpass.passes.verify import verify
+from ncnnpass.passes.measure.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,17 +202,18 @@ def test_arm_tests_fail_in_ci_when_the_runtime_is_missing(tmp_path) -> None:
 
 def test_pool_runs_jobs_in_parallel_workers_and_returns_errors_in_place() -> None:
     g = small()
-    jobs = [runtime.RunJob(g, feeds(0), options="fp32"), runtime.RunJob(g, feeds(1), outputs="nope"),
-            runtime.RunJob(g, feeds(2), outputs="all", options="fp32")]
+    jobs = [runtime.Job(g, [feeds(0), feeds(3)], options="fp32"), runtime.Job(g, [feeds(1)], outputs="nope"),
+            runtime.Job(g, [feeds(2)], outputs="all", options="fp32")]
     with runtime.TargetPool("isolated", workers=2, progress=None) as pool:
-        results = pool.map(jobs)
-        assert len(pool.sessions) == 2
+        results = pool.run(jobs)
+        assert len(pool.sessions) == 2 and pool.runs == 3 and pool.seconds > 0
         with pytest.raises(RuntimeBridgeError, match="'nope'"):
-            pool.map(jobs[1:2], errors="raise")
-    assert isinstance(results[1], RuntimeBridgeError) and "could not extract blob 'nope'" in str(results[1])
-    assert np.array_equal(results[0]["y"], runtime.run(g, feeds(0), options="fp32")["y"])
-    assert set(results[2]) == {"x", "t", "u", "y"}
-    assert np.array_equal(results[2]["y"], runtime.run(g, feeds(2), options="fp32")["y"])
+            pool.run(jobs[1:2], errors="raise")
+    assert not results[1].ok and "could not extract blob 'nope'" in str(results[1].error)
+    assert np.array_equal(results[0].outputs[0]["y"], runtime.run(g, feeds(0), options="fp32")["y"])
+    assert np.array_equal(results[0].outputs[1]["y"], runtime.run(g, feeds(3), options="fp32")["y"])
+    assert set(results[2].outputs[0]) == {"x", "t", "u", "y"}
+    assert np.array_equal(results[2].outputs[0]["y"], runtime.run(g, feeds(2), options="fp32")["y"])
 
 
 def test_worker_reloads_nets_it_dropped(isolated) -> None:

@@ -18,7 +18,8 @@ from .bridge import LoadedNet, check_input_shapes, infer_shapes, load, run
 from .options import OPTION_PRESETS, PRESET_DESCRIPTIONS, make_options, option_fields
 from .targets import (
     TARGETS,
-    RunJob,
+    Job,
+    JobResult,
     Target,
     TargetPool,
     default_target,
@@ -31,7 +32,7 @@ from .targets import (
     using_target,
 )
 
-__all__ = ["OPTION_PRESETS", "PRESET_DESCRIPTIONS", "TARGETS", "LoadedNet", "RunJob", "Target", "TargetPool",
+__all__ = ["OPTION_PRESETS", "PRESET_DESCRIPTIONS", "TARGETS", "LoadedNet", "Job", "JobResult", "Target", "TargetPool",
            "check_input_shapes", "default_target", "describe_target", "get_default_target", "infer_shapes", "load",
            "make_options", "normalize_target", "open_target", "option_fields", "run", "set_default_target",
            "shared_target", "using_target"]

@@ -278,14 +278,18 @@ class WorkerTarget(Target):
 
     # -- API
     def ensure_started(self) -> float:
-        """Start the worker now (it starts lazily otherwise); returns its startup time in seconds."""
+        """Start the worker now (it starts lazily otherwise); returns its startup time in seconds. A worker
+        that died since its last request is reported once (an error, whenever it died) and restarts on the
+        next use."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise self._fail("crashed")
+            if self._proc is None:
                 self._start()
             return self.startup_seconds or 0.0
 
     def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
-        from .bridge import option_fields
+        from .options import option_fields
 
         fields = option_fields(options)
         param = graph.to_param_text().encode()
@@ -353,40 +357,70 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
 
 
 @dataclass
-class RunJob:
-    """One run for :meth:`TargetPool.map` (the arguments of :meth:`Target.run`)."""
+class Job:
+    """One net run on one or more input samples (one result dict per sample), for :meth:`TargetPool.run`."""
 
     graph: Graph
-    inputs: Inputs
-    outputs: Iterable[str] | str | None = None
-    options: Options = None
-    num_threads: int | None = None
-    light_mode: bool | None = None
+    samples: Sequence[Inputs]
+    outputs: Iterable[str] | str | None = None  # None: the graph's outputs; a list; "all" blobs
+    options: Options = "default"
+    num_threads: int | None = 1
+    light_mode: bool | None = False
+
+
+@dataclass
+class JobResult:
+    """The outputs of a :class:`Job` per sample, or the one-line error of a crash or ncnn failure."""
+
+    outputs: list[dict[str, np.ndarray]]
+    error: RuntimeBridgeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 class TargetPool:
-    """``workers`` sessions on one target running jobs in parallel (emulated ARM runs take seconds each).
+    """``workers`` sessions on one target running jobs in parallel (emulated ARM runs take seconds each); the
+    one pool of ncnnpass. It counts the jobs it ran (:attr:`runs`) and the wall time they took (:attr:`seconds`).
 
     >>> with TargetPool("arm", workers=2) as pool:
-    ...     results = pool.map([RunJob(g1, x, options="default"), RunJob(g2, x, options="default")])
-    A job that crashes ncnn yields its :class:`RuntimeBridgeError` in place of a result (``errors="return"``)
-    or raises it (``errors="raise"``); its worker restarts for the next job."""
+    ...     results = pool.run([Job(g1, [x]), Job(g2, [x, x2], options="fp32")])
+    A job that crashes ncnn comes back with ``error`` set (``errors="return"``, the default) or raises
+    (``errors="raise"``); its worker restarts for the next job."""
 
     def __init__(self, name: str | None, workers: int = 2, *, timeout: float | None = None,
                  progress: Callable[[str], None] | None = _stderr_progress):
         self.name = normalize_target(name)
-        self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(max(1, workers))]
+        self.workers = max(1, workers)
+        self.sessions = [open_target(self.name, timeout=timeout, progress=progress) for _ in range(self.workers)]
+        self.runs = 0
+        self.seconds = 0.0
 
-    def map(self, jobs: Iterable[RunJob], errors: str = "return") -> list[dict[str, np.ndarray] | RuntimeBridgeError]:
-        def one(t: Target, job: RunJob):
+    def run(self, jobs: Sequence[Job], progress: Callable[[str], None] | None = None, *,
+            errors: str = "return") -> list[JobResult]:
+        """Run every job (results in job order); ``progress`` hears one line per batch."""
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        start = time.perf_counter()
+
+        def one(t: Target, job: Job) -> JobResult:
             try:
-                return t.run(job.graph, job.inputs, job.outputs, job.options, job.num_threads, job.light_mode)
+                return JobResult(t.run_many(job.graph, list(job.samples), job.outputs, job.options, job.num_threads,
+                                            job.light_mode))
             except RuntimeBridgeError as exc:
                 if errors == "raise":
                     raise
-                return exc
+                return JobResult([], exc)
 
-        return self.spread(list(jobs), one)
+        results = self.spread(jobs, one)
+        took = time.perf_counter() - start
+        self.seconds += took
+        self.runs += len(jobs)
+        if progress:
+            progress(f"{len(jobs)} job(s) on {self.name} in {took:.1f} s")
+        return results
 
     def spread(self, jobs: Sequence[Any], call: Callable[[Target, Any], Any]) -> list[Any]:
         """``call(session, job)`` for every job, each on a free session, in parallel; results in job order."""

@@ -97,10 +97,9 @@ def prepare_input(source: str | os.PathLike | np.ndarray | None, onnx_dims: list
     """Random (``source=None``), an array, a ``.npy`` path, or an image path -> :class:`PreparedInput`."""
     if source is None:
         dims, note = resolve_shape(onnx_dims, graph, shape)
-        from ncnnpass.ir.runtime import check_input_shapes
+        from ncnnpass.passes.measure.inputs import seeded_array
 
-        check_input_shapes({"input": tuple(dims)})  # dims may come from a lying Input layer: bound them
-        arr = np.random.default_rng(seed).uniform(-1.0, 1.0, dims).astype(np.float32)
+        arr = seeded_array(dims, seed)  # bounded: dims may come from a lying Input layer
         return PreparedInput(arr, f"random (seed {seed}, uniform [-1, 1])", note)
     if isinstance(source, np.ndarray):
         return _from_array(source, onnx_dims, "array", shape)

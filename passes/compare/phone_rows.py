@@ -15,20 +15,12 @@ import numpy as np
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.runtime.targets import describe_target, normalize_target, using_target
+from ncnnpass.passes.measure.onnx_runner import OnnxRunner
+from ncnnpass.passes.measure.tolerance import max_abs_error
 
 from .ncnn_side import PHONE_SWEEP, PRESETS
 
 __all__ = ["phone_rows"]
-
-
-def _onnx_outputs(onnx_path: str, x: np.ndarray) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})
 
 
 def phone_rows(graph: Graph, onnx_path: str | os.PathLike, x: np.ndarray, target: str = "arm",
@@ -41,7 +33,7 @@ def phone_rows(graph: Graph, onnx_path: str | os.PathLike, x: np.ndarray, target
     target = normalize_target(target)
     x = np.asarray(x, dtype=np.float32)
     batched = x if x.ndim == 4 else x[None]
-    refs = _onnx_outputs(os.fspath(onnx_path), batched)
+    refs = OnnxRunner.cached(onnx_path, num_threads=1).run_list(batched)
     if len(refs) < len(graph.outputs):
         raise NcnnpassError(f"the ncnn model has {len(graph.outputs)} outputs, the ONNX model {len(refs)}")
     rows: dict[str, dict] = {}
@@ -51,11 +43,10 @@ def phone_rows(graph: Graph, onnx_path: str | os.PathLike, x: np.ndarray, target
                 raise NcnnpassError(f"unknown option set {name!r} (one of {', '.join(PRESETS)})")
             t0 = time.perf_counter()
             got = session.run(graph, {graph.inputs[0]: batched[0]}, list(graph.outputs), dict(PRESETS[name]), 1)
-            worst = 0.0
-            for blob, ref in zip(graph.outputs, refs, strict=False):
-                out = got[blob]
-                if out.size != ref.size:
-                    raise NcnnpassError(f"ncnn output {blob!r} has {out.size} values, the ONNX output {ref.size}")
-                worst = max(worst, float(np.abs(out.reshape(ref.shape) - ref).max()))
+            pairs = list(zip(graph.outputs, refs, strict=False))
+            for blob, ref in pairs:
+                if got[blob].size != ref.size:
+                    raise NcnnpassError(f"ncnn output {blob!r} has {got[blob].size} values, the ONNX output {ref.size}")
+            worst = max_abs_error([r for _, r in pairs], [got[b] for b, _ in pairs])
             rows[name] = {"max_abs": worst, "seconds": time.perf_counter() - t0}
     return {"target": target, "label": describe_target(target), "rows": rows}

@@ -15,12 +15,9 @@ import numpy as np
 import onnx
 
 from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.passes.measure.onnx_runner import OnnxModelError, OnnxRunner, onnx_error_text, onnx_session
 
 __all__ = ["OnnxModelError", "OnnxTensor", "OnnxReference"]
-
-
-class OnnxModelError(NcnnpassError):
-    """The ONNX model cannot be loaded or run as asked."""
 
 
 @dataclass
@@ -107,25 +104,10 @@ class OnnxReference:
         self.order.append(t.name)
 
     def session(self):
-        """The onnxruntime session with all tensors as outputs (built once)."""
+        """The onnxruntime session with all tensors as outputs, optimizations off (built once)."""
         if self._session is None:
-            import onnxruntime as ort
-
-            m = onnx.ModelProto()
-            m.CopyFrom(self.model)
-            known = {o.name for o in m.graph.output}
-            for name in self.order:
-                if name not in known and name not in self.input_names:
-                    m.graph.output.append(onnx.ValueInfoProto(name=name))
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            so.log_severity_level = 3
-            if self.num_threads:
-                so.intra_op_num_threads = self.num_threads
-            try:
-                self._session = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise OnnxModelError(f"{self.path}: onnxruntime cannot load the model: {_first_line(exc)}") from None
+            expose = [n for n in self.order if n not in self.input_names]
+            self._session = onnx_session(self.model, optimize=False, num_threads=self.num_threads, expose=expose)
         return self._session
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -137,7 +119,7 @@ class OnnxReference:
         except Exception as exc:
             shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
             raise OnnxModelError(f"onnxruntime cannot run {os.path.basename(self.path)} on input {shapes}: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{onnx_error_text(exc)}") from None
         out = dict(feeds)
         out.update(zip(names, values, strict=True))
         return out
@@ -145,16 +127,10 @@ class OnnxReference:
     def check_optimized(self, feeds: dict[str, np.ndarray], values: dict[str, np.ndarray]) -> float | None:
         """Max abs difference of the graph outputs between a normal (optimized) session and the run with every
         tensor exposed and optimizations off (Polygraphy's sanity check); ``None`` if it cannot run."""
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if self.num_threads:
-            so.intra_op_num_threads = self.num_threads
         try:
-            sess = ort.InferenceSession(self.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            outs = sess.run(self.output_names, feeds)
-        except Exception:
+            runner = OnnxRunner(self.model, num_threads=self.num_threads)
+            outs = runner.run_list(feeds, self.output_names)
+        except NcnnpassError:
             return None
         diff = 0.0
         for name, arr in zip(self.output_names, outs, strict=True):
@@ -193,12 +169,3 @@ class OnnxReference:
         from ncnnpass.passes.measure.ctc_decode import dictionary_from_metadata
 
         return dictionary_from_metadata(self.model)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else type(exc).__name__
-    # onnxruntime prefixes "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "
-    if "] : " in msg:
-        msg = msg.split(" : ")[-1]
-    return msg

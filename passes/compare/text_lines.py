@@ -26,6 +26,7 @@ import numpy as np
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError, RuntimeBridgeError
 from ncnnpass.ir.runtime.targets import describe_target, normalize_target, open_target
+from ncnnpass.passes.measure.onnx_runner import OnnxRunner
 
 __all__ = ["LineModel", "LineResult", "TargetLines", "TextLinesReport", "render_line", "line_texts",
            "line_inputs", "decode_line", "text_lines", "DEFAULT_LINES"]
@@ -208,17 +209,8 @@ class TextLinesReport:
 
 
 def _onnx_probs(onnx_path: str, xs: Sequence[np.ndarray], num_threads: int = 1) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = num_threads
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        raise NcnnpassError(f"{onnx_path}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
-    name = sess.get_inputs()[0].name
-    return [sess.run(None, {name: x})[0][0] for x in xs]
+    runner = OnnxRunner.cached(onnx_path, num_threads=num_threads)
+    return [runner.run_list(x)[0][0] for x in xs]
 
 
 def _ncnn_probs(model: LineModel, xs: Sequence[np.ndarray], workers: int) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ncnnpass.ir import Graph, Layer
@@ -37,6 +38,17 @@ class PassContext:
         self.stale_shape_asked = False      # a rule asked for a shape the graph has outdated, mid-batch
         self._shapes_at: int | None = None
         self.weights_loaded = graph.source[1] is not None or any(ly.weights for ly in graph.layers)
+        self.notes: list[str] = []  # the running pass's notes (the pass manager points it at the pass's stat)
+        self.progress: Callable[[str], None] | None = None  # where long passes report progress
+
+    def note(self, text: str) -> None:
+        """Add a line to the running pass's part of the report."""
+        self.notes.append(text)
+
+    def say(self, text: str) -> None:
+        """A progress line (long passes: measurements on a target), if anyone listens."""
+        if self.progress is not None:
+            self.progress(text)
 
     def graph_changed(self) -> None:
         """Record that the graph changed: shapes inferred before are outdated for new blobs."""

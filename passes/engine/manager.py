@@ -24,6 +24,9 @@ class Pass:
     name: str = ""
     doc: str = ""
     needs_shapes: bool = False
+    #: a terminal pass runs once where it stands in the list, after the passes before it reached their
+    #: fixpoint (a pass that measures on a target, e.g. ``repair-for-target``); the others iterate
+    terminal: bool = False
     #: option name -> :class:`~.options.Option` (typed; older ``(default, help)`` tuples are kept as text);
     #: options are given as ``name[key=value,...]`` or ``configure(key=value)``
     option_help: dict[str, Option] = {}
@@ -97,11 +100,13 @@ class FunctionPass(Pass):
     """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``."""
 
     def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
-                 needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None) -> None:
+                 needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None,
+                 terminal: bool = False) -> None:
         self.name = name
         self.doc = doc
         self.fn = fn
         self.needs_shapes = needs_shapes
+        self.terminal = terminal
         self.option_help = dict(options or {})
         super().__init__()
 
@@ -193,6 +198,7 @@ class PassStat:
     skipped: Counter = field(default_factory=Counter)
     runs: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what a pass said about its run (ctx.note)
 
 
 @dataclass
@@ -225,6 +231,7 @@ class PassReport:
                     lines.append(f"  {rule:<38} {n:>8}")
             for reason, n in s.skipped.most_common(3):
                 lines.append(f"  skipped {n}x: {reason}")
+            lines.extend(f"  {note}" for note in s.notes)
         state = "fixpoint" if self.converged else "NOT converged (iteration limit)"
         lines.append(f"{'changed' if self.changed else 'unchanged'}: {self.layers_before} -> {self.layers_after} "
                      f"layers, {self.iterations} iteration(s), {state}")
@@ -232,16 +239,38 @@ class PassReport:
 
 
 def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tuple[int, ...]] | None = None,
-               max_iterations: int = 8, fold_storage: str = "fp32", fixpoint: bool = True) -> PassReport:
-    """Run ``passes`` in order, repeating the whole list until nothing changes (``max_iterations``)."""
+               max_iterations: int = 8, fold_storage: str = "fp32", fixpoint: bool = True,
+               progress: Callable[[str], None] | None = None) -> PassReport:
+    """Run ``passes`` in order, repeating the list until nothing changes (``max_iterations``). A terminal pass
+    (:attr:`Pass.terminal`) runs once where it stands, after the passes before it reached their fixpoint."""
     graph.outputs = list(graph.outputs)  # freeze what counts as an output before anything is rewritten
     ctx = PassContext(graph, input_shapes, fold_storage)
+    ctx.progress = progress
     report = PassReport(layers_before=len(graph.layers))
     for p in passes:
         report.stats.setdefault(p.name, PassStat(p.name))
-    report.converged = False
+    segments: list[list[Pass]] = [[]]
+    for p in passes:
+        if p.terminal:
+            segments += [[p], []]
+        else:
+            segments[-1].append(p)
+    report.converged = True
+    for seg in segments:
+        if not seg:
+            continue
+        once = len(seg) == 1 and seg[0].terminal
+        iterations, converged = _run_segment(graph, seg, ctx, report, 1 if once or not fixpoint else max_iterations)
+        report.iterations = max(report.iterations, iterations)
+        report.converged = report.converged and (converged or once or not fixpoint)
+    report.layers_after = len(graph.layers)
+    return report
+
+
+def _run_segment(graph: Graph, passes: list[Pass], ctx: PassContext, report: PassReport,
+                 max_iterations: int) -> tuple[int, bool]:
+    """Run ``passes`` until a round changes nothing; returns (rounds, converged)."""
     for it in range(max_iterations):
-        report.iterations = it + 1
         changed = False
         for p in passes:
             stat = report.stats[p.name]
@@ -250,6 +279,7 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
                 if ctx.shape_error:
                     stat.skipped[ctx.shape_error] += 1
             before = {k: Counter(v) for k, v in ctx.reasons.items()}
+            ctx.notes = stat.notes
             t0 = time.perf_counter()
             counts = p.run(graph, ctx)
             stat.seconds += time.perf_counter() - t0
@@ -263,10 +293,5 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
                 stat.skipped.update(c - before.get(rule, Counter()))
             changed = changed or n > 0
         if not changed:
-            report.converged = True
-            break
-        if not fixpoint:
-            report.converged = True
-            break
-    report.layers_after = len(graph.layers)
-    return report
+            return it + 1, True
+    return max_iterations, False

@@ -57,23 +57,19 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], options: str = "fp32", n
 
 def assert_equivalent(before: Graph, after: Graph, shape=None, *, atol: float = 1e-5, rtol: float = 1e-5,
                       options: str = "fp32", seeds: tuple[int, ...] = (0,)) -> float:
-    """Run both graphs in ncnn on seeded inputs; fail if an output differs beyond ``atol + rtol·max|ref|``
-    (``rtol`` scales with the output's largest magnitude: float error grows with the sums, not with each
-    element). Returns the largest absolute difference seen."""
-    from ncnnpass.passes.verify import input_shapes_for, make_inputs
+    """Run both graphs in ncnn on seeded inputs; fail if an output misses the tolerance ``atol``/``rtol``
+    (:class:`ncnnpass.passes.measure.tolerance.Tolerance`: max|after − before| <= max(atol, rtol·max|ref|)).
+    Returns the largest absolute difference seen."""
+    from ncnnpass.passes.measure.inputs import random_feeds
+    from ncnnpass.passes.measure.tolerance import Tolerance, compare_outputs
 
-    shapes = input_shapes_for(before, shape)
+    tol = Tolerance(atol, rtol)
     worst = 0.0
     for seed in seeds:
-        feeds = make_inputs(shapes, seed)
+        feeds = random_feeds(before, shape, seed)
         ref = run(before, feeds, options)
         got = run(after, feeds, options)
-        for name, a in ref.items():
-            b = got[name]
-            assert a.shape == b.shape, f"output {name}: shape {a.shape} became {b.shape}"
-            diff = np.abs(a.astype(np.float64) - b)
-            bound = atol + rtol * (float(np.abs(a).max()) if a.size else 0.0)
-            assert (diff <= bound).all(), (f"output {name}: max abs diff {diff.max():.3g} exceeds "
-                                           f"atol {atol:g} + rtol {rtol:g}·max|ref| = {bound:.3g} (seed {seed})")
-            worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        cmp = compare_outputs(ref, got)
+        assert cmp.within(tol), f"{cmp.describe_failure(tol)} (seed {seed})"
+        worst = max(worst, cmp.max_abs)
     return worst

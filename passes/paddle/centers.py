@@ -50,6 +50,7 @@ import onnx
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.passes.measure.image_loading import load_sample, ordered_loads
 from ncnnpass.passes.measure.label_files import LabelProblem, Sample, read_label_files
+from ncnnpass.passes.measure.onnx_runner import onnx_session
 
 from .center_files import dumps_centers, load_centers, write_centers
 from .center_model import PreparedModel, prepare_model, resolve_charset, resolve_image_shape
@@ -109,16 +110,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _session(model: onnx.ModelProto, providers: Sequence[str] | None, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
-    except Exception as exc:
-        raise NcnnpassError(f"onnxruntime cannot load the model: {exc}") from exc
+    return onnx_session(model, num_threads=threads or None, providers=providers)
 
 
 def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Sequence[str | os.PathLike],

@@ -24,8 +24,11 @@ import numpy as np
 from ncnnpass.ir import Graph, runtime
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.featmask import unsafe_edges
+from ncnnpass.ir.runtime import TargetPool
+from ncnnpass.passes.measure.inputs import seeded_inputs
+from ncnnpass.passes.measure.onnx_runner import OnnxRunner
+from ncnnpass.passes.measure.runners import NcnnRunner
 
-from .emulated_runs import TargetPool
 from .macs import fp16_mac_share, macs_per_layer
 from .search import cut_points, evaluate, shortest_prefix, with_fp32_layers
 from .sensitivity import Sensitivity, measure, ranking
@@ -72,30 +75,21 @@ class PhoneRepairResult:
 
 
 def onnx_reference(onnx_path: str | Path) -> Reference:
-    """onnxruntime on ``onnx_path``; ncnn inputs map to ONNX inputs by position, a batch dim is added."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    ranks = [len(i.shape) for i in sess.get_inputs()]
+    """onnxruntime on ``onnx_path`` (a warm :class:`~ncnnpass.passes.measure.onnx_runner.OnnxRunner`)."""
+    runner = OnnxRunner.cached(onnx_path)
 
     def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = list(feeds.values())
-        if len(arrays) != len(names):
-            raise NcnnpassError(f"the ONNX has inputs {names}, the ncnn model {list(feeds)}")
-        ins = {n: (a[None] if a.ndim + 1 == r else a).astype(np.float32) for n, a, r in zip(names, arrays, ranks,
-                                                                                            strict=True)}
-        return list(sess.run(None, ins))
+        return runner.run_list(feeds)
 
     return run
 
 
 def ncnn_fp32_reference(graph: Graph) -> Reference:
     """The model itself on this machine with fp16/bf16 off."""
-    loaded = runtime.load(graph, "fp32")
+    runner = NcnnRunner(graph, target="x86", options="fp32", num_threads=None)
 
     def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        out = loaded.run(dict(feeds))
+        out = runner.run(dict(feeds))
         return [out[n] for n in graph.outputs]
 
     return run
@@ -104,7 +98,7 @@ def ncnn_fp32_reference(graph: Graph) -> Reference:
 def make_inputs(graph: Graph, shape: tuple[int, ...], seeds: Sequence[int]) -> list[dict[str, np.ndarray]]:
     if len(graph.inputs) != 1:
         raise NcnnpassError(f"repair_for_phone needs a single-input model (this one has {graph.inputs})")
-    return [{graph.inputs[0]: np.random.default_rng(s).uniform(-1, 1, shape).astype(np.float32)} for s in seeds]
+    return [seeded_inputs({graph.inputs[0]: shape}, s) for s in seeds]
 
 
 def repair_for_phone(graph: Graph, shape: tuple[int, ...], tolerance: float = DEFAULT_TOLERANCE,

@@ -16,24 +16,17 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.featmask import make_featmask_safe
-
-from .emulated_runs import Job, TargetPool
+from ncnnpass.ir.runtime import Job, TargetPool
+from ncnnpass.passes.measure.tolerance import max_abs_error
 
 KEEP_FP32_BITS = 7  # 31=7: no fp16 arithmetic, no fp16 storage, no bf16 storage
 
 
 def abs_error(outs: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Sequence[np.ndarray]],
               names: Sequence[str]) -> float:
-    """max |out − ref| over samples and outputs; inf on NaN/Inf or a shape mismatch."""
-    worst = 0.0
-    for out, ref in zip(outs, refs, strict=True):
-        for name, r in zip(names, ref, strict=True):
-            got = np.asarray(out[name], np.float64)
-            r = np.asarray(r, np.float64)
-            if got.size != r.size or not np.all(np.isfinite(got)):
-                return float("inf")
-            worst = max(worst, float(np.max(np.abs(got - r.reshape(got.shape)))) if r.size else 0.0)
-    return worst
+    """max |out − ref| over samples and outputs; inf on NaN/Inf or a size mismatch."""
+    pairs = [(r, out[name]) for out, ref in zip(outs, refs, strict=True) for name, r in zip(names, ref, strict=True)]
+    return max_abs_error([r for r, _ in pairs], [g for _, g in pairs])
 
 
 def with_fp32_layers(graph: Graph, names: Sequence[str] | set[str], bits: int = KEEP_FP32_BITS) -> Graph:
@@ -60,7 +53,7 @@ def evaluate(graph: Graph, names_list: Sequence[Sequence[str]], samples: Sequenc
     outs = list(graph.outputs)
     jobs = [Job(with_fp32_layers(graph, names), samples, outs) for names in names_list]
     results = pool.run(jobs, progress)
-    return [(abs_error(r.outputs, refs, outs), None) if r.ok else (float("inf"), r.error) for r in results]
+    return [(abs_error(r.outputs, refs, outs), None) if r.ok else (float("inf"), str(r.error)) for r in results]
 
 
 def cut_points(order: Sequence[str], macs: Mapping[str, int]) -> list[int]:

@@ -18,18 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ncnnpass.ir import Graph, Layer, runtime
-
-from .emulated_runs import Job, TargetPool
+from ncnnpass.ir.runtime import Job, TargetPool
+from ncnnpass.passes.measure.tolerance import diff_arrays
 
 
 def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
     """max |got − ref| / max |ref| (inf when ``got`` has NaN/Inf or the shapes differ)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    if got.shape != ref.shape or not np.all(np.isfinite(got)):
+    d = diff_arrays("", ref, got)
+    if not d.same_shape or not d.finite:
         return float("inf")
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    return diff / max(scale, 1e-12)
+    return d.max_abs / max(d.ref_max, 1e-12)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError, ToolError, VerificationError
 from ncnnpass.ir.fileio import atomic_write
 from ncnnpass.ir.runtime.external import log
+from ncnnpass.passes.measure.inputs import seeded_inputs
 
 from .convert_figures import ConvertResult, ModelFigures, Stage, measure
 
@@ -289,9 +290,8 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
         after.save(after_param, after_bin)
         st.outputs = [str(after_param), str(after_bin)]
         st.note = f"({len(before.layers)} → {len(after.layers)} layers)"
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (1, c, h, w)).astype(np.float32)
-    x2 = rng.uniform(-1, 1, (1, *shape2)).astype(np.float32) if shape2 else None
+    xs = seeded_inputs({"x": (1, c, h, w), **({"x2": (1, *shape2)} if shape2 else {})}, seed)
+    x, x2 = xs["x"], xs.get("x2")
     with _stage(stages, "verify against onnxruntime", progress, HINTS["verify"]) as st:
         figures = {"before": measure(before, onnx_path, x, x2=x2), "after": measure(after, onnx_path, x, x2=x2)}
         a = figures["after"]

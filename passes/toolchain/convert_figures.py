@@ -11,6 +11,9 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import VerificationError
+from ncnnpass.passes.measure.onnx_runner import OnnxRunner
+from ncnnpass.passes.measure.runners import NcnnRunner
+from ncnnpass.passes.measure.tolerance import max_abs_error
 
 
 @dataclass
@@ -85,18 +88,16 @@ class ConvertResult:
         return d
 
 
-def max_error(graph: Graph, sess, x: np.ndarray, options: str) -> float:
+def max_error(graph: Graph, ref: OnnxRunner, x: np.ndarray, options: str) -> float:
     """max |ncnn - onnxruntime| on the first output; ncnn drops the batch and may drop other 1-dims,
     so the arrays are compared element for element once their sizes agree."""
-    from ncnnpass.ir import runtime
-
-    ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    arr = next(iter(runtime.run(graph, x, options=options).values()))
-    if arr.size != ref.size:
+    expected = ref.run_list(x)[0]
+    arr = next(iter(NcnnRunner(graph, target="x86", options=options, num_threads=None).run(x).values()))
+    if arr.size != expected.size:
         raise VerificationError(f"ncnn output has {arr.size} values ({'×'.join(map(str, arr.shape))}), "
-                                f"onnxruntime {ref.size} ({'×'.join(map(str, ref.shape))}) "
+                                f"onnxruntime {expected.size} ({'×'.join(map(str, expected.shape))}) "
                                 f"at input {'×'.join(map(str, x.shape))}")
-    return float(np.abs(arr.reshape(-1) - ref.reshape(-1)).max())
+    return max_abs_error([expected], [arr])
 
 
 def measure(graph: Graph, onnx_path: Path, x: np.ndarray, runs: int = 20,
@@ -104,11 +105,9 @@ def measure(graph: Graph, onnx_path: Path, x: np.ndarray, runs: int = 20,
     """Errors against onnxruntime under default and fp32 options (and at a second size ``x2``),
     and median 1-thread latency over ``runs`` runs (fewer, at least 3, when they would take more than
     ``budget`` seconds)."""
-    import onnxruntime as ort
-
     from ncnnpass.ir import runtime
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = OnnxRunner.cached(onnx_path)
     errs = {opt: max_error(graph, sess, x, opt) for opt in ("default", "fp32")}
     net = runtime.load(graph, "default", num_threads=1)
     t = time.perf_counter()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ncnnpass.ir.errors import ToolError
+from ncnnpass.ir.errors import NcnnpassError, ToolError
 from ncnnpass.ir.fileio import atomic_write
 from ncnnpass.ir.runtime.external import default_cache_dir, file_lock, log, run_tool
 from ncnnpass.passes.measure.paddle_env import PADDLE3, Progress, ensure_side_env, ready_python
@@ -170,7 +170,8 @@ def _load(model_or_path: Any) -> Any:
 def validate_onnx(model_or_path: Any) -> list[str]:
     """Problems found by ``onnx.checker`` (full check), strict shape inference and onnxruntime; [] = valid."""
     import onnx
-    import onnxruntime as ort
+
+    from ncnnpass.passes.measure.onnx_runner import onnx_session
 
     model = _load(model_or_path)
     problems: list[str] = []
@@ -183,10 +184,8 @@ def validate_onnx(model_or_path: Any) -> list[str]:
     except Exception as exc:
         problems.append(f"shape inference: {exc}")
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+        onnx_session(model)
+    except NcnnpassError as exc:
         problems.append(f"onnxruntime: {exc}")
     return problems
 

@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         err = float(np.abs(results[name, opt] - ref).max())
         print(f"{runtime.describe_target(name):30s} {opt:8s} {sec:12.3f} {ratio:10.0f} {err:22.3e}")
 
-    jobs = [runtime.RunJob(g, x, options="default", num_threads=1) for _ in range(args.workers)]
+    jobs = [runtime.Job(g, [x], options="default", num_threads=1) for _ in range(args.workers)]
     with runtime.TargetPool("arm", workers=args.workers) as pool:
         for t in pool.sessions:
             t.ensure_started()
-        _, parallel = _timed(lambda: pool.map(jobs, errors="raise"))
+        _, parallel = _timed(lambda: pool.run(jobs, errors="raise"))
     serial = cost["arm", "default"] * args.workers
     print(f"\n{args.workers} emulated default-option runs: parallel workers {parallel:.1f} s (incl. net loading), "
           f"one after another ~{serial:.1f} s (on {os.cpu_count()} CPUs)")

@@ -28,7 +28,7 @@ import fixtures  # noqa: E402
 from ncnnpass.ir import Graph  # noqa: E402
 from ncnnpass.ir.runtime import load  # noqa: E402
 from ncnnpass.passes import apply_passes  # noqa: E402
-from ncnnpass.passes.verify import verify  # noqa: E402
+from ncnnpass.passes.measure.verify import verify  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

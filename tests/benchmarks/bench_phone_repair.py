@@ -42,7 +42,7 @@ def _model(name: str, paths: list[str] | None = None):
 
 
 def baseline(graph) -> float:
-    from ncnnpass.passes.precision.emulated_runs import Job, TargetPool
+    from ncnnpass.ir.runtime import Job, TargetPool
 
     x = {graph.inputs[0]: np.random.default_rng(0).uniform(-1, 1, (3, 48, 320)).astype(np.float32)}
     with TargetPool("arm", workers=1) as pool:
