@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline", default="repair", help="ncnnpass pipeline: repair or optimize (default repair)")
     p.add_argument("--fp16-weights", action="store_true", help="store weights as fp16 (pnnx fp16=1)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4; 2e-2 with "
-                        "--fp16-weights)")
+                   help="how much worse than the converter's output (max |ncnn - onnxruntime|, same options) "
+                        "the rewritten model may be (default 1e-4); the converter's own error is reported, and "
+                        "fatal only past 1e-2 (2e-2 with --fp16-weights) when it changes the model's answers")
     p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
     p.add_argument("--static-width", action="store_true",
                    help="bake --shape into the model (default: a model that runs at any width, and for "
