@@ -31,7 +31,7 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
         raise NcnnpassError(f"repair-for-target needs a single-input model (this one has {', '.join(shapes)})")
     res = repair_for_phone(graph, next(iter(shapes.values())), tolerance=tolerance, target=target,
                            reference=reference or None, progress=ctx.say, workers=workers, order_by=order)
-    ctx.note(f"{res.summary()}")
+    ctx.note(f"phone repair: {res.summary()}")
     if res.layers_marked:
         ctx.note("kept out of fp16: " + ", ".join(res.layers_marked))
     if not res.reached:
