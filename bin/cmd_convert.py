@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=None,
                    help="max |ncnn - onnxruntime| allowed under fp32 options (default 1e-4; 2e-2 with "
                         "--fp16-weights)")
+    p.add_argument("--verify-each", action="store_true",
+                   help="run the IR verifier after every pass of the pipeline and stop naming the pass that "
+                        "broke the graph")
     p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
     p.add_argument("--static-width", action="store_true",
                    help="bake --shape into the model (default: a model that runs at any width, and for "
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
                      tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
-                     phone_target=None if args.target == "x86" else args.target,
+                     phone_target=None if args.target == "x86" else args.target, verify_each=args.verify_each or None,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     for warning in result.warnings:
         print(f"ncnnpass convert: warning: {warning}", file=sys.stderr)

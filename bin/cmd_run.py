@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --pipeline repair --target arm: measure the phone error against onnxruntime on "
                         "this model (default: the same ncnn model on this machine with fp16 off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random [-1,1] verification inputs")
+    p.add_argument("--verify-each", action="store_true",
+                   help="run the IR verifier after every pass and stop naming the pass that broke the graph "
+                        "(structure, Split records, names, weights, copy and save/load round trip)")
     p.add_argument("--fold-storage", choices=("fp32", "keep"), default="fp32",
                    help="storage of weights computed by folding: fp32 (exact, default) or keep fp16/bf16")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input files")
@@ -114,15 +117,18 @@ def _run(args: argparse.Namespace, target: str) -> int:
         raise NcnnpassError("--onnx only applies with --pipeline repair (or optimize) --target arm")
     if args.onnx is not None:
         require_file(args.onnx, "ONNX model")
-    spec = args.pipeline or args.passes
+    spec = args.pipeline if args.pipeline is not None else args.passes
+    if args.verify_each and spec is None:
+        raise NcnnpassError("--verify-each only applies with --passes or --pipeline")
     before = None
     checked_on_target = phone  # the phone repair ran its result on the target
-    if spec:
+    if spec is not None:
         from ncnnpass.passes import apply_passes
 
         if args.verify:
             before = g.copy()
-        report = apply_passes(g, spec, input_shape=shape, fold_storage=args.fold_storage)
+        report = apply_passes(g, spec, input_shape=shape, fold_storage=args.fold_storage,
+                              verify_each=args.verify_each or None)
         print(report)
         problems = g.check()
         if problems:

@@ -237,7 +237,7 @@ def _phone_figures(before: Graph, after: Graph, onnx_path: Path, x: np.ndarray, 
 def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
             pipeline: str = "repair", fp16_weights: bool = False, tolerance: float | None = None,
             report: bool = True, seed: int = 0, dynamic_width: bool = True, phone_target: str | None = None,
-            progress: Progress = lambda s: None) -> ConvertResult:
+            verify_each: bool | None = None, progress: Progress = lambda s: None) -> ConvertResult:
     """Run the whole chain; see the module docstring. ``tolerance`` bounds the fp32-options error
     (default 1e-4, or 2e-2 with ``fp16_weights``: fp16 weights alone cost 3.8e-4 on PP-OCRv3 rec and
     5.9e-3 on PP-OCRv4 rec, measured).
@@ -247,12 +247,15 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     dynamic dims the model kind varies at inference (rec: W, det: H and W), ask pnnx for a model that
     runs at any size and verify it at a second size too; False bakes ``shape`` in. ``phone_target``
     (``"arm"``, ``"arm-a57"``): also measure both models on the emulated phone under default and fp32
-    options (an optional stage: a failure there is a warning)."""
-    from ncnnpass.passes import apply_passes
+    options (an optional stage: a failure there is a warning). ``verify_each``: the IR verifier after
+    every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). A bad pipeline or pass spec
+    fails before any stage runs."""
+    from ncnnpass.passes import apply_passes, resolve_passes
 
     from .inference_yml import read_model_info
 
     _check_source(src)
+    resolve_passes(pipeline)  # a bad spec fails now, not after minutes of conversion
     if tolerance is None:
         tolerance = FP16_TOLERANCE if fp16_weights else FP32_TOLERANCE
     out = Path(outdir)
@@ -284,7 +287,7 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     with _stage(stages, f"ncnnpass pipeline {pipeline!r}", progress, HINTS["pipeline"]) as st:
         before = Graph.load(before_param, before_bin)
         after = before.copy()
-        rep = apply_passes(after, pipeline, input_shape=(c, h, w))
+        rep = apply_passes(after, pipeline, input_shape=(c, h, w), verify_each=verify_each)
         after_param, after_bin = out / "model.ncnn.param", out / "model.ncnn.bin"
         after.save(after_param, after_bin)
         st.outputs = [str(after_param), str(after_bin)]
