@@ -118,7 +118,7 @@ def _blob_table(g: Graph) -> list[Problem]:
             if first is not ly:
                 out.append(Problem("blobs", f"blob {n!r} is produced by both {first.name!r} and {ly.name!r}", ly.name))
     blobs = g.blobs
-    for name in (producer.keys() | readers.keys()) - blobs.keys():
+    for name in sorted((producer.keys() | readers.keys()) - blobs.keys()):
         who = producer.get(name) or readers[name][0]
         out.append(Problem("blobs", f"layer {who.name!r} uses blob {name!r}, which the blob table lacks", who.name))
     for name, b in blobs.items():
@@ -158,16 +158,16 @@ def _layer_index(g: Graph) -> list[Problem]:
         extra, missing = sorted(indexed - set(by_name)), sorted(set(by_name) - indexed)
         out.append(Problem("index", f"the name index differs from the layers: indexed but absent "
                            f"{extra[:3]}, present but not indexed {missing[:3]}"))
-    for name in indexed & set(by_name):
+    for name in sorted(indexed & set(by_name)):
         first = g.layer(name)
         if first.graph is not g or first.name != name or all(first is not ly for ly in by_name[name]):
             out.append(Problem("index", f"graph.layer({name!r}) gives {first!r}, not a layer of the graph named so", name))
     shared = g.duplicate_layer_names()
     want_shared = {n: ls for n, ls in by_name.items() if len(ls) > 1}
-    for name in set(shared) | set(want_shared):
+    for name in sorted(set(shared) | set(want_shared)):
         if {id(ly) for ly in shared.get(name, ())} != {id(ly) for ly in want_shared.get(name, ())}:
             out.append(Problem("index", f"the index of the shared name {name!r} disagrees with the layers", name))
-    for t in set(types) | _schema.KNOWN_TYPES:
+    for t in sorted(set(types) | _schema.KNOWN_TYPES):
         if g.count_by_type(t) != types.get(t, 0):
             out.append(Problem("index", f"the type index counts {g.count_by_type(t)} {t} layers, the graph has "
                                f"{types.get(t, 0)} (a layer's type changed outside the graph?)"))

@@ -61,6 +61,8 @@ class Option:
             try:
                 return self.convert(value)
             except NcnnpassError as exc:
+                if str(exc).startswith(f"{pass_name}:"):
+                    raise
                 raise NcnnpassError(f"{pass_name}: {key}: {exc}") from None
             except (TypeError, ValueError) as exc:
                 raise bad(str(exc) or "valid") from None
