@@ -82,6 +82,29 @@ def test_bad_call_options_fail_before_any_pass(kwargs: dict, words: str) -> None
     assert snapshot(g) == before
 
 
+def _counting_pass():
+    from ncnnpass.passes.engine import FunctionPass, Option
+    from ncnnpass.passes.engine.options import in_range, positive
+
+    return FunctionPass("test-counting", "declares checked numeric options", lambda graph, ctx, **kw: 0, options={
+        "rounds": Option(2, "how many rounds", int, check=positive),
+        "ratio": Option(0.5, "a share", float, check=in_range(0.0, 1.0))})
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"rounds": "0"}, "test-counting: rounds must be positive, not '0'"),
+    ({"rounds": -3}, "test-counting: rounds must be positive, not -3"),
+    ({"ratio": "1.5"}, "test-counting: ratio must be between 0.0 and 1.0, not '1.5'"),
+    ({"ratio": "much"}, "test-counting: ratio must be a float, not 'much'"),
+])
+def test_declared_checks_refuse_numbers_that_make_no_sense(options: dict, words: str) -> None:
+    p = _counting_pass()
+    with pytest.raises(NcnnpassError) as exc:
+        p.configure(**options)
+    assert str(exc.value) == words
+    assert p.configure(rounds="0x3", ratio=1).options == {"rounds": 3, "ratio": 1.0}
+
+
 @pytest.mark.parametrize("names", ["", " , ", []])
 def test_no_passes_is_an_error(names) -> None:
     with pytest.raises(NcnnpassError, match="no passes given"):
