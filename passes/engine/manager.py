@@ -262,14 +262,14 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
         p.validate(graph)
     if verify_each is None:
         verify_each = verify_each_default()
-    graph.outputs = list(graph.outputs)  # freeze what counts as an output before anything is rewritten
-    ctx = PassContext(graph, input_shapes, fold_storage)
-    report = PassReport(layers_before=len(graph.layers))
-    for p in passes:
-        report.stats.setdefault(p.name, PassStat(p.name))
-    report.converged = False
     with contextlib.ExitStack() as stack:
-        verifier = stack.enter_context(EachPassVerifier(graph)) if verify_each else None
+        verifier = stack.enter_context(EachPassVerifier(graph)) if verify_each else None  # (refuses a broken input)
+        graph.outputs = list(graph.outputs)  # freeze what counts as an output before anything is rewritten
+        ctx = PassContext(graph, input_shapes, fold_storage)
+        report = PassReport(layers_before=len(graph.layers))
+        for p in passes:
+            report.stats.setdefault(p.name, PassStat(p.name))
+        report.converged = False
         for it in range(max_iterations):
             report.iterations = it + 1
             changed = False
