@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how much worse than the converter's output (max |ncnn - onnxruntime|, same options) "
                         "the rewritten model may be (default 1e-4); the converter's own error is reported, and "
                         "fatal only past 1e-2 (2e-2 with --fp16-weights) when it changes the model's answers")
+    p.add_argument("--verify-each", action="store_true",
+                   help="run the IR verifier after every pass of the pipeline and stop naming the pass that "
+                        "broke the graph")
     p.add_argument("--no-report", action="store_true", help="skip the layer-by-layer compare report")
     p.add_argument("--static-width", action="store_true",
                    help="bake --shape into the model (default: a model that runs at any width, and for "
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
                      tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
-                     phone_target=None if args.target == "x86" else args.target,
+                     phone_target=None if args.target == "x86" else args.target, verify_each=args.verify_each or None,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     for warning in result.warnings:
         print(f"ncnnpass convert: warning: {warning}", file=sys.stderr)

@@ -8,7 +8,7 @@ import sys
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 
-from .common import add_target_option, require_file, run_input_shape, target_scope
+from .common import add_target_option, check_run_args, run_input_shape, target_scope
 
 HELP = ("Load an ncnn model, apply passes (none by default), and write it atomically. The input files are never "
         "overwritten unless --overwrite is given. With --verify the model runs before and after in ncnn "
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "1e-4); --pipeline repair --target arm: the phone error to reach (default 1e-3)")
     p.add_argument("--onnx", metavar="MODEL.onnx", help="the reference of repair-for-target (--target arm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random [-1,1] verification inputs")
+    p.add_argument("--verify-each", action="store_true", help="run the IR verifier after every pass")
     p.add_argument("--fold-storage", choices=("fp32", "keep"), default="fp32",
                    help="storage of weights computed by folding: fp32 (exact, default) or keep fp16/bf16")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input files")
@@ -48,23 +49,18 @@ def run(args: argparse.Namespace) -> int:
     from ncnnpass.passes.pipelines import PIPELINES, pipeline_passes, targets_repair
 
     with target_scope(args) as target:
-        require_file(args.param, "param file")
-        require_file(args.bin, "bin file")
         phone = targets_repair(target) and args.pipeline in ("repair", "optimize")
-        if args.tolerance is not None and not (args.verify or phone):
-            raise NcnnpassError("--tolerance only applies with --verify or with --pipeline repair --target arm")
-        if args.onnx is not None and not phone:
-            raise NcnnpassError("--onnx only applies with --pipeline repair (or optimize) --target arm")
+        spec = check_run_args(args, phone)
         g = Graph.load(args.param, args.bin)
         shape = run_input_shape(args, g)
-        if args.pipeline in PIPELINES:
-            passes = pipeline_passes(args.pipeline, target=target, tolerance=args.tolerance, reference=args.onnx)
+        if spec in PIPELINES:
+            passes = pipeline_passes(spec, target=target, tolerance=args.tolerance, reference=args.onnx)
         else:
-            passes = resolve_passes(args.pipeline or args.passes or [])
+            passes = resolve_passes(spec) if spec is not None else []
         before = g.copy() if args.verify else None
-        if passes:
+        if spec is not None:
             print(apply_passes(g, passes, input_shape=shape, fold_storage=args.fold_storage,
-                               progress=lambda msg: print(msg, file=sys.stderr)))
+                               verify_each=args.verify_each or None, progress=lambda m: print(m, file=sys.stderr)))
             problems = g.check()
             if problems:
                 raise NcnnpassError(f"the rewritten graph is invalid: {problems[0]}")

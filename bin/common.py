@@ -6,7 +6,7 @@ import os
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["add_target_option", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
+__all__ = ["add_target_option", "check_run_args", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
 
 
 def default_bin(param: str) -> str:
@@ -64,3 +64,20 @@ def run_input_shape(args, graph):
 
     require_file(args.onnx, "ONNX model")
     return read_model_info(args.onnx, args.onnx).input_shape
+
+
+def check_run_args(args, phone: bool) -> str | None:
+    """``ncnnpass run``'s option rules (before anything is loaded); returns the pass spec (None: no passes).
+    ``phone``: the pipeline ends with repair-for-target."""
+    require_file(args.param, "param file")
+    require_file(args.bin, "bin file")
+    if args.tolerance is not None and not (args.verify or phone):
+        raise NcnnpassError("--tolerance only applies with --verify or with --pipeline repair --target arm")
+    if args.onnx is not None and not phone:
+        raise NcnnpassError("--onnx only applies with --pipeline repair (or optimize) --target arm")
+    if args.onnx is not None:
+        require_file(args.onnx, "ONNX model")
+    spec = args.pipeline if args.pipeline is not None else args.passes
+    if args.verify_each and spec is None:
+        raise NcnnpassError("--verify-each only applies with --passes or --pipeline")
+    return spec

@@ -110,6 +110,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise NcnnpassError(f"bad option {item!r} in {spec!r}: expected key=value")
+            if key.strip() in options:
+                raise NcnnpassError(f"option {key.strip()!r} is given twice in {spec!r}")
             options[key.strip()] = value.strip()
     return m.group(1), options
 

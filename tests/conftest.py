@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Every pass the suite runs is verified after it ran (the IR verifier, ``run_passes(verify_each=...)``'s
+# default; commands run in subprocesses inherit it). NCNNPASS_VERIFY_EACH=0 turns it off for a timing run.
+os.environ.setdefault("NCNNPASS_VERIFY_EACH", "1")
 
 import fixtures  # noqa: E402
 

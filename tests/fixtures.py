@@ -177,3 +177,34 @@ def ppocrv5_rec_onnx() -> Path:
         paddle_to_onnx(model_dir, target / "PP-OCRv5_mobile_rec.onnx")
 
     return _cached("ppocrv5_rec_onnx", build) / "PP-OCRv5_mobile_rec.onnx"
+
+
+# ------------------------------------------------------------------ convert's pnnx output of every zoo model
+
+CONVERTED_SOURCES = {  # zoo name -> getter of the source convert reads (wheel members cached above)
+    "ppocrv5-rec": lambda: ppocrv5_rec_paddle_dir(),
+    "ppocrv3-det": lambda: ppocrv3_det_onnx(),
+    "ppocrv4-det": lambda: ppocrv4_det_paddle_dir(),
+    "ppocrv5-det": lambda: model_zoo.fetch("ppocrv5-det", cache_dir() / "zoo")[0],
+    "ppocrv2-cls": lambda: ppocrv2_cls_paddle_dir(),
+}
+
+
+def converted_pnnx(name: str) -> tuple[Path, Path]:
+    """(param, bin) that ``ncnnpass convert`` leaves in ``OUTDIR/pnnx/`` for zoo model ``name`` (default
+    shape; sizes dynamic where the model's are), built once (paddle2onnx, onnxsim, pnnx, verification)."""
+    from ncnnpass.passes.toolchain.convert import convert
+
+    src = CONVERTED_SOURCES[name]()
+
+    def build(target: Path) -> None:
+        work = target.parent / f".{target.name}-work"
+        shutil.rmtree(work, ignore_errors=True)
+        pnnx_param, pnnx_bin = convert(str(src), work, report=False).before
+        target.mkdir()
+        Path(pnnx_param).rename(target / "model.ncnn.param")
+        Path(pnnx_bin).rename(target / "model.ncnn.bin")
+        shutil.rmtree(work, ignore_errors=True)
+
+    out = _cached(f"convert_pnnx_{name}", build)
+    return out / "model.ncnn.param", out / "model.ncnn.bin"

@@ -53,10 +53,26 @@ def normalize_input_shapes(graph: Graph, shape: Any, *, required: bool = False) 
             missing = [n for n in ins if n not in shape]
             if missing:
                 raise NcnnpassError(f"no shape given for input(s) {', '.join(missing)}")
-        return {k: tuple(int(x) for x in v) for k, v in shape.items()}
+        unknown = [str(k) for k in shape if k not in graph.blobs]
+        if unknown:
+            raise NcnnpassError(f"a shape is given for {', '.join(unknown)}, which the model has no blob of "
+                                f"(its inputs: {', '.join(ins)})")
+        return {k: _dims(v) for k, v in shape.items()}
     if len(ins) != 1:
         raise NcnnpassError(f"the model has inputs {ins}: give one shape per input ({{blob: shape}})")
-    return {ins[0]: tuple(int(x) for x in shape)}
+    return {ins[0]: _dims(shape)}
+
+
+def _dims(shape: Any) -> tuple[int, ...]:
+    """A user's shape as positive ints (numpy order)."""
+    try:
+        dims = tuple(int(x) for x in shape)
+        exact = all(int(x) == x for x in shape)
+    except (TypeError, ValueError):
+        raise NcnnpassError(f"bad shape {shape!r}: expected a sequence of positive integers such as (3, 48, 320)") from None
+    if not dims or not exact or any(d <= 0 for d in dims):
+        raise NcnnpassError(f"bad shape {shape!r}: dimensions must be positive integers")
+    return dims
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections import Counter, defaultdict, deque
@@ -30,6 +31,8 @@ class Pass:
     #: option name -> :class:`~.options.Option` (typed; older ``(default, help)`` tuples are kept as text);
     #: options are given as ``name[key=value,...]`` or ``configure(key=value)``
     option_help: dict[str, Option] = {}
+    #: ``validator(graph, **options)`` raises when the options make no sense for the graph (see :meth:`validate`)
+    validator: Callable[..., None] | None = None
 
     def __init__(self) -> None:
         self.option_help = {k: as_option(v) for k, v in self.option_help.items()}
@@ -54,6 +57,12 @@ class Pass:
             return self.name
         return f"{self.name}[{','.join(f'{k}={option_text(v)}' for k, v in changed)}]"
 
+    def validate(self, graph: Graph) -> None:
+        """Raise :class:`NcnnpassError` when this pass's options make no sense for ``graph``; called for
+        every pass of a list before the first one runs (a pass given as a ``validate=`` hook uses it)."""
+        if self.validator is not None:
+            self.validator(graph, **self.options)
+
     def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -67,7 +76,8 @@ class RulePass(Pass):
     def __init__(self, name: str, doc: str, text: str, hooks: dict[str, Callable[..., Any]] | None = None, *,
                  needs_shapes: bool = False, file: str | None = None,
                  options: dict[str, Option | tuple[Any, str]] | None = None,
-                 enabled: Callable[[Rule, dict[str, Any]], bool] | None = None) -> None:
+                 enabled: Callable[[Rule, dict[str, Any]], bool] | None = None,
+                 validate: Callable[..., None] | None = None) -> None:
         self.name = name
         self.doc = doc
         self.text = text
@@ -76,6 +86,7 @@ class RulePass(Pass):
         self.file = file or f"<pass {name}>"
         self.option_help = dict(options or {})
         self.enabled = enabled
+        self.validator = validate
         self._rules: list[Rule] | None = None
         super().__init__()
 
@@ -97,14 +108,16 @@ class RulePass(Pass):
 
 
 class FunctionPass(Pass):
-    """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``."""
+    """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``; ``validate(graph,
+    **options)`` raises when the options make no sense for the graph (run before any pass of the list)."""
 
     def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
                  needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None,
-                 terminal: bool = False) -> None:
+                 validate: Callable[..., None] | None = None, terminal: bool = False) -> None:
         self.name = name
         self.doc = doc
         self.fn = fn
+        self.validator = validate
         self.needs_shapes = needs_shapes
         self.terminal = terminal
         self.option_help = dict(options or {})
@@ -162,8 +175,8 @@ def _sweep(graph: Graph, by_type: dict[str, list[Rule]], ctx: PassContext, count
 
     total = sum(counts.values())
     start = total
-    with graph.batch():
-        ctx.rewriter = Rewriter(ctx, requeue)
+    with graph.batch(), graph.listening(Rewriter(ctx, requeue)) as rewriter:
+        ctx.rewriter = rewriter  # (listening: it forgets the positions of layers that leave the graph)
         try:
             while worklist:
                 layer = worklist.popleft()
@@ -240,58 +253,74 @@ class PassReport:
 
 def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tuple[int, ...]] | None = None,
                max_iterations: int = 8, fold_storage: str = "fp32", fixpoint: bool = True,
-               progress: Callable[[str], None] | None = None) -> PassReport:
+               verify_each: bool | None = None, progress: Callable[[str], None] | None = None) -> PassReport:
     """Run ``passes`` in order, repeating the list until nothing changes (``max_iterations``). A terminal pass
-    (:attr:`Pass.terminal`) runs once where it stands, after the passes before it reached their fixpoint."""
-    graph.outputs = list(graph.outputs)  # freeze what counts as an output before anything is rewritten
-    ctx = PassContext(graph, input_shapes, fold_storage)
-    ctx.progress = progress
-    report = PassReport(layers_before=len(graph.layers))
-    for p in passes:
-        report.stats.setdefault(p.name, PassStat(p.name))
+    (:attr:`Pass.terminal`) runs once where it stands, after the passes before it reached their fixpoint.
+
+    The options of every pass are validated (:meth:`Pass.validate`) before the first pass runs.
+    ``verify_each``: run the IR verifier before the first pass and after every pass, and raise a
+    :class:`GraphError` naming the pass that broke the graph (:mod:`.verify_each`; default: the
+    ``NCNNPASS_VERIFY_EACH`` environment variable, off when unset). ``progress``: where long passes
+    (measurements on a target) report what they do."""
+    from .verify_each import EachPassVerifier, verify_each_default
+
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+        raise NcnnpassError(f"max_iterations must be a positive int, not {max_iterations!r}")
+    for p in passes:  # every pass's options, before the first pass touches the graph
+        p.validate(graph)
+    if verify_each is None:
+        verify_each = verify_each_default()
     segments: list[list[Pass]] = [[]]
     for p in passes:
         if p.terminal:
             segments += [[p], []]
         else:
             segments[-1].append(p)
-    report.converged = True
-    for seg in segments:
-        if not seg:
-            continue
-        once = len(seg) == 1 and seg[0].terminal
-        iterations, converged = _run_segment(graph, seg, ctx, report, 1 if once or not fixpoint else max_iterations)
-        report.iterations = max(report.iterations, iterations)
-        report.converged = report.converged and (converged or once or not fixpoint)
+    with contextlib.ExitStack() as stack:
+        verifier = stack.enter_context(EachPassVerifier(graph)) if verify_each else None  # (refuses a broken input)
+        graph.outputs = list(graph.outputs)  # freeze what counts as an output before anything is rewritten
+        ctx = PassContext(graph, input_shapes, fold_storage)
+        ctx.progress = progress
+        report = PassReport(layers_before=len(graph.layers))
+        for p in passes:
+            report.stats.setdefault(p.name, PassStat(p.name))
+        report.converged = True
+        for seg in [s for s in segments if s]:
+            once = (len(seg) == 1 and seg[0].terminal) or not fixpoint
+            rounds = 1 if once else max_iterations
+            for it in range(rounds):
+                report.iterations = max(report.iterations, it + 1)
+                changed = False
+                for p in seg:
+                    n = _run_one(p, graph, ctx, report.stats[p.name])
+                    if verifier is not None:
+                        verifier.after(p.spec(), n, it + 1)
+                    changed = changed or n > 0
+                if not changed or once:
+                    break
+            else:
+                report.converged = False
     report.layers_after = len(graph.layers)
     return report
 
 
-def _run_segment(graph: Graph, passes: list[Pass], ctx: PassContext, report: PassReport,
-                 max_iterations: int) -> tuple[int, bool]:
-    """Run ``passes`` until a round changes nothing; returns (rounds, converged)."""
-    for it in range(max_iterations):
-        changed = False
-        for p in passes:
-            stat = report.stats[p.name]
-            if p.needs_shapes:
-                ctx.refresh_shapes()
-                if ctx.shape_error:
-                    stat.skipped[ctx.shape_error] += 1
-            before = {k: Counter(v) for k, v in ctx.reasons.items()}
-            ctx.notes = stat.notes
-            t0 = time.perf_counter()
-            counts = p.run(graph, ctx)
-            stat.seconds += time.perf_counter() - t0
-            stat.runs += 1
-            n = sum(counts.values())
-            if n:
-                ctx.graph_changed()
-            stat.rewrites += n
-            stat.by_rule.update(counts)
-            for rule, c in ctx.reasons.items():
-                stat.skipped.update(c - before.get(rule, Counter()))
-            changed = changed or n > 0
-        if not changed:
-            return it + 1, True
-    return max_iterations, False
+def _run_one(p: Pass, graph: Graph, ctx: PassContext, stat: PassStat) -> int:
+    """Run one pass once, adding to its statistics; returns its rewrite count."""
+    if p.needs_shapes:
+        ctx.refresh_shapes()
+        if ctx.shape_error:
+            stat.skipped[ctx.shape_error] += 1
+    before = {k: Counter(v) for k, v in ctx.reasons.items()}
+    ctx.notes = stat.notes
+    t0 = time.perf_counter()
+    counts = p.run(graph, ctx)
+    stat.seconds += time.perf_counter() - t0
+    stat.runs += 1
+    n = sum(counts.values())
+    if n:
+        ctx.graph_changed()
+    stat.rewrites += n
+    stat.by_rule.update(counts)
+    for rule, c in ctx.reasons.items():
+        stat.skipped.update(c - before.get(rule, Counter()))
+    return n

@@ -18,6 +18,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph, Layer, ParamDict, Weight, weight_slots
 from ncnnpass.ir import schema as _schema
+from ncnnpass.ir.listeners import GraphListener
 
 from .expr import EvalError, Unknown, evaluate
 from .match import Match, MatchEnv
@@ -30,8 +31,12 @@ if TYPE_CHECKING:
 Listener = Callable[[Layer], None]
 
 
-class Rewriter:
-    """Applies matches to ``ctx.graph``; ``listener(layer)`` hears of every layer a rewrite touched."""
+class Rewriter(GraphListener):
+    """Applies matches to ``ctx.graph``; ``listener(layer)`` hears of every layer a rewrite touched.
+
+    Its positions are kept per layer; while it listens to the graph (``graph.listening(rewriter)``, as the
+    worklist driver does for a sweep) a layer that leaves the graph leaves them too, so it never holds
+    a dead layer."""
 
     def __init__(self, ctx: PassContext, listener: Listener | None = None) -> None:
         self.ctx = ctx
@@ -65,10 +70,16 @@ class Rewriter:
         taken.add(name)
         return name
 
+    def layer_removed(self, layer: Layer) -> None:
+        """(graph event) ``layer`` left the graph: forget its position."""
+        self._order.pop(layer, None)
+
     # -- mutation ----------------------------------------------------------------------------------
-    def insert_after(self, anchor: Layer, layers: list[Layer]) -> None:
-        """Insert ``layers`` in order right after ``anchor``; their output shapes are unknown until inferred."""
-        g, prev, base = self.graph, anchor, self.position(anchor)
+    def insert_after(self, anchor: Layer, layers: list[Layer], base: float | None = None) -> None:
+        """Insert ``layers`` in order right after ``anchor`` (which may have left the graph in this batch:
+        then ``base`` is the position it had); their output shapes are unknown until inferred."""
+        g, prev = self.graph, anchor
+        base = self.position(anchor) if base is None else base
         base = 0.0 if base < 0 else base
         for k, ly in enumerate(layers):
             g.insert(ly, after=prev)
@@ -136,8 +147,9 @@ class Rewriter:
             if ctx.weights_loaded:
                 _build_weights(rule, layer, rl, m, assigned.get(rl.handle, {}))
             new_layers.append(layer)
+        base = self.position(anchor)  # (the anchor is removed next: its position goes with it)
         self.remove(matched)
-        self.insert_after(anchor, new_layers)
+        self.insert_after(anchor, new_layers, base)
         for old, new in rule.aliases:
             self.replace_all_uses(names[old], names[new])
         new_layers = self.drop_unused(new_layers, m.protected)

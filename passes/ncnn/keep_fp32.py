@@ -26,7 +26,8 @@ from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.schema import FEATMASK_BITS, KNOWN_TYPES
 
-from ..engine import FunctionPass, PassContext, compile_rules
+from ..engine import FunctionPass, Option, PassContext, compile_rules
+from ..engine.options import nonempty
 
 DEFAULT_BITS = FEATMASK_BITS["no_fp16_arithmetic"] | FEATMASK_BITS["no_fp16_storage"] | FEATMASK_BITS["no_bf16_storage"]
 
@@ -39,40 +40,68 @@ def _list(value) -> list[str]:
     return [str(v) for v in value]
 
 
+MAX_BITS = sum(FEATMASK_BITS.values())  # 255: every bit ncnn reads
+
+
 def parse_bits(value) -> int:
-    """``7``, ``0x7`` or ``no_fp16_storage|no_fp16_arithmetic`` -> int."""
+    """``7``, ``0x7`` or ``no_fp16_storage|no_fp16_arithmetic`` -> int, 1..255 (bits ncnn knows)."""
+    if isinstance(value, bool):
+        raise NcnnpassError(f"keep-fp32: bits must be an int or bit names, not {value!r}")
     if isinstance(value, int):
-        return value
-    bits = 0
-    for part in _list(value):
-        if part in FEATMASK_BITS:
-            bits |= FEATMASK_BITS[part]
-        else:
-            try:
-                bits |= int(part, 0)
-            except ValueError:
-                raise NcnnpassError(f"keep-fp32: bad bits {part!r} (an int or one of "
-                                    f"{', '.join(FEATMASK_BITS)})") from None
+        bits = value
+    else:
+        bits = 0
+        for part in _list(value):
+            if part in FEATMASK_BITS:
+                bits |= FEATMASK_BITS[part]
+            else:
+                try:
+                    bits |= int(part, 0)
+                except ValueError:
+                    raise NcnnpassError(f"keep-fp32: bad bits {part!r} (an int or one of "
+                                        f"{', '.join(FEATMASK_BITS)})") from None
+    if not 0 < bits <= MAX_BITS:
+        raise NcnnpassError(f"keep-fp32: bits must set some of ncnn's featmask bits 1..{MAX_BITS} "
+                            f"({', '.join(f'{k}={v}' for k, v in FEATMASK_BITS.items())}), not {value!r}")
     return bits
 
 
-def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=None, bits=DEFAULT_BITS,
-              safe=1) -> int:
-    types_l, names_l, mask = _list(types), _list(names), parse_bits(bits)
+def _pattern_rules(pattern: str):
+    text = pattern if "match" in pattern else "rule keep-fp32-pattern\nmatch:\n" + pattern.replace(";", "\n")
+    return compile_rules(text, file="<keep-fp32 pattern>", match_only=True)
+
+
+def _check_pattern(pattern) -> str | None:
+    if not str(pattern).strip():
+        return "a pattern (match lines of the pattern language)"
+    _pattern_rules(str(pattern))  # a syntax error raises with its line and column
+    return None
+
+
+def validate(graph: Graph, types=None, names=None, pattern=None, bits=DEFAULT_BITS, safe=1) -> None:
+    """The options make sense for ``graph``: a selector is given, every type is an ncnn type (or one the
+    graph has), the bits are ncnn's (run before any pass of the list)."""
+    types_l, names_l = _list(types), _list(names)
     if not (types_l or names_l or pattern):
         raise NcnnpassError("keep-fp32 needs types=, names= and/or pattern= to choose layers")
     unknown = [t for t in types_l if t not in KNOWN_TYPES and t not in graph.types()]
     if unknown:
         raise NcnnpassError(f"keep-fp32: unknown layer type(s) {', '.join(unknown)} (types are case-sensitive, "
                             "e.g. InnerProduct)")
+    parse_bits(bits)
+
+
+def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=None, bits=DEFAULT_BITS,
+              safe=1) -> int:
+    validate(graph, types, names, pattern, bits, safe)
+    types_l, names_l, mask = _list(types), _list(names), parse_bits(bits)
     chosen = graph.find(types_l) if types_l else list(graph.layers)
     if names_l:
         chosen = [ly for ly in chosen if any(ly.name == n or fnmatch.fnmatchcase(ly.name, n) for n in names_l)]
     if pattern:
-        text = pattern if "match" in pattern else "rule keep-fp32-pattern\nmatch:\n" + pattern.replace(";", "\n")
         hit: set = set()
         ctx.protected = set(graph.outputs)
-        for rule in compile_rules(text, file="<keep-fp32 pattern>", match_only=True):
+        for rule in _pattern_rules(pattern):
             for ly in graph.find(list(rule.root_types)):
                 m = rule.match(ly, ctx)
                 if m is not None:
@@ -85,7 +114,7 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
         if ly.featmask | mask != ly.featmask:
             ly.featmask = ly.featmask | mask
             changed += 1
-    if str(safe).lower() not in ("0", "false", "no"):
+    if safe and str(safe).lower() not in ("0", "false", "no"):
         from ncnnpass.ir.featmask import make_featmask_safe
 
         make_featmask_safe(graph)  # not counted: the rewrite count stays "layers marked"
@@ -94,8 +123,12 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
 
 PASS = FunctionPass(
     "keep-fp32", "set featmask 31= (no fp16/bf16) on layers chosen by types=, names= and/or pattern=", keep_fp32,
-    options={"types": (None, "layer types, e.g. InnerProduct|Gemm"),
-             "names": (None, "layer names or globs, e.g. fc*|linear_72"),
-             "pattern": (None, "match lines of the pattern language (';' separates lines)"),
-             "bits": (DEFAULT_BITS, "featmask bits: int or names (no_fp16_storage|no_fp16_arithmetic|...)"),
-             "safe": (1, "1: add the cast boundaries ARM needs around layers kept out of fp16 storage")})
+    options={"types": Option(None, "layer types, e.g. InnerProduct|Gemm", list, check=nonempty),
+             "names": Option(None, "layer names or globs, e.g. fc*|linear_72", list, check=nonempty),
+             "pattern": Option(None, "match lines of the pattern language (';' separates lines)", str,
+                               check=_check_pattern),
+             "bits": Option(DEFAULT_BITS, "featmask bits: int or names (no_fp16_storage|no_fp16_arithmetic|...)",
+                            convert=parse_bits),
+             "safe": Option(1, "1: add the cast boundaries ARM needs around layers kept out of fp16 storage",
+                            bool)},
+    validate=validate)

@@ -261,7 +261,7 @@ def _judge(figures: dict[str, ModelFigures], before: Graph, onnx_path: Path, x: 
 def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
             pipeline: str = "repair", fp16_weights: bool = False, tolerance: float | None = None,
             report: bool = True, seed: int = 0, dynamic_width: bool = True, phone_target: str | None = None,
-            progress: Progress = lambda s: None) -> ConvertResult:
+            verify_each: bool | None = None, progress: Progress = lambda s: None) -> ConvertResult:
     """Run the whole chain; see the module docstring. ``tolerance``: how much worse than the converter's
     output (against onnxruntime, same options) the rewritten model may be (default 1e-4); the converter's
     own error is reported and fatal only past :data:`.convert_gate.CONVERTER_BOUND` with task-level
@@ -272,11 +272,14 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     dynamic dims the model kind varies at inference (rec: W, det: H and W), ask pnnx for a model that
     runs at any size and verify it at a second size too; False bakes ``shape`` in. ``phone_target``
     (``"arm"``, ``"arm-a57"``): also measure both models on the emulated phone under default and fp32
-    options (an optional stage: a failure there is a warning)."""
-    from ncnnpass.passes import apply_passes
+    options (an optional stage: a failure there is a warning). ``verify_each``: the IR verifier after
+    every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). A bad pipeline or pass spec
+    fails before any stage runs."""
+    from ncnnpass.passes import apply_passes, resolve_passes
     from ncnnpass.passes.measure.model_info import read_model_info
 
     _check_source(src)
+    resolve_passes(pipeline)  # a bad spec fails now, not after minutes of conversion
     if tolerance is None:
         tolerance = REWRITE_TOLERANCE
     out = Path(outdir)
@@ -308,7 +311,7 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     with _stage(stages, f"ncnnpass pipeline {pipeline!r}", progress, HINTS["pipeline"]) as st:
         before = Graph.load(before_param, before_bin)
         after = before.copy()
-        rep = apply_passes(after, pipeline, input_shape=(c, h, w))
+        rep = apply_passes(after, pipeline, input_shape=(c, h, w), verify_each=verify_each)
         after_param, after_bin = out / "model.ncnn.param", out / "model.ncnn.bin"
         after.save(after_param, after_bin)
         st.outputs = [str(after_param), str(after_bin)]

@@ -1,12 +1,15 @@
 """Pass-manager time on synthetic graphs of 1k and 10k SE blocks (not a test; run it directly).
 
-    python tests/benchmarks/bench_passes.py [--blocks 1000,10000] [--pipelines repair,optimize]
+    python tests/benchmarks/bench_passes.py [--blocks 1000,10000] [--pipelines repair,optimize] [--verify-each]
 
 Each block is what pnnx writes for a PP-OCRv4 SE stage: Convolution -> scalar mul/add -> HardSwish ->
 (global Pooling -> InnerProduct(ReLU) -> InnerProduct -> HardSigmoid) -> BinaryOp mul, 10 layers with
 weights. The pass manager must scale linearly: the printed 10k/1k time ratio should be close to 10.
 Times are this process's CPU time (best of ``--repeat``), which other load on the machine disturbs
 less than wall-clock time; the wall-clock time is printed too.
+
+``--verify-each`` also times the IR verifier (``verify_graph`` with and without the round trips) on each
+graph, and every pipeline run again with ``verify_each=True`` (the verifier after every pass).
 """
 
 from __future__ import annotations
@@ -57,14 +60,14 @@ def se_blocks(n: int, seed: int = 0) -> Graph:
     return g
 
 
-def bench(n: int, pipeline: str, repeat: int) -> tuple[float, float, int, int, str]:
+def bench(n: int, pipeline: str, repeat: int, verify_each: bool = False) -> tuple[float, float, int, int, str]:
     best, wall = float("inf"), float("inf")
     for _ in range(repeat):
         g = se_blocks(n)
         before = len(g.layers)
         gc.collect()
         c0, t0 = time.process_time(), time.perf_counter()
-        report = apply_passes(g, pipeline)
+        report = apply_passes(g, pipeline, verify_each=verify_each)
         best = min(best, time.process_time() - c0)
         wall = min(wall, time.perf_counter() - t0)
         after = len(g.layers)
@@ -76,8 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", default="1000,10000")
     ap.add_argument("--pipelines", default="repair,optimize")
     ap.add_argument("--repeat", type=int, default=2, help="best of N runs per size")
+    ap.add_argument("--verify-each", action="store_true", help="also time the IR verifier and verify_each runs")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.blocks.split(",")]
+    if args.verify_each:
+        from ncnnpass.ir.verifier import verify_graph
+
+        for n in sizes:
+            g = se_blocks(n)
+            for rt in (False, True):
+                best = float("inf")
+                for _ in range(args.repeat + 1):
+                    gc.collect()
+                    c0 = time.process_time()
+                    assert verify_graph(g, round_trip=rt) == []
+                    best = min(best, time.process_time() - c0)
+                print(f"verify_graph {n:>6} SE blocks ({len(g.layers)} layers), round_trip={rt!s:<5}: "
+                      f"{best:.3f} s CPU")
     for pipeline in args.pipelines.split(","):
         times = {}
         for n in sizes:
@@ -89,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             lo, hi = sizes[0], sizes[-1]
             print(f"{pipeline:<9} time ratio {hi}/{lo} blocks = {times[hi] / times[lo]:.2f} "
                   f"(linear: {hi / lo:.0f})")
+        if args.verify_each:
+            for n in sizes:
+                t, wall, before, after, summary = bench(n, pipeline, args.repeat, verify_each=True)
+                print(f"{pipeline:<9} {n:>6} SE blocks, verify_each: {t:7.3f} s CPU ({t / times[n]:.1f}x the "
+                      f"run without; wall {wall:.3f} s)")
     return 0
 
 
