@@ -6,7 +6,7 @@ import os
 import re
 
 from .errors import GraphError, NcnnpassError
-from .fileio import atomic_open, refuse_overwrite
+from .fileio import atomic_files, fault_point, refuse_overwrite
 from .graph import Graph, Layer
 from .parser import MAGIC
 from .splits import plan_splits
@@ -116,12 +116,15 @@ def save_graph(g: Graph, param: str, bin: str | None = None, *, overwrite: bool 
         if os.path.abspath(bin) == os.path.abspath(param):
             raise NcnnpassError("the .param and .bin outputs must be different files")
     data = param_text(g).encode("utf-8", "surrogateescape")
-    # Both files are complete on disk before either is renamed, the .bin first: an interrupted save
-    # leaves the previous pair, or (between the two renames only) the new .bin with the previous .param.
-    with atomic_open(param, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    # Both files are complete on disk before either is renamed, and the two renames (the .bin first) are
+    # one step against SIGINT and SIGTERM (fileio.rename_together): an interrupted save leaves the previous
+    # pair or the new one. Only SIGKILL or a power cut between the renames can pair a new .bin with the
+    # previous .param.
+    targets = [param] if bin is None else [bin, param]
+    with atomic_files(targets, "wb") as files:
+        fp = files[-1]
+        fp.write(data)
+        fault_point("param-written", targets, fp)
         if bin is not None:
-            with atomic_open(bin, "wb") as fb:
-                write_bin(g, fb)
+            write_bin(g, files[0])
+            fault_point("bin-written", targets, files[0])

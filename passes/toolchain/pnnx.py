@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
+from ncnnpass.ir.fileio import rename_together
 from ncnnpass.ir.runtime.external import log, run_tool
 
 INSTALL_HINT = "pip install --no-deps pnnx   (without --no-deps pip also pulls torch, several GB)"
@@ -105,10 +106,8 @@ def run_pnnx(onnx_path: str | os.PathLike, out_dir: str | os.PathLike,
         missing = [p.name for p in produced if not p.is_file()]
         if missing:
             raise ToolError(f"pnnx exited 0 but did not write {', '.join(missing)} for {src}")
-        results = []
-        for p in produced:
-            dest = out / p.name
-            os.replace(p, dest)  # same filesystem: the temp dir is inside out_dir
-            results.append(dest)
+        results = [out / p.name for p in produced]
+        # one step against SIGINT/SIGTERM, the .bin first as in Graph.save (the temp dir is in out_dir)
+        rename_together(list(zip(produced, results, strict=True))[::-1])
     log.info("pnnx %s -> %s (fp16=%d) in %.2fs", src, out, int(fp16), time.perf_counter() - start)
     return results[0], results[1]
