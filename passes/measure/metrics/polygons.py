@@ -11,7 +11,7 @@ import pyclipper
 
 __all__ = ["polygon_area", "intersection_area", "iou", "SCALE"]
 
-SCALE = 64.0  # 1/64 pixel resolution
+SCALE = 1024.0  # 1/1024 pixel resolution (int64 holds pages of any size)
 
 
 def _path(points: np.ndarray) -> list[tuple[int, int]]:
