@@ -249,3 +249,24 @@ def test_missing_fonts_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_
     finally:
         fonts.find_font.cache_clear()
         fonts.fonts_for.cache_clear()
+
+
+def test_the_measurement_core_imports_only_what_it_may() -> None:
+    """passes/measure sits below the engine and the tools: the IR, numpy, OpenCV, Pillow, pyclipper, the
+    standard library (and onnx / PyYAML for model facts, imported lazily)."""
+    import ast
+    import sys as _sys
+
+    root = Path(__file__).resolve().parents[1] / "passes" / "measure"
+    allowed = {"numpy", "cv2", "PIL", "pyclipper", "onnx", "yaml"} | set(_sys.stdlib_module_names)
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                ok = top in allowed or name.startswith(("ncnnpass.ir", "ncnnpass.passes.measure"))
+                if not ok:
+                    bad.append(f"{path.relative_to(root)}: {name}")
+    assert not bad, bad
