@@ -155,8 +155,18 @@ def ppocrv3_det_onnx() -> Path:
 
 
 def ppocrv3_det_ncnn_any_size(fp16: bool = False) -> tuple[Path, Path]:
-    """(param, bin) by pnnx from :func:`ppocrv3_det_onnx` at 640x640 and 480x320: runs at any size."""
-    return _ncnn(ppocrv3_det_onnx(), "ppocrv3_det", fp16, (1, 3, 640, 640), (1, 3, 480, 320))
+    """(param, bin) pnnx wrote for :func:`ppocrv3_det_onnx` inside ``ncnnpass convert`` (onnxsim, the Resize
+    roi fix, pnnx at 640x640 with a second size), before any repair: runs at any size. (pnnx on the raw
+    ONNX leaves a ``Resize`` layer ncnn cannot run.)"""
+    from ncnnpass.passes.toolchain.convert import convert
+
+    onnx = ppocrv3_det_onnx()
+
+    def build(target: Path) -> None:
+        convert(str(onnx), target, shape=(3, 640, 640), fp16_weights=fp16, report=False)
+
+    out = _cached(f"ppocrv3_det_ncnn_any_size_fp16-{int(fp16)}", build) / "pnnx"
+    return next(out.glob("*.ncnn.param")), next(out.glob("*.ncnn.bin"))
 
 
 V2_CLS_ONNX_MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
