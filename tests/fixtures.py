@@ -138,6 +138,11 @@ def ppocrv4_rec_onnx() -> Path:
     return _cached("ppocrv4_rec_onnx", build) / "ch_PP-OCRv4_rec_infer.onnx"
 
 
+def ppocrv4_rec_ncnn_any_width(fp16: bool = False) -> tuple[Path, Path]:
+    """(param, bin) by pnnx from :func:`ppocrv4_rec_onnx` at widths 320 and 160: runs at any width."""
+    return _ncnn(ppocrv4_rec_onnx(), "ppocrv4_rec", fp16, REC_SHAPE, (1, 3, 48, 160))
+
+
 def ppocrv4_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
     """(param, bin) made by pnnx from :func:`ppocrv4_rec_onnx` (input 1×3×48×320)."""
     return _ncnn(ppocrv4_rec_onnx(), "ppocrv4_rec", fp16, REC_SHAPE)

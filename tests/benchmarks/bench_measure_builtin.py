@@ -1,8 +1,9 @@
 """Demonstration: the task metrics on the built-in data, onnxruntime (reference) against ncnn x86.
 
-    python tests/benchmarks/bench_measure_builtin.py [--lines 200] [--pages 30] [--seed 0] [--json out.json]
+    python tests/benchmarks/bench_measure_builtin.py [--lines 200] [--pages 30] [--seed 0] [--rec v3|v4]
+                                                     [--json out.json]
 
-PP-OCRv3 rec and det (the fixtures' pnnx ``fp16=0`` conversions with a second input shape, so ncnn runs
+PP-OCRv3 (or v4) rec and PP-OCRv3 det (the fixtures' pnnx ``fp16=0`` conversions with a second input shape, so ncnn runs
 each line at its own width and each page at its own size), ncnn's default options, one thread. Prints the
 rec metric (strings identical, confidence change, drop_score crossings, max prob diff, CER against the
 rendered text) and the det metric (boxes matched at IoU >= 0.5 → P/R/F, map diff, flipping pixels, F of
@@ -25,7 +26,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from ncnnpass.ir import Graph, runtime  # noqa: E402
-from ncnnpass.passes.measure.ctc_decode import dictionary_from_metadata  # noqa: E402
+from ncnnpass.passes.measure.ctc_decode import dictionary_from_metadata, read_dictionary  # noqa: E402
 from ncnnpass.passes.measure.label_coverage import label_coverage  # noqa: E402
 from ncnnpass.passes.measure.metrics import metric_for  # noqa: E402
 from ncnnpass.passes.measure.prepare import prepare_inputs  # noqa: E402
@@ -65,18 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=200)
     ap.add_argument("--pages", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rec", choices=("v3", "v4"), default="v3")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     report = {}
 
-    rec_onnx = fixtures.ppocrv3_rec_onnx()
-    chars = dictionary_from_metadata(onnx.load(str(rec_onnx), load_external_data=False))
+    if args.rec == "v3":
+        rec_onnx, rec_ncnn = fixtures.ppocrv3_rec_onnx(), fixtures.ppocrv3_rec_ncnn_any_width(False)
+        chars = dictionary_from_metadata(onnx.load(str(rec_onnx), load_external_data=False))
+    else:
+        rec_onnx, rec_ncnn = fixtures.ppocrv4_rec_onnx(), fixtures.ppocrv4_rec_ncnn_any_width(False)
+        chars = read_dictionary(fixtures.ppocr_keys_v1())
     t0 = time.perf_counter()
     lines = builtin_lines(args.lines, args.seed, dictionary=chars)
     inputs = prepare_inputs(lines.samples, "rec")
     print(f"{lines.describe()}; rendered and preprocessed in {time.perf_counter() - t0:.1f}s; "
           f"{label_coverage(lines.samples, chars).describe()}")
-    report["rec"] = _measure("rec", rec_onnx, fixtures.ppocrv3_rec_ncnn_any_width(False), inputs, dictionary=chars)
+    report["rec"] = _measure("rec", rec_onnx, rec_ncnn, inputs, dictionary=chars)
 
     t0 = time.perf_counter()
     pages = builtin_pages(args.pages, args.seed, dictionary=chars)
