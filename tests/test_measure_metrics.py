@@ -123,6 +123,7 @@ def test_cls_metric_agreement_and_rotation_flips() -> None:
     assert (n["agreement"], n["rotation_flips"]) == (2, 1)  # line 1: 0.95 -> 0.88 drops below cls_thresh 0.9
     assert n["max_score_change"] == pytest.approx(0.3)
     assert n["accuracy_reference"] == 1.0 and n["accuracy_candidate"] == pytest.approx(2 / 3)
+    assert json.loads(json.dumps(res.to_dict()))["per_sample"][1]["rotation_flip"] is True
 
 
 def test_db_boxes_and_det_metric_on_drawn_maps() -> None:
@@ -147,6 +148,8 @@ def test_db_boxes_and_det_metric_on_drawn_maps() -> None:
     assert n["reference_f_vs_labels"] == 1.0
     assert n["candidate_f_vs_labels"] == 1.0  # the lost box was "###"
     assert res.per_sample[0]["differs"]
+    back = json.loads(json.dumps(res.to_dict()))
+    assert back["numbers"]["recall"] == 0.5 and len(back["per_sample"][0]["reference"]) == 2
 
 
 def test_order_clockwise_starts_top_left() -> None:
