@@ -196,6 +196,7 @@ def _need_builtin_assets():
                             "fonts-wqy-microhei, fonts-wqy-zenhei, fonts-arphic-*, wamerican, python3-jieba)")
 
 
+@pytest.mark.slow
 def test_builtin_lines_are_real_words_seeded_and_fast() -> None:
     from ncnnpass.passes.measure.synth import builtin_lines, builtin_pages
 
