@@ -271,3 +271,19 @@ def test_the_measurement_core_imports_only_what_it_may() -> None:
                 if not ok:
                     bad.append(f"{path.relative_to(root)}: {name}")
     assert not bad, bad
+
+
+def test_prepare_for_model_follows_the_model_facts(tmp_path: Path) -> None:
+    from ncnnpass.passes.measure.model_info import ModelInfo
+    from ncnnpass.passes.measure.prepare import prepare_for_model
+
+    line = Sample(Provenance("folder", "x.png", key="x"), pixels=np.full((20, 200, 3), 200, np.uint8))
+    v2 = ModelInfo("rec", (3, 32, 320), (False, True))
+    assert prepare_for_model([line], v2)[0].tensor.shape == (1, 3, 32, 320)
+    static = ModelInfo("rec", (3, 48, 320), (False, False))
+    assert prepare_for_model([line], static)[0].tensor.shape == (1, 3, 48, 320)
+    assert prepare_for_model([line], ModelInfo("rec", (3, 48, 320), (False, True)))[0].tensor.shape == (1, 3, 48, 480)
+    (tmp_path / "inference.yml").write_text("PreProcess:\n  transform_ops:\n  - DetResizeForTest:\n"
+                                            "      limit_side_len: 64\n      limit_type: min\n")
+    det = prepare_for_model([line], ModelInfo("det", (3, 640, 640), (True, True)), tmp_path)
+    assert det[0].tensor.shape == (1, 3, 64, 640)

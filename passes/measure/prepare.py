@@ -10,18 +10,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import replace
 
 from ncnnpass.ir.errors import NcnnpassError
 
 from .crops import rotate_crop
-from .det_preprocess import DetResize, det_tensor
+from .det_preprocess import DetResize, det_resize_for, det_tensor
+from .model_info import ModelInfo
 from .model_input import ModelInput
 from .rec_preprocess import ImageReadError, rec_tensor
 from .samples import DataSet, Provenance, Sample
 
-__all__ = ["prepare_inputs", "line_samples", "CLS_SHAPE", "REC_SHAPE"]
+__all__ = ["prepare_inputs", "prepare_for_model", "line_samples", "CLS_SHAPE", "REC_SHAPE"]
 
 REC_SHAPE = (3, 48, 320)
 CLS_SHAPE = (3, 48, 192)
@@ -76,3 +78,14 @@ def prepare_inputs(samples: Iterable[Sample], kind: str, *, image_shape: tuple[i
         x, content = rec_tensor(img, shape, fixed_width=fixed)  # type: ignore[arg-type]
         out.append(ModelInput(replace(s), x[None], hw, content_width=content))
     return out
+
+
+def prepare_for_model(samples: Iterable[Sample], info: ModelInfo, model_dir: str | os.PathLike | None = None,
+                      data: DataSet | None = None) -> list[ModelInput]:
+    """:func:`prepare_inputs` with what :func:`.model_info.read_model_info` found: the kind, the input
+    shape (rec: the model's height, e.g. 32 for v2), whether the width is dynamic, and the detector's
+    resize from ``model_dir``'s ``inference.yml`` (else PaddleOCR's default)."""
+    if info.kind is None:
+        raise NcnnpassError("cannot tell whether the model is rec, det or cls: give the kind")
+    return prepare_inputs(samples, info.kind, image_shape=None if info.kind == "det" else info.input_shape,
+                          dynamic_width=info.dynamic[1], det_resize=det_resize_for(model_dir), data=data)
