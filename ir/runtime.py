@@ -5,7 +5,7 @@ Options are applied before loading (ncnn requires it). Inputs are cloned into nc
 
 ``target`` picks where ncnn runs (:mod:`ncnnpass.ir.targets`): ``x86`` in this process (the library
 default), ``isolated`` in a worker subprocess (a crash becomes a :class:`RuntimeBridgeError`), ``arm`` /
-``arm-a57`` the aarch64 ncnn under qemu. For many runs on one target use :func:`open_target`.
+``arm-a57`` the aarch64 ncnn under qemu, ``vulkan`` ncnn's GPU path on lavapipe. For many runs on one target use :func:`open_target`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ OPTION_PRESETS: dict[str, dict[str, bool]] = {
     "no-packing": {"use_packing_layout": False},
     "no-sgemm-winograd": {"use_sgemm_convolution": False, "use_winograd_convolution": False},
     "bf16": {"use_bf16_storage": True, "use_bf16_packed": True},
+    # fp16 attribution (ARM CPU and Vulkan): storage without arithmetic; on Vulkan also fp16 uniform off
+    # (ncnn drops it with arithmetic), and packed-only (half pairs in 32-bit words, fp32 everywhere else)
+    "fp16-storage": {"use_fp16_arithmetic": False},
+    "fp16-packed": {"use_fp16_storage": False, "use_fp16_arithmetic": False},
 }
 
 
@@ -145,7 +149,7 @@ def infer_shapes(graph: Graph, input_shapes: Mapping[str, tuple[int, ...]] | tup
     (on ``target``: ``isolated`` survives models that crash ncnn). Shapes do not depend on the CPU: with no
     ``target`` and an emulated ARM default (``--target arm``), they are inferred in an isolated x86 worker,
     as crash-safe and some hundred times faster than emulation; name ``target="arm"`` to emulate anyway."""
-    if target is None and get_default_target().startswith("arm"):
+    if target is None and (get_default_target().startswith("arm") or get_default_target() == "vulkan"):
         target = "isolated"
     if not isinstance(input_shapes, Mapping):
         ins = graph.inputs
