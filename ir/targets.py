@@ -346,6 +346,23 @@ class VulkanTarget(WorkerTarget):
         super().__init__("vulkan", launcher, timeout, describe_target("vulkan"))
         self.fixed_fields = {"use_vulkan_compute": True}
 
+    def _request(self, header: dict, arrays: list, timeout: float | None) -> tuple[dict, dict]:
+        # ncnn logs a shader that does not compile and goes on (the net then crashes or returns garbage):
+        # e.g. featmask 31=2 on a GPU layer (fp32 storage with fp16 arithmetic/uniform still on)
+        since = 0
+        if self._stderr is not None:
+            self._stderr.seek(0, os.SEEK_END)
+            since = self._stderr.tell()
+        reply, out = super()._request(header, arrays, timeout)
+        err = self._stderr_text(since)
+        if "compile spir-v module failed" in err:
+            first = next((ln.strip() for ln in err.splitlines() if ln.strip().startswith("ERROR:")), "")
+            self.close()
+            raise RuntimeBridgeError(f"ncnn ({self.label}) could not compile a Vulkan shader"
+                                     + (f": {first[:200]}" if first else "")
+                                     + " (a featmask with bit 1 but not bit 0 on a GPU layer? give it 31=16 too)")
+        return reply, out
+
     def cpu_layers(self, graph: Graph, options: Options = None, num_threads: int | None = None) -> list[tuple[str, str]]:
         """(name, type) of the layers of ``graph`` that ncnn runs on the CPU under ``options``: types or params
         with no Vulkan implementation, and layers with featmask bit 4 (``31=16``). Loads the net if needed."""

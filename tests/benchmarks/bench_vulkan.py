@@ -99,7 +99,11 @@ SYNTH_KEPT = ("c2", "c4", "add2")
 def synth_variants() -> dict[str, Graph]:
     """Placements of the three kept layers: name -> graph."""
     from ncnnpass.passes.engine.testing import fill_weights, model
-    from ncnnpass.passes.precision.featmask_safety import featmask_safe_closure, make_featmask_safe, mask_split
+    from ncnnpass.passes.precision.featmask_safety import (
+        featmask_safe_closure,
+        make_featmask_safe,
+        mask_split,
+    )
 
     def g_with(bits: int, names=SYNTH_KEPT, safe: bool = False, split_bits: int = 0) -> Graph:
         g = fill_weights(model(SYNTH), seed=0, scale=0.5)
