@@ -165,7 +165,317 @@ def cmd_synthetic(args) -> dict:
     return {"relative max error vs x86 fp32 (max|d|/max|ref|)": rows}
 
 
-COMMANDS = {"synthetic": cmd_synthetic}
+
+# ------------------------------------------------------------------------------- options / lines / layers
+
+# Vulkan option sets (the Python binding has no use_fp16_uniform: ncnn turns it off with fp16 arithmetic)
+VK_SETS = {
+    "default (fp16 packed+storage+arithmetic+uniform)": "default",
+    "fp16 storage+packed, arithmetic+uniform off": "fp16-storage",
+    "fp16 arithmetic+uniform+storage, packed off": {"use_fp16_packed": False},
+    "fp16 packed only": "fp16-packed",
+    "fp32 (all fp16 off)": "fp32",
+}
+
+
+def _inputs(shape, seeds=(0,)) -> list[np.ndarray]:
+    return [np.random.default_rng(s).uniform(-1, 1, shape).astype(np.float32) for s in seeds]
+
+
+def cmd_options(args) -> dict:
+    g, onnx, shape = load_model(args.model)
+    xs = _inputs(shape, (0, 1))
+    refs = onnx_outputs(onnx, xs)
+    out = g.outputs[0]
+    rows = {}
+    with open_target("vulkan") as vk:
+        for label, opts in VK_SETS.items():
+            t0 = time.perf_counter()
+            got = vk.run_many(g, xs, [out], options=opts, num_threads=1)
+            cold = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            vk.run(g, xs[0], [out], options=opts, num_threads=1)
+            warm = time.perf_counter() - t0
+            errs = [_err(r[out], ref) for r, ref in zip(got, refs, strict=True)]
+            rows[label] = {"max_abs_vs_onnxruntime": max(errs), "per_seed": errs, "first_load_and_2_runs_s": cold,
+                           "warm_inference_s": warm}
+            _say(f"vulkan {label:52s} {_fmt(max(errs))}  (seeds {', '.join(map(_fmt, errs))}; warm {warm:.2f} s)")
+        rows["cpu layers"] = vk.cpu_layers(g)
+    for label, opts in (("x86 default", "default"), ("x86 fp32", "fp32")):
+        t0 = time.perf_counter()
+        got = [runtime.run(g, x, [out], options=opts, num_threads=1)[out] for x in xs]
+        rows[label] = {"max_abs_vs_onnxruntime": max(_err(a, r) for a, r in zip(got, refs, strict=True)),
+                       "warm_inference_s": (time.perf_counter() - t0) / len(xs)}
+        _say(f"{label:59s} {_fmt(rows[label]['max_abs_vs_onnxruntime'])}")
+    return {"model": args.model, "rows": rows}
+
+
+def placement_graph(g: Graph, names, form: str) -> Graph:
+    """``names`` kept fp32 in one of the forms: ``arm`` (31=7 + Dropout boundaries + Splits 31=7, what
+    ncnnpass writes today) or ``all`` (31=23: bit 4 too, same boundaries, Splits 31=23)."""
+    from ncnnpass.passes.precision.featmask_safety import make_featmask_safe, mask_split
+
+    bits = {"arm": 7, "all": 23}[form]
+    h = g.copy()
+    for n in names:
+        h.layer(n).featmask |= bits
+    edits = make_featmask_safe(h)
+    if form == "all":
+        for blob in edits.masked_splits:
+            mask_split(h, blob, 23)
+    return h
+
+
+def candidates(g: Graph) -> list[str]:
+    """Layers the phone repair may keep fp32, in graph order (its suffix order is this reversed)."""
+    return [ly.name for ly in g.layers if ly.type not in ("Input", "MemoryData") and ly.inputs]
+
+
+def cmd_lines(args) -> dict:
+    from ncnnpass.passes.compare.text_lines import LineModel, text_lines
+
+    g, onnx, shape = load_model(args.model)
+    cands = list(reversed(candidates(g)))
+    head = cands[:3]
+    models = [LineModel("x86 default", g, "x86"), LineModel("vulkan default", g, "vulkan"),
+              LineModel("vulkan fp16-storage", g, "vulkan", "fp16-storage"),
+              LineModel("vulkan fp32", g, "vulkan", "fp32"),
+              LineModel(f"head {'+'.join(g.layer(n).type for n in head)} 31=7 (ARM form) on vulkan",
+                        placement_graph(g, head, "arm"), "vulkan"),
+              LineModel("head 31=23 (every-path form) on vulkan", placement_graph(g, head, "all"), "vulkan")]
+    rep = text_lines(onnx, models, n=args.lines, shape=shape, seed=0, workers=1, progress=_say)
+    for line in rep.render():
+        _say(line)
+    return {"model": args.model, "report": rep.to_dict()}
+
+
+def cmd_layers(args) -> dict:
+    """Per-layer: the all-blob drift on Vulkan (default options) and each layer alone fed fp32 inputs."""
+    from ncnnpass.passes.precision.emulated_runs import TargetPool as JobPool
+    from ncnnpass.passes.precision.sensitivity import measure, reference_blobs
+
+    g, _, shape = load_model(args.model)
+    feeds = {g.inputs[0]: _inputs(shape)[0]}
+    ref = reference_blobs(g, feeds)
+    rows = {}
+    pool = JobPool("vulkan", workers=1)
+    try:
+        for opts in ("default", "fp16-storage"):
+            sens = measure(g, feeds, pool, ref, options=opts, progress=_say)
+            rows[opts] = {"drift": sens.drift, "local": sens.local, "first_nonfinite": sens.first_nonfinite}
+    finally:
+        pool.close()
+    d, loc = rows["default"]["drift"], rows["default"]["local"]
+    _say("layer                          type             local(default) local(fp16-storage) drift(out, default)")
+    for ly in g.layers:
+        if ly.name in loc:
+            _say(f"{ly.name:30s} {ly.type:16s} {_fmt(loc[ly.name]):>10s} {_fmt(rows['fp16-storage']['local'][ly.name]):>12s}"
+                 f" {_fmt(d.get(ly.outputs[0], float('nan'))):>12s}")
+    top = sorted(loc, key=lambda n: -loc[n])[:10]
+    _say("largest local errors: " + ", ".join(f"{n} ({g.layer(n).type}) {_fmt(loc[n])}" for n in top))
+    return {"model": args.model, "rows": rows}
+
+
+
+# ------------------------------------------------------------------------------ placements and proxies
+
+# layers kept fp32, counted from the output (docs/phone.md's table for PP-OCRv3 rec); -1 = all
+SUFFIXES = (0, 3, 7, 8, 10, 11, 22, 33, 41, 67, 70, 73, 78, 89, -1)
+
+
+def _suffix(g: Graph, k: int) -> list[str]:
+    cands = list(reversed(candidates(g)))
+    return cands if k < 0 else cands[:k]
+
+
+def fp16_rounded(g: Graph) -> Graph:
+    """x86 stand-in for ARM's fp16 storage: a Cast fp32->fp16->fp32 pair on every blob an unmasked layer
+    (or the net input, which ARM casts in front of the first fp16 layer) hands to an fp16-storing reader.
+    Arithmetic stays fp32; masked layers' outputs are not rounded."""
+    h = g.copy()
+    for blob in list(h.blobs):
+        b = h.blobs[blob]
+        prod = b.producer
+        if prod is not None and prod.type != "Input" and prod.featmask & 2:
+            continue
+        readers = [c for c in dict.fromkeys(b.consumers) if not (c.featmask & 2) or c.type == "Dropout"]
+        if not readers:
+            continue
+        half = h.unique_blob_name(f"{blob}_h")
+        back = h.unique_blob_name(f"{blob}_r")
+        c1 = h.add_layer("Cast", h.unique_layer_name(f"{blob}_to_h"), [blob], [half], {0: 1, 1: 2}, after=prod)
+        h.add_layer("Cast", h.unique_layer_name(f"{blob}_from_h"), [half], [back], {0: 2, 1: 1}, after=c1)
+        for c in readers:
+            c.inputs = [back if n == blob else n for n in c.inputs]
+    return h
+
+
+def _ranks(v: list[float]) -> list[float]:
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = np.array(_ranks(a)), np.array(_ranks(b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties in either list counted as ties)."""
+    conc = disc = ta = tb = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ta += 1
+            elif db == 0:
+                tb += 1
+            elif da == db:
+                conc += 1
+            else:
+                disc += 1
+    n0 = conc + disc
+    return float((conc - disc) / np.sqrt((n0 + ta) * (n0 + tb))) if n0 else float("nan")
+
+
+def _finite(v: float) -> float:
+    return 1e9 if not np.isfinite(v) else v
+
+
+def cmd_placements(args) -> dict:
+    """Each suffix in the ARM form (what ncnnpass writes) and the every-path form (31=23), on x86 and
+    Vulkan; with --arm, also on the emulated A76 (the every-path form)."""
+    from ncnnpass.passes.precision.emulated_runs import Job
+    from ncnnpass.passes.precision.emulated_runs import TargetPool as JobPool
+    from ncnnpass.passes.precision.macs import fp16_mac_share, macs_per_layer
+
+    g, onnx, shape = load_model(args.model)
+    x = _inputs(shape)[0]
+    ref = onnx_outputs(onnx, [x])[0]
+    out = g.outputs[0]
+    macs = macs_per_layer(g, runtime.infer_shapes(g, shape))
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else list(SUFFIXES)
+    graphs = {(k, f): placement_graph(g, _suffix(g, k), f) for k in ks for f in ("arm", "all")}
+    rows: dict[str, dict] = {}
+    with open_target("vulkan") as vk:
+        for k in ks:
+            names = _suffix(g, k)
+            row = {"layers_fp32": len(names), "fp16_mac_share": fp16_mac_share(macs, set(names))}
+            for f in ("arm", "all"):
+                h = graphs[(k, f)]
+                row[f"x86 {f}"] = _err(runtime.run(h, x, [out], num_threads=1)[out], ref)
+                try:
+                    t0 = time.perf_counter()
+                    vk.run(h, x, [out], num_threads=1)
+                    t0 = time.perf_counter()
+                    row[f"vulkan {f}"] = _err(vk.run(h, x, [out], num_threads=1)[out], ref)
+                    row[f"vulkan {f} warm s"] = time.perf_counter() - t0
+                except RuntimeBridgeError as exc:
+                    row[f"vulkan {f}"] = str(exc)[:100]
+            rows[str(k)] = row
+            _say(f"k={k:3d} fp16 MACs {row['fp16_mac_share']:.1%}  x86 arm/all {_fmt(row['x86 arm'])}/"
+                 f"{_fmt(row['x86 all'])}  vulkan arm-form {_fmt(row['vulkan arm'])}  vulkan all-form "
+                 f"{_fmt(row['vulkan all'])}")
+    if args.arm_ks:
+        arm_ks = [int(k) for k in args.arm_ks.split(",")]
+        pool = JobPool("arm", workers=2)
+        try:
+            res = pool.run([Job(graphs[(k, "all")], [{g.inputs[0]: x}], [out]) for k in arm_ks], _say)
+        finally:
+            pool.close()
+        for k, r in zip(arm_ks, res, strict=True):
+            rows[str(k)]["arm all"] = _err(r.outputs[0][out], ref) if r.ok else r.error
+            _say(f"k={k:3d} emulated A76, every-path form: {_fmt(rows[str(k)]['arm all'])}")
+    return {"model": args.model, "rows": rows}
+
+
+def cmd_proxies(args) -> dict:
+    """Rank agreement with the emulated A76 over the suffix placements (ARM form on ARM; each proxy runs
+    the same placement in the form valid on its path)."""
+    from ncnnpass.passes.precision.emulated_runs import Job
+    from ncnnpass.passes.precision.emulated_runs import TargetPool as JobPool
+
+    g, onnx, shape = load_model(args.model)
+    xs = _inputs(shape)
+    ref = onnx_outputs(onnx, xs)[0]
+    x = xs[0]
+    out = g.outputs[0]
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else list(SUFFIXES)
+    arm_g = {k: placement_graph(g, _suffix(g, k), "arm") for k in ks}
+    all_g = {k: placement_graph(g, _suffix(g, k), "all") for k in ks}
+    table: dict[str, dict[int, float]] = {}
+    cost: dict[str, float] = {}
+
+    # the emulated runs are the costly part: kept in OUT between runs of this command
+    cache = OUT / f"proxies-arm-{args.model}.json"
+    known = json.loads(cache.read_text()) if cache.exists() and not args.fresh else {}
+    todo = [k for k in ks if str(k) not in known.get("errors", {})]
+    if todo:
+        t0 = time.perf_counter()
+        pool = JobPool("arm", workers=2)
+        try:
+            res = pool.run([Job(arm_g[k], [{g.inputs[0]: x}], [out]) for k in todo], _say)
+        finally:
+            pool.close()
+        known.setdefault("errors", {}).update({str(k): (_err(r.outputs[0][out], ref) if r.ok else float("inf"))
+                                               for k, r in zip(todo, res, strict=True)})
+        known["seconds_per_eval"] = (time.perf_counter() - t0) * 2 / len(todo)  # 2 workers in parallel
+        cache.write_text(json.dumps(known))
+    table["emulated A76 (reference ranking)"] = {k: known["errors"][str(k)] for k in ks}
+    cost["emulated A76 (reference ranking)"] = known["seconds_per_eval"]
+
+    def timed(label: str, fn) -> None:
+        t0 = time.perf_counter()
+        table[label] = {k: fn(k) for k in ks}
+        cost[label] = (time.perf_counter() - t0) / len(ks)
+        _say(f"{label}: " + ", ".join(f"{k}:{_fmt(v)}" for k, v in table[label].items()))
+
+    with open_target("vulkan") as vk:
+        vk.run(g, x, [out], num_threads=1)  # pipelines compiled once for the unmasked layers
+
+        timed("lavapipe default", lambda k: _err(vk.run(all_g[k], x, [out], num_threads=1)[out], ref))
+        timed("lavapipe fp16-storage", lambda k: _err(vk.run(all_g[k], x, [out], options="fp16-storage",
+                                                             num_threads=1)[out], ref))
+    timed("x86 + Cast fp16 rounding of stored blobs", lambda k: _err(
+        runtime.run(fp16_rounded(arm_g[k]), x, [out], num_threads=1)[out], ref))
+    with open_target("isolated") as iso:  # bf16 storage on x86 with these masks can corrupt ncnn's heap
+
+        def bf16(k: int) -> float:
+            try:
+                return _err(iso.run(arm_g[k], x, [out], options="bf16", num_threads=1)[out], ref)
+            except RuntimeBridgeError as exc:
+                _say(f"x86 bf16, {k} layers fp32: {str(exc)[:160]}")
+                return float("inf")
+
+        timed("x86 bf16 storage (bf16 preset)", bf16)
+    arm = [_finite(table["emulated A76 (reference ranking)"][k]) for k in ks]
+    agree = {}
+    for label, vals in table.items():
+        v = [_finite(vals[k]) for k in ks]
+        agree[label] = {"spearman": spearman(arm, v), "kendall": kendall(arm, v), "seconds_per_eval": cost[label]}
+        _say(f"{label:48s} spearman {agree[label]['spearman']:.3f}  kendall {agree[label]['kendall']:.3f}  "
+             f"{cost[label]:.2f} s/eval")
+    _say("k    " + "  ".join(f"{lab[:22]:>22s}" for lab in table))
+    for k in ks:
+        _say(f"{k:4d} " + "  ".join(f"{_fmt(table[lab][k]):>22s}" for lab in table))
+    return {"model": args.model, "errors": {lab: {str(k): v for k, v in vals.items()} for lab, vals in table.items()},
+            "agreement": agree}
+
+
+COMMANDS = {"synthetic": cmd_synthetic, "options": cmd_options, "lines": cmd_lines, "layers": cmd_layers,
+            "placements": cmd_placements, "proxies": cmd_proxies}
 
 
 def main() -> int:
@@ -174,6 +484,9 @@ def main() -> int:
     ap.add_argument("model", nargs="?", default="v3")
     ap.add_argument("--no-arm", action="store_true", help="skip the emulated phone")
     ap.add_argument("--lines", type=int, default=30, help="text lines for `lines`")
+    ap.add_argument("--ks", default="", help="suffix lengths for placements/proxies (default: docs/phone.md's)")
+    ap.add_argument("--fresh", action="store_true", help="proxies: measure the emulated A76 again")
+    ap.add_argument("--arm-ks", default="", help="placements: suffixes to run on the emulated A76 too")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
