@@ -282,7 +282,12 @@ def cmd_layers(args) -> dict:
     from ncnnpass.passes.precision.sensitivity import measure, reference_blobs
 
     g, _, shape = load_model(args.model)
-    feeds = {g.inputs[0]: _inputs(shape)[0]}
+    if args.text:  # the first rendered line of `lines` instead of random input
+        from ncnnpass.passes.compare.text_lines import line_inputs, line_texts
+
+        feeds = {g.inputs[0]: line_inputs(line_texts(1, 0), shape, 0)[0][0]}
+    else:
+        feeds = {g.inputs[0]: _inputs(shape)[0]}
     ref = reference_blobs(g, feeds)
     rows = {}
     pool = JobPool("vulkan", workers=1)
@@ -512,6 +517,7 @@ def main() -> int:
     ap.add_argument("--no-arm", action="store_true", help="skip the emulated phone")
     ap.add_argument("--lines", type=int, default=30, help="text lines for `lines`")
     ap.add_argument("--ks", default="", help="suffix lengths for placements/proxies (default: docs/phone.md's)")
+    ap.add_argument("--text", action="store_true", help="layers: a rendered text line as input")
     ap.add_argument("--fresh", action="store_true", help="proxies: measure the emulated A76 again")
     ap.add_argument("--arm-ks", default="", help="placements: suffixes to run on the emulated A76 too")
     args = ap.parse_args()
@@ -519,7 +525,7 @@ def main() -> int:
     t0 = time.perf_counter()
     result = COMMANDS[args.command](args)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    path = OUT / f"{args.command}-{args.model}.json"
+    path = OUT / f"{args.command}-{args.model}{'-text' if args.text else ''}.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     _say(f"wrote {path} ({result['seconds']} s)")
     return 0
