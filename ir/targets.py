@@ -342,9 +342,24 @@ class VulkanTarget(WorkerTarget):
     """ncnn's Vulkan path on lavapipe in a worker (target ``vulkan``): every net loads with
     ``use_vulkan_compute``; a missing device is a one-line error, a driver crash a :class:`RuntimeBridgeError`."""
 
-    def __init__(self, launcher: Callable[[], tuple[list[str], dict[str, str]]], timeout: float | None = None):
+    def __init__(self, launcher: Callable[[], tuple[list[str], dict[str, str]]], timeout: float | None = None,
+                 progress: Callable[[str], None] | None = None):
         super().__init__("vulkan", launcher, timeout, describe_target("vulkan"))
         self.fixed_fields = {"use_vulkan_compute": True}
+        self._progress = progress
+        self._reported: set[str] = set()
+
+    def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
+        results = super().run_many(graph, inputs, outputs, options, num_threads, light_mode)
+        key = self._net_key(graph, options, num_threads)[0]
+        if self._progress is not None and key not in self._reported and key in self.load_replies:
+            self._reported.add(key)
+            fallback = [f"{t} {n}" for n, t in self.load_replies[key].get("cpu_layers", [])
+                        if t != "Input" and graph.has_layer(n) and not graph.layer(n).featmask & 16]
+            if fallback:
+                self._progress(f"vulkan: {len(fallback)} layer(s) have no Vulkan implementation and run on the CPU: "
+                               + ", ".join(fallback[:8]) + (" ..." if len(fallback) > 8 else ""))
+        return results
 
     def _request(self, header: dict, arrays: list, timeout: float | None) -> tuple[dict, dict]:
         # ncnn logs a shader that does not compile and goes on (the net then crashes or returns garbage):
@@ -410,7 +425,7 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
     if name == "vulkan":
-        return VulkanTarget(_vulkan_launcher(progress), timeout)
+        return VulkanTarget(_vulkan_launcher(progress), timeout, progress)
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
 
 

@@ -84,6 +84,12 @@ def test_layers_without_vulkan_run_on_the_cpu_and_are_reported(vulkan) -> None:
     fp32 = vulkan.run(g, x, options="fp32", num_threads=1)["out"]
     assert np.abs(fp32 - ref).max() < 1e-5 * np.abs(ref).max()
     assert 1e-5 < np.abs(gpu - ref).max() / np.abs(ref).max() < 1e-2  # fp16 on the GPU, not garbage
+    said: list[str] = []
+    with open_target("vulkan", progress=said.append) as t:  # the user hears of the fallback, once per net
+        t.run(g, x)
+        t.run(g, x)
+    assert [m for m in said if "no Vulkan implementation" in m] == [
+        "vulkan: 1 layer(s) have no Vulkan implementation and run on the CPU: Exp e"]
 
 
 # the net of tests/test_featmask_safety.py: c2, c4 and add2 kept fp32; c2 reads an fp16 blob directly,
