@@ -5,7 +5,8 @@ Options are applied before loading (ncnn requires it). Inputs are cloned into nc
 
 ``target`` picks where ncnn runs (:mod:`ncnnpass.ir.runtime.targets`): ``x86`` in this process (the library
 default), ``isolated`` in a worker subprocess (a crash becomes a :class:`RuntimeBridgeError`), ``arm`` /
-``arm-a57`` the aarch64 ncnn under qemu. For many runs on one target use :func:`open_target`.
+``arm-a57`` the aarch64 ncnn under qemu, ``vulkan`` ncnn's GPU path on lavapipe. For many runs on one
+target use :func:`open_target`.
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ def infer_shapes(graph: Graph, input_shapes: Mapping[str, tuple[int, ...]] | tup
                  ) -> dict[str, tuple[int, ...]]:
     """Run zeros of the given input shapes (numpy order, e.g. (c, h, w)) and record every blob's shape
     (on ``target``: ``isolated`` survives models that crash ncnn). Shapes do not depend on the CPU: with no
-    ``target`` and an emulated ARM default (``--target arm``), they are inferred in an isolated x86 worker,
-    as crash-safe and some hundred times faster than emulation; name ``target="arm"`` to emulate anyway."""
-    if target is None and get_default_target().startswith("arm"):
+    ``target`` and an emulated ARM or Vulkan default (``--target arm``/``vulkan``), they are inferred in an
+    isolated x86 worker, as crash-safe and faster; name ``target="arm"`` (or ``"vulkan"``) to run there anyway."""
+    if target is None and (get_default_target().startswith("arm") or get_default_target() == "vulkan"):
         target = "isolated"
     if not isinstance(input_shapes, Mapping):
         ins = graph.inputs

@@ -17,7 +17,10 @@ OPTION_PRESETS: dict[str, dict[str, bool]] = {
     "default": {},
     "fp32": {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False,
              "use_bf16_storage": False, "use_bf16_packed": False},
+    # fp16 attribution (ARM CPU and Vulkan): storage without arithmetic; on Vulkan also fp16 uniform off
+    # (ncnn drops it with arithmetic), and packed-only (half pairs in 32-bit words, fp32 everywhere else)
     "fp16-storage": {"use_fp16_arithmetic": False},
+    "fp16-packed": {"use_fp16_storage": False, "use_fp16_arithmetic": False},
     "no-packing": {"use_packing_layout": False},
     "no-sgemm-winograd": {"use_sgemm_convolution": False, "use_winograd_convolution": False},
     "bf16": {"use_bf16_storage": True, "use_bf16_packed": True},
@@ -27,6 +30,7 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "default": "ncnn defaults",
     "fp32": "fp16 storage/packed/arithmetic off",
     "fp16-storage": "fp16 storage on, fp16 arithmetic off",
+    "fp16-packed": "fp16 packed only (storage and arithmetic off)",
     "no-packing": "packing layout off",
     "no-sgemm-winograd": "sgemm and winograd convolution off",
     "bf16": "bf16 storage/packed on",

@@ -6,6 +6,10 @@
 - ``arm`` (= ``arm-a76``) / ``arm-a57``: the aarch64 ncnn wheel of the same version in a worker run under
   qemu-user as a Cortex-A76 (fp16 arithmetic + storage, like phones since 2018) or a Cortex-A57 (no
   asimdhp, older phones). Provisioned on first use (:mod:`ncnnpass.ir.runtime.arm_env`).
+- ``vulkan``: the same ncnn's Vulkan path (``use_vulkan_compute``) in a worker, on Mesa's lavapipe (a Vulkan
+  device on the CPU that supports fp16 packed/storage/uniform/arithmetic, as phone GPUs do). Layers ncnn
+  cannot run on the GPU (no Vulkan implementation, or featmask bit 4) run on the CPU and are reported
+  (:meth:`VulkanTarget.cpu_layers`). Provisioned on first use (:mod:`ncnnpass.ir.runtime.vulkan_env`).
 
 >>> with open_target("arm") as t:
 ...     outs = t.run(graph, {"in0": x}, options="default")
@@ -39,10 +43,10 @@ from ..graph import Graph
 from . import worker as wire
 
 #: Target names; ``arm`` is ``arm-a76``.
-TARGETS = ("x86", "isolated", "arm", "arm-a76", "arm-a57")
+TARGETS = ("x86", "isolated", "arm", "arm-a76", "arm-a57", "vulkan")
 ARM_CPUS = {"arm": "cortex-a76", "arm-a76": "cortex-a76", "arm-a57": "cortex-a57"}
 #: Seconds a worker may take for one request (an emulated fp16 PP-OCR rec inference takes ~13 s).
-DEFAULT_TIMEOUT = {"isolated": 600.0, "arm": 3600.0}
+DEFAULT_TIMEOUT = {"isolated": 600.0, "arm": 3600.0, "vulkan": 900.0}
 STARTUP_TIMEOUT = 300.0
 
 Inputs = Mapping[str, np.ndarray] | np.ndarray
@@ -85,6 +89,8 @@ def describe_target(name: str) -> str:
     name = normalize_target(name)
     if name in ARM_CPUS:
         return f"{name} {ARM_CPUS[name]} (emulated)"
+    if name == "vulkan":
+        return "vulkan (lavapipe)"
     return "x86 (isolated worker)" if name == "isolated" else "x86"
 
 
@@ -170,6 +176,10 @@ class WorkerTarget(Target):
         self._stderr = None
         self._loaded: set[str] = set()
         self._lock = threading.RLock()
+        #: ncnn.Option fields this target always sets (the Vulkan target: ``use_vulkan_compute``).
+        self.fixed_fields: dict[str, object] = {}
+        #: the worker's reply to loading each net (by content key), e.g. its ``cpu_layers`` on Vulkan.
+        self.load_replies: dict[str, dict] = {}
         self.startup_seconds: float | None = None
 
     # -- process management
@@ -276,6 +286,16 @@ class WorkerTarget(Target):
             raise cls(f"ncnn ({self.label}): {reply.get('error', 'unknown error')}")
         return reply, out
 
+    def _net_key(self, graph: Graph, options: Options, num_threads: int | None) -> tuple[str, dict, bytes, bytes]:
+        from .options import option_fields
+
+        fields = {**option_fields(options), **self.fixed_fields}
+        param = graph.to_param_text().encode()
+        data = graph.to_bin_bytes() or b""
+        key = hashlib.sha256(param + b"\0" + data + json.dumps([fields, num_threads], sort_keys=True,
+                                                               default=str).encode()).hexdigest()
+        return key, fields, param, data
+
     # -- API
     def ensure_started(self) -> float:
         """Start the worker now (it starts lazily otherwise); returns its startup time in seconds. A worker
@@ -289,20 +309,17 @@ class WorkerTarget(Target):
             return self.startup_seconds or 0.0
 
     def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
-        from .options import option_fields
-
-        fields = option_fields(options)
-        param = graph.to_param_text().encode()
-        data = graph.to_bin_bytes() or b""
-        key = hashlib.sha256(param + b"\0" + data + json.dumps([fields, num_threads], sort_keys=True,
-                                                               default=str).encode()).hexdigest()
-        default_timeout = DEFAULT_TIMEOUT["arm" if self.name in ARM_CPUS else "isolated"]
+        key, fields, param, data = self._net_key(graph, options, num_threads)
+        default_timeout = DEFAULT_TIMEOUT["arm" if self.name in ARM_CPUS else self.name
+                                          if self.name in DEFAULT_TIMEOUT else "isolated"]
         timeout = self.timeout if self.timeout is not None else default_timeout
         results = []
         def load() -> None:
-            self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
-                           "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)], timeout)
+            reply, _ = self._request({"op": "load", "key": key, "fields": fields, "num_threads": num_threads,
+                                      "graph_outputs": list(graph.outputs)}, [("param", param), ("bin", data)],
+                                     timeout)
             self._loaded.add(key)
+            self.load_replies[key] = reply
 
         with self._lock:
             self.ensure_started()
@@ -325,6 +342,55 @@ class WorkerTarget(Target):
         return results
 
 
+class VulkanTarget(WorkerTarget):
+    """ncnn's Vulkan path on lavapipe in a worker (target ``vulkan``): every net loads with
+    ``use_vulkan_compute``; a missing device is a one-line error, a driver crash a :class:`RuntimeBridgeError`."""
+
+    def __init__(self, launcher: Callable[[], tuple[list[str], dict[str, str]]], timeout: float | None = None,
+                 progress: Callable[[str], None] | None = None):
+        super().__init__("vulkan", launcher, timeout, describe_target("vulkan"))
+        self.fixed_fields = {"use_vulkan_compute": True}
+        self._progress = progress
+        self._reported: set[str] = set()
+
+    def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
+        results = super().run_many(graph, inputs, outputs, options, num_threads, light_mode)
+        key = self._net_key(graph, options, num_threads)[0]
+        if self._progress is not None and key not in self._reported and key in self.load_replies:
+            self._reported.add(key)
+            fallback = [f"{t} {n}" for n, t in self.load_replies[key].get("cpu_layers", [])
+                        if t != "Input" and graph.has_layer(n) and not graph.layer(n).featmask & 16]
+            if fallback:
+                self._progress(f"vulkan: {len(fallback)} layer(s) have no Vulkan implementation and run on the CPU: "
+                               + ", ".join(fallback[:8]) + (" ..." if len(fallback) > 8 else ""))
+        return results
+
+    def _request(self, header: dict, arrays: list, timeout: float | None) -> tuple[dict, dict]:
+        # ncnn logs a shader that does not compile and goes on (the net then crashes or returns garbage):
+        # e.g. featmask 31=2 on a GPU layer (fp32 storage with fp16 arithmetic/uniform still on)
+        since = 0
+        if self._stderr is not None:
+            self._stderr.seek(0, os.SEEK_END)
+            since = self._stderr.tell()
+        reply, out = super()._request(header, arrays, timeout)
+        err = self._stderr_text(since)
+        if "compile spir-v module failed" in err:
+            first = next((ln.strip() for ln in err.splitlines() if ln.strip().startswith("ERROR:")), "")
+            self.close()
+            raise RuntimeBridgeError(f"ncnn ({self.label}) could not compile a Vulkan shader"
+                                     + (f": {first[:200]}" if first else "")
+                                     + " (a featmask with bit 1 but not bit 0 on a GPU layer? give it 31=16 too)")
+        return reply, out
+
+    def cpu_layers(self, graph: Graph, options: Options = None, num_threads: int | None = None) -> list[tuple[str, str]]:
+        """(name, type) of the layers of ``graph`` that ncnn runs on the CPU under ``options``: types or params
+        with no Vulkan implementation, and layers with featmask bit 4 (``31=16``). Loads the net if needed."""
+        key = self._net_key(graph, options, num_threads)[0]
+        if key not in self._loaded or key not in self.load_replies:
+            self.run_many(graph, [], None, options, num_threads)  # loads it, runs nothing
+        return [(n, t) for n, t in self.load_replies[key].get("cpu_layers", []) if t != "Input"]
+
+
 def _isolated_launcher() -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, PYTHONSAFEPATH="1")
     return [sys.executable, "-u", str(Path(wire.__file__).resolve())], env
@@ -339,6 +405,15 @@ def _arm_launcher(cpu: str, progress: Callable[[str], None] | None) -> Callable[
     return launch
 
 
+def _vulkan_launcher(progress: Callable[[str], None] | None) -> Callable[[], tuple[list[str], dict[str, str]]]:
+    def launch() -> tuple[list[str], dict[str, str]]:
+        from ncnnpass.ir.runtime.vulkan_env import ensure_vulkan_runtime
+
+        rt = ensure_vulkan_runtime(progress=progress)
+        return rt.worker_command(Path(wire.__file__).resolve())
+    return launch
+
+
 def _stderr_progress(msg: str) -> None:
     print(f"ncnnpass: {msg}", file=sys.stderr, flush=True)
 
@@ -347,12 +422,14 @@ def open_target(name: str | None = "x86", *, timeout: float | None = None,
                 progress: Callable[[str], None] | None = _stderr_progress) -> Target:
     """A new session on target ``name`` (see the module docstring); close it (or use ``with``) when done.
 
-    ``timeout`` bounds one worker request in seconds; ``progress`` receives ARM provisioning messages."""
+    ``timeout`` bounds one worker request in seconds; ``progress`` receives provisioning messages (ARM, Vulkan)."""
     name = normalize_target(name)
     if name == "x86":
         return InProcessTarget()
     if name == "isolated":
         return WorkerTarget("isolated", _isolated_launcher, timeout, describe_target(name))
+    if name == "vulkan":
+        return VulkanTarget(_vulkan_launcher(progress), timeout, progress)
     return WorkerTarget(name, _arm_launcher(ARM_CPUS[name], progress), timeout, describe_target(name))
 
 

@@ -36,7 +36,12 @@ def make_option(ncnn, fields: dict, num_threads: int | None = None):
 
 
 def load_net(ncnn, param_text: str, bin_bytes: bytes, fields: dict, num_threads: int | None = None):
-    """An ``ncnn.Net`` with options set before loading (ncnn requires that order)."""
+    """An ``ncnn.Net`` with options set before loading (ncnn requires that order).
+
+    With ``use_vulkan_compute`` a missing Vulkan device is an error (ncnn would fall back to the CPU)."""
+    if fields.get("use_vulkan_compute") and ncnn.get_gpu_count() < 1:
+        raise NcnnCallError("ncnn finds no Vulkan device (Mesa's lavapipe: Debian packages mesa-vulkan-drivers "
+                            "libvulkan1; VK_ICD_FILENAMES must name its manifest)")
     net = ncnn.Net()
     net.opt = make_option(ncnn, fields, num_threads)
     if net.load_param_mem(param_text) != 0:
@@ -46,6 +51,12 @@ def load_net(ncnn, param_text: str, bin_bytes: bytes, fields: dict, num_threads:
     else:
         net.load_model(ncnn.DataReaderFromEmpty())
     return net
+
+
+def cpu_layers(net) -> list[list[str]]:
+    """[name, type] of the layers a Vulkan net runs on the CPU: ncnn found no Vulkan implementation for the
+    type or its params, or featmask bit 4 (``31=16``) sent it there (``Layer.support_vulkan`` is then false)."""
+    return [[ly.name, ly.type] for ly in net.layers() if not ly.support_vulkan]
 
 
 def output_names(net, outputs, graph_outputs: list[str]) -> list[str]:
@@ -142,15 +153,18 @@ def _handle(ncnn, nets: OrderedDict, header: dict, arrays: dict) -> tuple[dict, 
         return {"ok": True, "ncnn": getattr(ncnn, "__version__", "?")}, []
     if op == "load":
         key = header["key"]
+        fields = header.get("fields", {})
         if key not in nets:
-            net = load_net(ncnn, arrays["param"].decode(), arrays.get("bin", b""), header.get("fields", {}),
-                           header.get("num_threads"))
+            net = load_net(ncnn, arrays["param"].decode(), arrays.get("bin", b""), fields, header.get("num_threads"))
             nets[key] = (net, header.get("graph_outputs", []))
             while len(nets) > MAX_CACHED_NETS:
                 _, (old, _) = nets.popitem(last=False)
                 old.clear()
         nets.move_to_end(key)
-        return {"ok": True}, []
+        reply = {"ok": True}
+        if fields.get("use_vulkan_compute"):
+            reply["cpu_layers"] = cpu_layers(nets[key][0])
+        return reply, []
     if op == "run":
         entry = nets.get(header["key"])
         if entry is None:  # evicted: the client loads it again
@@ -168,11 +182,13 @@ def serve(stdin, stdout) -> None:
     import ncnn
 
     nets: OrderedDict = OrderedDict()
+    gpu = False
     while True:
         try:
             header, arrays = read_message(stdin)
         except EOFError:
-            return
+            break
+        gpu = gpu or bool(header.get("op") == "load" and header.get("fields", {}).get("use_vulkan_compute"))
         try:
             reply, out = _handle(ncnn, nets, header, arrays)
         except NcnnCallError as exc:
@@ -180,6 +196,12 @@ def serve(stdin, stdout) -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the client, the worker stays up
             reply, out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, []
         write_message(stdout, reply, out)
+    # release the nets before the Vulkan instance (a live pipeline at exit can crash the driver)
+    for net, _ in nets.values():
+        net.clear()
+    nets.clear()
+    if gpu and hasattr(ncnn, "destroy_gpu_instance"):
+        ncnn.destroy_gpu_instance()
 
 
 def main() -> None:
