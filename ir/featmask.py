@@ -1,17 +1,26 @@
-"""ARM-safe featmask placement: every layer kept out of fp16 storage must receive fp32 blobs.
+"""Featmask placement that runs correctly on every ncnn path: x86, the ARM CPU and the Vulkan GPU.
 
-The rule (ncnn ``src/net.cpp`` ``convert_layout`` and ``get_masked_option``; evidence in docs/phone.md):
+A layer kept out of fp16 storage (featmask ``31=`` bit 1) must receive fp32 blobs, on every path.
+
+**ARM CPU** (ncnn ``src/net.cpp`` ``convert_layout`` and ``get_masked_option``; evidence in docs/phone.md):
 ncnn casts a blob between fp16 and fp32 in front of a layer using that layer's *masked* options. A layer
-with featmask bit 1 (no fp16 storage) therefore gets an fp16 blob uncast when its producer stored fp16,
-runs its fp32 code on half-size data and returns garbage, NaN, or corrupts the heap. An unmasked ``Split``
-(ncnnpass regenerates them) supports fp16 storage and casts an fp32 blob back to fp16 on its way.
+with bit 1 therefore gets an fp16 blob uncast when its producer stored fp16, runs its fp32 code on half-size
+data and returns garbage, NaN, or corrupts the heap. An unmasked ``Split`` (ncnnpass regenerates them)
+supports fp16 storage and casts an fp32 blob back to fp16 on its way. So a blob read by a masked layer must
+be fp32 at run time: its producer is the net input, a masked layer (whose own inputs are fp32), or a layer
+that never stores fp16 on ARM, and any Split in between is masked too. Where the producer stores fp16,
+:func:`make_featmask_safe` inserts a cast boundary: an unmasked ``Dropout`` (scale 1, an identity). ncnn's
+ARM Dropout does not support fp16 storage, so ncnn casts the blob to fp32 in front of it and the Dropout
+hands fp32 on; on x86 it is a no-op.
 
-So a blob read by a masked layer must be fp32 at run time. It is when its producer is the net input, a
-masked layer (whose own inputs are fp32), or a layer that never stores fp16 on ARM; and any Split in
-between must be masked too. Where the producer stores fp16, :func:`make_featmask_safe` inserts a cast
-boundary: an unmasked ``Dropout`` (scale 1, an identity). ncnn's ARM Dropout does not support fp16
-storage, so ncnn casts the blob to fp32 in front of it and the Dropout hands fp32 on; on x86 it is a
-no-op. Masking the producer instead would have to be repeated up to the net input.
+**Vulkan GPU** (``src/net.cpp``, ``src/gpu.cpp``, ``src/command.cpp``; evidence in docs/gpu.md): between two
+GPU layers ncnn never casts, it only repacks, and each shader reads its input as the storage type of its own
+masked options. A GPU layer with bit 1 reads fp16 data as fp32 (NaN, garbage), and ``31=2`` alone does not
+even compile (``use_fp16_uniform`` is not masked). A layer with bit 4 (``31=16``) runs on the CPU instead:
+its inputs are downloaded, which always yields fp32, and its outputs are uploaded in the GPU's storage type.
+So every layer with bit 1 also carries bit 4, as do the masked Splits: ``31=23`` (1|2|4|16) is the form
+that is right on all three paths (on x86 and ARM bit 4 changes nothing). Bit 0 alone (``31=1``: fp32
+arithmetic, fp16 storage) needs no boundary on any path.
 """
 
 from __future__ import annotations
@@ -23,9 +32,14 @@ from ncnnpass.ir.schema import FEATMASK_BITS
 from ncnnpass.ir.splits import SplitRecord, consumer_slots
 
 NO_FP16_STORAGE = FEATMASK_BITS["no_fp16_storage"]
+NO_VULKAN = FEATMASK_BITS["no_vulkan"]
 BOUNDARY_TYPE = "Dropout"
-# Masks the Splits inside a masked region get: no fp16/bf16 storage, as keep-fp32's default.
-SPLIT_MASK = FEATMASK_BITS["no_fp16_arithmetic"] | NO_FP16_STORAGE | FEATMASK_BITS["no_bf16_storage"]
+#: a layer kept fp32 on every path: no fp16 arithmetic/storage, no bf16 storage, on the CPU under Vulkan
+KEEP_FP32_BITS = FEATMASK_BITS["no_fp16_arithmetic"] | NO_FP16_STORAGE | FEATMASK_BITS["no_bf16_storage"] | NO_VULKAN
+# Masks the Splits inside a masked region get (the same form).
+SPLIT_MASK = KEEP_FP32_BITS
+#: the paths a placement is checked for
+PATHS = ("arm", "vulkan")
 
 
 @dataclass
@@ -34,9 +48,10 @@ class SafetyEdits:
 
     boundaries: list[str] = field(default_factory=list)  # names of the inserted Dropout layers
     masked_splits: list[str] = field(default_factory=list)  # blobs whose regenerated Split is masked
+    off_gpu: list[str] = field(default_factory=list)  # masked layers that got bit 4 (on the CPU under Vulkan)
 
     def __bool__(self) -> bool:
-        return bool(self.boundaries or self.masked_splits)
+        return bool(self.boundaries or self.masked_splits or self.off_gpu)
 
 
 def is_masked(layer: Layer) -> bool:
@@ -54,25 +69,41 @@ def blob_is_fp32(graph: Graph, blob: str) -> bool:
     return producer is None or producer.type == "Input" or is_masked(producer) or _is_boundary(producer)
 
 
-def unsafe_edges(graph: Graph) -> list[tuple[Layer, int, str]]:
-    """(masked layer, input slot, reason) for every input that would reach a masked layer as fp16."""
+def unsafe_edges(graph: Graph, paths: tuple[str, ...] = PATHS) -> list[tuple[Layer, int, str]]:
+    """(masked layer, input slot, reason) for every placement that breaks a path: on ARM, an input that would
+    reach a masked layer as fp16 (or through an unmasked Split); on Vulkan, a masked layer left on the GPU
+    (bit 1 without bit 4; slot -1) or a masked Split without bit 4."""
     bad = []
     for ly in graph.layers:
         if not is_masked(ly):
             continue
+        if "vulkan" in paths and not ly.featmask & NO_VULKAN:
+            bad.append((ly, -1, f"vulkan: 31={ly.featmask} keeps it on the GPU, where it reads fp16 data as fp32 "
+                                "(needs bit 4, 31=16)"))
         for i, name in enumerate(ly.inputs):
-            if not blob_is_fp32(graph, name):
-                bad.append((ly, i, f"producer {graph.blobs[name].producer.name} stores fp16"))
-            elif len(graph.blobs[name].consumers) > 1 and not split_masked(graph, name):
-                bad.append((ly, i, f"the Split of {name} is unmasked"))
+            if "arm" in paths and not blob_is_fp32(graph, name):
+                bad.append((ly, i, f"arm: producer {graph.blobs[name].producer.name} stores fp16"))
+            elif len(graph.blobs[name].consumers) > 1:
+                bits = split_mask(graph, name)
+                if "arm" in paths and not bits & NO_FP16_STORAGE:
+                    bad.append((ly, i, f"arm: the Split of {name} is unmasked"))
+                elif "vulkan" in paths and bits & NO_FP16_STORAGE and not bits & NO_VULKAN:
+                    bad.append((ly, i, f"vulkan: the Split of {name} stays on the GPU (needs bit 4)"))
     return bad
 
 
-def split_masked(graph: Graph, blob: str) -> bool:
+def split_mask(graph: Graph, blob: str) -> int:
+    """The featmask the Split regenerated for ``blob`` will carry (0 when unmasked or when it will be new)."""
     rec = graph.splits.get(blob)
     if rec is None or not _same_consumers(graph, rec, blob):
-        return False
-    return any(t.startswith("31=") and int(t[3:], 0) & NO_FP16_STORAGE for t in rec.params)
+        return 0
+    return next((int(t[3:], 0) for t in rec.params if t.startswith("31=")), 0)
+
+
+def split_masked(graph: Graph, blob: str) -> bool:
+    """Whether the Split of ``blob`` keeps fp32 on every path (bits 1 and 4)."""
+    bits = split_mask(graph, blob)
+    return bool(bits & NO_FP16_STORAGE and bits & NO_VULKAN)
 
 
 def _same_consumers(graph: Graph, rec: SplitRecord, blob: str) -> bool:
@@ -96,12 +127,17 @@ def mask_split(graph: Graph, blob: str, bits: int = SPLIT_MASK) -> None:
 
 
 def make_featmask_safe(graph: Graph) -> SafetyEdits:
-    """Insert cast boundaries and mask Splits so that every masked layer reads fp32 blobs on ARM.
+    """Make every placement right on every path: masked layers get bit 4 (they leave the GPU), cast boundaries
+    go in front of masked readers of fp16 blobs, and the Splits between masked layers get ``31=23``.
 
     Idempotent; layers already masked stay masked and no layer is unmasked. Run it after the last edit
     that changes which layers read a blob (a Split mask is dropped when its consumers change).
     """
     edits = SafetyEdits()
+    for ly in graph.layers:
+        if is_masked(ly) and not ly.featmask & NO_VULKAN:
+            ly.featmask = ly.featmask | NO_VULKAN
+            edits.off_gpu.append(ly.name)
     for blob in list(graph.blobs):
         b = graph.blobs[blob]
         masked_readers = [c for c in dict.fromkeys(b.consumers) if is_masked(c)]

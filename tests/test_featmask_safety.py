@@ -39,16 +39,19 @@ def _graph(masked=KEPT):
 
 def test_rule_finds_every_unsafe_input_and_the_fix_removes_them() -> None:
     g = _graph()
-    bad = {(ly.name, i) for ly, i, _ in unsafe_edges(g)}
+    bad = {(ly.name, i) for ly, i, _ in unsafe_edges(g, paths=("arm",))}
     # c2 reads a (fp16 producer c1); c4 reads b through an unmasked Split; add2 reads e (fp16 producer add)
     assert bad == {("c2", 0), ("c4", 0), ("add2", 1)}
+    # on Vulkan each 31=7 layer stays on the GPU and reads fp16 data as fp32
+    assert {(ly.name, i) for ly, i, _ in unsafe_edges(g, paths=("vulkan",))} == {("c2", -1), ("c4", -1), ("add2", -1)}
     edits = make_featmask_safe(g)
-    assert len(edits.boundaries) == 2 and edits.masked_splits == ["b"]
+    assert len(edits.boundaries) == 2 and edits.masked_splits == ["b"] and sorted(edits.off_gpu) == ["add2", "c2", "c4"]
+    assert {g.layer(n).featmask for n in ("c2", "c4", "add2")} == {23}
     assert unsafe_edges(g) == [] and split_masked(g, "b")
     assert not make_featmask_safe(g)  # idempotent
     text = g.to_param_text()
     assert text.count("Dropout") == 2
-    assert any(line.startswith("Split") and line.rstrip().endswith("31=7") for line in text.splitlines())
+    assert any(line.startswith("Split") and line.rstrip().endswith("31=23") for line in text.splitlines())
     # the boundaries sit in front of the masked readers only; unmasked readers keep the fp16 blob
     assert g.layer("c3").inputs == ("a",) and g.layer("c2").inputs != ("a",)
 
@@ -80,7 +83,7 @@ def test_keep_fp32_places_arm_safe_by_default() -> None:
     assert unsafe_edges(g) == []
     g = fill_weights(model(BODY), seed=0)
     apply_passes(g, ["keep-fp32[names=c2|c4|add2,safe=0]"])
-    assert len(unsafe_edges(g)) == 3
+    assert len(unsafe_edges(g, paths=("arm",))) == 3 and len(unsafe_edges(g)) == 6
 
 
 @pytest.fixture(scope="module")

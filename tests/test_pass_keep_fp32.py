@@ -20,10 +20,14 @@ InnerProduct head 1 1 b out 0=32 1=1 2=2048
 def test_by_type_name_and_pattern() -> None:
     g = model(BODY)
     assert apply_passes(g, ["keep-fp32[types=InnerProduct]"])["keep-fp32"] == 3
-    assert {ly.name: ly.featmask for ly in g.layers} == {"in0": 0, "fc1": 7, "gap": 0, "fc2": 7, "head": 7}
+    # the default bits 7 (no fp16/bf16) plus bit 4 from the every-path placement: 31=23
+    assert {ly.name: ly.featmask for ly in g.layers} == {"in0": 0, "fc1": 23, "gap": 0, "fc2": 23, "head": 23}
     assert apply_passes(g, ["keep-fp32[types=InnerProduct]"])["keep-fp32"] == 0  # idempotent
     g = model(BODY)
     apply_passes(g, ["keep-fp32[names=fc*,bits=no_fp16_storage]"])
+    assert {ly.name: ly.featmask for ly in g.layers if ly.featmask} == {"fc1": 18, "fc2": 18}
+    g = model(BODY)
+    apply_passes(g, ["keep-fp32[names=fc*,bits=no_fp16_storage,safe=0]"])  # exactly as asked, unsafe on Vulkan
     assert {ly.name: ly.featmask for ly in g.layers if ly.featmask} == {"fc1": 2, "fc2": 2}
     g = model(BODY)
     apply_passes(g, ["keep-fp32[pattern=InnerProduct x 1 1 p q ... ; InnerProduct y 1 1 q r 0=32 ...]"])

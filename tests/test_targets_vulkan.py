@@ -12,7 +12,7 @@ import pytest
 
 from ncnnpass.ir import Graph, RuntimeBridgeError, runtime
 from ncnnpass.ir.errors import ToolError
-from ncnnpass.ir.featmask import make_featmask_safe, mask_split
+from ncnnpass.ir.featmask import make_featmask_safe, mask_split, unsafe_edges
 from ncnnpass.ir.runtime import vulkan_env
 from ncnnpass.ir.runtime.targets import VulkanTarget, open_target
 from ncnnpass.passes.engine.testing import fill_weights, model
@@ -106,12 +106,16 @@ BinaryOp add2 2 1 d e out 0=0
 
 
 def _synth(bits: int, safe: bool, split_bits: int = 7) -> Graph:
+    """The net with c2, c4, add2 at ``31=bits``; ``safe``: with the ARM boundaries and Splits at ``split_bits``,
+    the layers' own bits left as given (the ARM-only form of the last release when bits=7)."""
     g = fill_weights(model(SYNTH), seed=0, scale=0.5)
     for n in ("c2", "c4", "add2"):
         g.layer(n).featmask = bits
     if safe:
         for blob in make_featmask_safe(g).masked_splits:
             mask_split(g, blob, split_bits)
+        for n in ("c2", "c4", "add2"):
+            g.layer(n).featmask = bits
     return g
 
 
@@ -128,11 +132,15 @@ def test_featmask_placements_on_vulkan(vulkan) -> None:
 
     plain = rel(_synth(0, False))
     assert 1e-4 < plain < 1e-2
-    assert rel(_synth(7, True)) > 1.0  # today's ARM-safe file: NaN/garbage on Vulkan
+    assert rel(_synth(7, True)) > 1.0  # the ARM-only form (31=7 + Dropout boundary): NaN/garbage on Vulkan
     with pytest.raises(RuntimeBridgeError, match="could not compile a Vulkan shader"):
         vulkan.run(_synth(2, False), x, num_threads=1)
-    for split_bits in (7, 23):
-        g = _synth(23, True, split_bits)
+    safe = fill_weights(model(SYNTH), seed=0, scale=0.5)  # what ncnnpass writes now: make_featmask_safe's form
+    for n in ("c2", "c4", "add2"):
+        safe.layer(n).featmask = 7
+    make_featmask_safe(safe)
+    assert {safe.layer(n).featmask for n in ("c2", "c4", "add2")} == {23} and unsafe_edges(safe) == []
+    for g in (_synth(23, True, 7), _synth(23, True, 23), safe):
         assert rel(g) <= plain
         assert {n for n, _ in vulkan.cpu_layers(g)} >= {"c2", "c4", "add2"}
         # the same file on x86 is the fp32 result of the unmasked net's layers (blobs are fp32 there)

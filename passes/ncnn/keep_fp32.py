@@ -11,11 +11,12 @@ and/or ``pattern`` (match lines of the pattern language; every matched layer is 
 ``Pooling p 1 1 x t 4=1 ... ; InnerProduct fc 1 1 t y ...``). With several criteria a layer must satisfy
 all given ones. Bits already set are kept (the mask is OR-ed).
 
-ARM-safe by default (``safe=1``): when the bits include no-fp16-storage, every marked layer must read fp32
-blobs on ARM, so cast boundaries (an identity ``Dropout``) and Split masks are added where needed
-(:func:`ncnnpass.ir.featmask.make_featmask_safe`; the rule is in docs/phone.md).
-Passes that later remove Dropouts or rewire the marked layers' inputs undo that: run
-``make_featmask_safe`` again before writing a model for ARM.
+Safe on every ncnn path by default (``safe=1``): when the bits include no-fp16-storage, every marked layer
+must read fp32 blobs, so marked layers also get bit 4 (on the CPU under Vulkan: ``31=23`` with the default
+bits), cast boundaries (an identity ``Dropout``) go in front of marked readers of fp16 blobs on ARM, and the
+Splits between marked layers are masked (:func:`ncnnpass.ir.featmask.make_featmask_safe`; the rule and its
+evidence are in docs/phone.md and docs/gpu.md). Passes that later remove Dropouts or rewire the marked
+layers' inputs undo that: run ``make_featmask_safe`` again before writing.
 """
 
 from __future__ import annotations

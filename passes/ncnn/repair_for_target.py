@@ -1,8 +1,8 @@
 """``repair-for-target``: keep the fewest layers out of fp16 that bring a target's error within a tolerance.
 
 The phone repair (:func:`ncnnpass.passes.precision.repair_for_phone`) as a pass: it measures the model on
-the target (``arm``: the emulated phone CPU), searches the layers to keep fp32 (featmask ``31=7``) and
-writes that placement into the graph, made ARM-safe (:func:`ncnnpass.ir.featmask.make_featmask_safe`).
+the target (``arm``: the emulated phone CPU), searches the layers to keep fp32 (featmask ``31=23``) and
+writes that placement into the graph, made safe on every path (:func:`ncnnpass.ir.featmask.make_featmask_safe`).
 It is terminal: it runs once, after the passes before it reached their fixpoint. When even every layer
 in fp32 misses the tolerance it raises (nothing is written). ``reference``: an ONNX file to measure against
 (default: the same ncnn model on this machine with fp16 off).
@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.featmask import make_featmask_safe
+from ncnnpass.ir.featmask import KEEP_FP32_BITS, make_featmask_safe
 from ncnnpass.ir.runtime import describe_target
 
 from ..engine import FunctionPass, Option, PassContext
-
-KEEP_BITS = 7  # 31=7: no fp16 arithmetic, no fp16 storage, no bf16 storage
 
 
 def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", tolerance: float = 1e-3,
@@ -41,8 +39,8 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
     changed = 0
     for name in res.layers_marked:
         ly = graph.layer(name)
-        if ly.featmask | KEEP_BITS != ly.featmask:
-            ly.featmask = ly.featmask | KEEP_BITS
+        if ly.featmask | KEEP_FP32_BITS != ly.featmask:
+            ly.featmask = ly.featmask | KEEP_FP32_BITS
             changed += 1
     make_featmask_safe(graph)
     return changed
@@ -50,7 +48,7 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
 
 PASS = FunctionPass(
     "repair-for-target",
-    "keep the fewest layers fp32 (31=7, placed safely) that bring the target's error within the tolerance "
+    "keep the fewest layers fp32 (31=23, placed safely on every path) that bring the target's error within the tolerance "
     "(measured there; runs once)",
     repair_for_target, terminal=True,
     options={"target": Option("arm", "where to measure: arm (emulated Cortex-A76) or arm-a57",

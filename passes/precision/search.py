@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ncnnpass.ir import Graph
-from ncnnpass.ir.featmask import make_featmask_safe
+from ncnnpass.ir.featmask import KEEP_FP32_BITS, make_featmask_safe  # 31=23: right on x86, ARM and Vulkan
 from ncnnpass.ir.runtime import Job, TargetPool
 from ncnnpass.passes.measure.tolerance import max_abs_error
-
-KEEP_FP32_BITS = 7  # 31=7: no fp16 arithmetic, no fp16 storage, no bf16 storage
 
 
 def abs_error(outs: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Sequence[np.ndarray]],
