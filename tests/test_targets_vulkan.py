@@ -183,9 +183,9 @@ def test_ppocrv3_rec_fp16_error_on_the_gpu(vulkan, v3) -> None:
 @pytest.mark.real
 @pytest.mark.slow
 def test_ppocrv3_head_kept_fp32_in_the_every_path_form(vulkan, v3) -> None:
-    """The head (Permute, Gemm, Softmax) kept fp32 as ncnnpass writes it for ARM (31=7 + Dropout boundary)
-    is garbage on Vulkan; with bit 4 too (31=23, Splits 31=23) the head runs on the CPU and the error
-    drops from 5.9e-2 to 3.6e-3 (docs/gpu.md). x86 computes both files alike."""
+    """The head (Permute, Gemm, Softmax) kept fp32 in the ARM-only form of the last release (31=7 + Dropout
+    boundary) is garbage on Vulkan; in the form make_featmask_safe writes now (bit 4 too: 31=23, Splits 31=23)
+    the head runs on the CPU and the error drops from 5.9e-2 to 3.6e-3 (docs/gpu.md). x86 computes both alike."""
     g, x, ref = v3
     head = [ly.name for ly in g.layers if ly.type not in ("Input", "MemoryData") and ly.inputs][-3:]
     assert [g.layer(n).type for n in head] == ["Permute", "Gemm", "Softmax"]
@@ -196,8 +196,11 @@ def test_ppocrv3_head_kept_fp32_in_the_every_path_form(vulkan, v3) -> None:
             h.layer(n).featmask |= bits
         edits = make_featmask_safe(h)
         assert edits.boundaries  # the Permute reads an fp16 blob on ARM
+        assert {h.layer(n).featmask for n in head} == {23}  # every-path form
         for blob in edits.masked_splits:
             mask_split(h, blob, bits)
+        for n in head:  # bits=7: the ARM-only form, as it was written before
+            h.layer(n).featmask = bits
         forms[bits] = h
     assert _abs_err(vulkan.run(forms[7], x, num_threads=1)["out0"], ref) > 0.5
     every = _abs_err(vulkan.run(forms[23], x, num_threads=1)["out0"], ref)
