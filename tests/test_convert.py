@@ -62,10 +62,21 @@ def test_static_width_conversion(ppocrv3_rec_onnx: Path, tmp_path: Path) -> None
     assert result.figures["after"].max_abs_default <= 1e-5
 
 
-def test_failing_stage_keeps_earlier_outputs(ppocrv3_rec_onnx: Path, tmp_path: Path) -> None:
+def test_failing_stage_keeps_earlier_outputs(ppocrv3_rec_onnx: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import ncnnpass.passes as passes_mod
+
     out = tmp_path / "out"
-    with pytest.raises(NcnnpassError, match="no-such-pipeline|unknown"):
+    with pytest.raises(NcnnpassError, match="no-such-pipeline|unknown"):  # a bad spec: before any stage
         convert(str(ppocrv3_rec_onnx), out, pipeline="no-such-pipeline", report=False)
+    assert not (out / "model.onnx").exists()
+
+    def broken(*args, **kwargs):
+        raise NcnnpassError("injected pass failure")
+
+    monkeypatch.setattr(passes_mod, "apply_passes", broken)
+    with pytest.raises(NcnnpassError, match="ncnnpass pipeline 'repair'. failed: injected"):
+        convert(str(ppocrv3_rec_onnx), out, report=False)
     assert (out / "model.onnx").is_file() and (out / "pnnx" / "model.ncnn.param").is_file()
     assert not (out / "model.ncnn.param").exists()
 
