@@ -52,7 +52,7 @@ def task_rows(before: Graph, after: Graph, onnx_path: Path, info: ModelInfo, req
     task = request.load(info, target="x86", model_dir=model_dir, static_width=static_width)
     after_label = f"after {pipeline}"
     report = evaluate(task, [Side.onnxruntime(onnx_path), Side.ncnn(before, label="pnnx output"),
-                             Side.ncnn(after, label=after_label)], progress=progress)
+                             Side.ncnn(after, label=after_label)], progress=lambda m: progress(f"    {m}"))
     b, a = report.pair("pnnx output"), report.pair(after_label)
     warnings = []
     rows = []
