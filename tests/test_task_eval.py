@@ -35,6 +35,7 @@ def builtin():
     return fixtures.require(lambda: builtin_data, "fonts and word lists for the built-in data (bash .ci/install)")
 
 
+@pytest.mark.slow
 def test_builtin_part_is_the_split_of_the_builtin_data(builtin) -> None:
     full = builtin("rec", 16, seed=4)
     split = split_samples(full.samples, 0.5, seed=4)
@@ -167,6 +168,7 @@ def v3_det() -> dict[str, Path]:
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_rec_lines_at_their_own_width_match_direct_runs(v3, builtin) -> None:
     """Each line goes in at predict_rec's width for it; the report's strings and confidences are those of
     onnxruntime and ncnn run directly on the same tensors and decoded with rapidocr's CTCLabelDecode."""
@@ -211,6 +213,7 @@ def test_rec_lines_at_their_own_width_match_direct_runs(v3, builtin) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_det_pages_at_their_own_size(v3_det, builtin) -> None:
     info, _ = model_facts(v3_det["onnx"])
     task = task_data(info, count=2, seed=1)
@@ -224,6 +227,7 @@ def test_det_pages_at_their_own_size(v3_det, builtin) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_compare_real_text_section_and_bad_input(v3, tmp_path: Path, capsys) -> None:
     files = [str(v3["onnx"]), str(v3["param"]), str(v3["bin"])]
     base = ["compare", *files, "--options", "fp32", "--no-isolated", "-q"]
@@ -266,6 +270,7 @@ def breaks_strings():
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_run_verify_on_real_text(v3, v3_det, tmp_path: Path, capsys, breaks_strings) -> None:
     rec = [str(v3["param"]), str(v3["bin"])]
     out = [str(tmp_path / "o.param"), str(tmp_path / "o.bin")]
