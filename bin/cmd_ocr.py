@@ -85,13 +85,21 @@ def run(args: argparse.Namespace) -> int:
         data = load_images(args.images)
         pages = choose_part(data, "all", count=args.pages)
     else:
-        data = builtin_part("det", args.pages or default_count("det", args.target), seed=args.seed)
+        data = builtin_part("det", args.pages or default_count("det", args.target), seed=args.seed,
+                            dictionary=rec.info.dictionary)  # text the recogniser can spell
         pages = data.samples
     what = data.describe() + (f"; the first {len(pages)}" if len(pages) < len(data.samples) else "")
     progress(f"reading {what}")
+    coverage = None
+    if rec.info.dictionary and any(s.boxes for s in pages):
+        from ncnnpass.passes.measure.label_coverage import label_coverage
+
+        coverage = label_coverage(pages, rec.info.dictionary)
     report = ocr_compare(pages, models, target=args.target, options=args.options, workers=args.workers,
                          progress=progress, data=what)
     doc = report.to_dict()
+    if coverage is not None and not coverage.complete:
+        doc["labels_outside_dictionary"] = coverage.describe()
     doc["models"] = {role: {"onnx": str(m.onnx), "param": str(m.param), "bin": str(m.bin), "facts": m.info.describe()}
                      for role, m in (("det", det), ("rec", rec), ("cls", cls)) if m is not None}
     if args.json == "-":
@@ -99,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         sys.stdout.write("".join(f"{line}\n" for line in report.render()))
+        if "labels_outside_dictionary" in doc:
+            print(f"  data: {doc['labels_outside_dictionary']}")
         if args.json:
             atomic_write(args.json, json.dumps(doc, indent=1, ensure_ascii=False))
             progress(f"wrote {args.json}")

@@ -55,6 +55,8 @@ def task_rows(before: Graph, after: Graph, onnx_path: Path, info: ModelInfo, req
                              Side.ncnn(after, label=after_label)], progress=lambda m: progress(f"    {m}"))
     b, a = report.pair("pnnx output"), report.pair(after_label)
     warnings = []
+    if task.data.skipped or (task.coverage is not None and not task.coverage.complete):
+        warnings += [line.removeprefix("data: ") for line in task.describe()]
     rows = []
     if b.result is not None and a.result is not None:
         what = "pages" if task.kind == "det" else "lines"
