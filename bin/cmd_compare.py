@@ -9,7 +9,7 @@ import time
 
 from ncnnpass.ir.errors import NcnnpassError
 
-from .common import add_target_option, default_bin, parse_shape, require_file
+from .common import add_target_option, add_task_options, default_bin, parse_shape, require_file
 
 EXIT_TOLERANCE = 3
 
@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or a .npy array; default: seeded uniform random in [-1, 1]")
     p.add_argument("--shape", metavar="C,H,W", help="input shape without batch (default: from the model, or 3,48,320 "
                    "for a PaddleOCR recognition model with dynamic H/W)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random input, the built-in text and its calibration/held-out split (default 0)")
     p.add_argument("--options", nargs="+", metavar="SET",
                    help="ncnn option sets to sweep, space- or comma-separated (default: all); put it after the "
                         "model files")
@@ -58,15 +59,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_target_option(p, default="x86")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="worker processes for the isolated runs and the text lines on a worker target (default 2)")
+    add_task_options(p, "(what users see: the ncnn model on x86, on --target, after --fix and after --repair, "
+                        "each against onnxruntime with PaddleOCR's pre- and post-processing)",
+                     "100 built-in, 4 on --target arm", "10 built-in, 1 on --target arm")
+    p.add_argument("--no-task", action="store_true",
+                   help="skip the real-text section (on by default for rec, det and cls models)")
     p.add_argument("--text-lines", type=int, nargs="?", const=8, default=0, metavar="N",
-                   help="also render N text lines (default 8) and compare the decoded strings and confidences of "
-                        "ncnn (x86, the --target, and after --fix) with onnxruntime's")
+                   help="also render N clean Latin text lines (default 8) at the model's width and compare the decoded "
+                        "strings and confidences of ncnn (x86, the --target, and after --fix) with onnxruntime's; "
+                        "the real-text section then runs only when --images, --lines or --pages ask for it")
     p.add_argument("--repair", type=float, nargs="?", const=1e-3, metavar="TOL",
-                   help="with --text-lines and --target arm: also repair the model for the phone (the fewest layers "
-                        "kept fp32 for max |ncnn - onnxruntime| <= TOL on seeded inputs, default 1e-3; minutes "
-                        "emulated) and decode the lines with it")
-    p.add_argument("--dict", metavar="FILE", help="with --text-lines: the recognizer's dictionary (default: the ONNX "
-                   "metadata 'character'); without one, strings are class-id sequences")
+                   help="with --target arm: also repair the model for the phone (the fewest layers kept fp32 for "
+                        "max |ncnn - onnxruntime| <= TOL on seeded inputs, default 1e-3; minutes emulated) and measure "
+                        "it on the real text (and the --text-lines)")
+    p.add_argument("--dict", metavar="FILE", help="the recognizer's dictionary (default: inference.yml or dictionary.txt "
+                   "next to the ONNX, or its metadata 'character'); without one, strings are class-id sequences")
     p.set_defaults(func=run)
 
 
@@ -89,10 +96,17 @@ def run(args: argparse.Namespace) -> int:
         raise NcnnpassError("-o/--output writes the fixed model: it needs --fix")
     if args.dict is not None:
         require_file(args.dict, "dictionary")
-    if args.repair is not None and not (args.text_lines and args.target.startswith("arm")):
-        raise NcnnpassError("--repair needs --text-lines and --target arm (or arm-a57)")
     if args.text_lines < 0 or args.workers < 1:
         raise NcnnpassError("--text-lines and --workers take a positive number")
+    asked = bool(args.images or args.lines or args.pages)
+    if args.no_task and asked:
+        raise NcnnpassError("--no-task skips the real-text section: --images, --lines and --pages do not apply")
+    task_on = not args.no_task and (asked or not args.text_lines)
+    if args.repair is not None and not args.target.startswith("arm"):
+        raise NcnnpassError("--repair needs --target arm (or arm-a57)")
+    if args.repair is not None and not (task_on or args.text_lines):
+        raise NcnnpassError("--repair measures the repaired model on text: drop --no-task or add --text-lines")
+    plan = _task_plan(args, asked) if task_on else None
     shape = parse_shape(args.shape) if args.shape else None
     start = time.perf_counter()
 
@@ -105,8 +119,11 @@ def run(args: argparse.Namespace) -> int:
                             options=args.options, isolated=not args.no_isolated, fix=args.fix,
                             thresholds=thresholds, num_threads=args.threads, keep_tensors=bool(args.save),
                             progress=progress, target=args.target, workers=args.workers)
+    models, notes = _ncnn_models(args, report, progress) if (args.text_lines or plan) else ([], [])
     if args.text_lines:
-        report.text_lines = _text_lines(args, report, progress)
+        report.text_lines = _text_lines(args, report, models, notes, progress)
+    if plan is not None:
+        report.task = _task(args, plan, report, models, notes, progress)
     if args.json == "-":
         import json
 
@@ -133,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     progress(f"done in {time.perf_counter() - start:.1f}s")
     if report.text_lines is not None and args.json != "-":
         sys.stdout.write("\n" + "\n".join(report.text_lines.render()) + "\n")
+    if report.task is not None and args.json != "-":
+        sys.stdout.write("\n" + "\n".join(report.task.render()) + "\n")
     if args.max_error is not None:
         final = (report.fixed or report).default.final_max_abs
         if final > args.max_error:
@@ -142,15 +161,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text_lines(args: argparse.Namespace, report, progress):
-    """Decoded strings on rendered lines: the original model on x86 and on --target, the fixed one on --target."""
-    from ncnnpass.ir import Graph
-    from ncnnpass.passes.compare.text_lines import LineModel, text_lines
-    from ncnnpass.passes.measure.ctc_decode import read_dictionary
+def _task_plan(args: argparse.Namespace, asked: bool):
+    """(the real-text request, the model facts, the folder of its facts file), checked before anything runs;
+    None when the model is not a rec, det or cls model and the user asked for nothing (no section)."""
+    from ncnnpass.passes.measure.model_files import model_facts
+    from ncnnpass.passes.measure.task_data import TaskRequest, count_for
 
-    shape = tuple(int(d) for d in report.input.array.shape[1:])
-    if len(shape) != 3:
-        raise NcnnpassError(f"--text-lines needs an image model (C,H,W input), not {shape}")
+    request = TaskRequest.from_args(args)
+    request.check()
+    info, folder = model_facts(args.onnx, args.dict)
+    if info.kind not in ("rec", "det", "cls"):
+        if asked:
+            raise NcnnpassError(f"{args.onnx}: cannot tell whether the model is rec, det or cls, so it cannot be "
+                                "measured on text (--images, --lines, --pages)")
+        return None
+    count_for(info.kind, args.lines, args.pages)
+    return request, info, folder
+
+
+def _ncnn_models(args: argparse.Namespace, report, progress):
+    """The ncnn models the text is run through: the original on x86 and on --target, the --fix result on
+    --target, the phone repair (--repair) on --target; and notes (what the repair did)."""
+    from ncnnpass.ir import Graph
+    from ncnnpass.passes.compare.text_lines import LineModel
+
     graph = getattr(report, "graph", None) or Graph.load(report.param, report.bin)
     models = [LineModel("x86", graph, "x86")]
     if args.target != "x86":
@@ -162,11 +196,43 @@ def _text_lines(args: argparse.Namespace, report, progress):
     if args.repair is not None:
         from ncnnpass.passes.precision import repair_for_phone
 
+        shape = tuple(int(d) for d in report.input.array.shape[1:])
         progress(f"repairing for the phone (tolerance {args.repair:g}) on {args.target}")
         res = repair_for_phone(graph, shape, tolerance=args.repair, target=args.target, reference=args.onnx,
                                workers=args.workers, progress=progress)
         notes.append("phone repair: " + res.summary())
         models.append(LineModel(f"{args.target} after repair", res.graph, args.target))
+    return models, notes
+
+
+def _task(args: argparse.Namespace, plan, report, models, notes, progress):
+    """The real-text section: every ncnn model against onnxruntime on the built-in data or --images."""
+    from ncnnpass.passes.compare.inputs import _ncnn_input_shape
+    from ncnnpass.passes.measure.task_eval import Side, evaluate
+
+    request, info, folder = plan
+    declared = _ncnn_input_shape(models[0].graph)
+    static = declared[2] if info.kind == "rec" and declared is not None and len(declared) == 3 else None
+    task = request.load(info, target=args.target, model_dir=folder, static_width=static)
+    progress("real text: " + "; ".join(task.describe()))
+    sides = [Side.onnxruntime(args.onnx)] + [Side(m.label, graph=m.graph, target=m.target, options=m.options)
+                                             for m in models]
+    rep = evaluate(task, sides, workers=args.workers, progress=progress)
+    rep.notes.extend(notes)
+    if static is not None:
+        rep.notes.append(f"the ncnn model declares width {static}: lines were fitted to it (PaddleOCR feeds a "
+                         "width-dynamic model each line at its own width)")
+    return rep
+
+
+def _text_lines(args: argparse.Namespace, report, models, notes, progress):
+    """Decoded strings on rendered lines: the original model on x86 and on --target, the fixed one on --target."""
+    from ncnnpass.passes.compare.text_lines import text_lines
+    from ncnnpass.passes.measure.ctc_decode import read_dictionary
+
+    shape = tuple(int(d) for d in report.input.array.shape[1:])
+    if len(shape) != 3:
+        raise NcnnpassError(f"--text-lines needs an image model (C,H,W input), not {shape}")
     dictionary = read_dictionary(args.dict) if args.dict else None
     rep = text_lines(args.onnx, models, args.text_lines, shape=shape, seed=args.seed, dictionary=dictionary,
                      workers=args.workers, progress=progress)

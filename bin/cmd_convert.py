@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .common import parse_shape
+from .common import add_task_options, parse_shape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="arm / arm-a76 / arm-a57: the table gains rows measured on the emulated phone "
                         "(about 30 s more; for the phone repair itself run `ncnnpass run --pipeline repair "
                         "--target arm`)")
+    add_task_options(p, "(both models against onnxruntime: the table's real-text rows)",
+                     "100 built-in", "10 built-in")
+    p.add_argument("--no-task", action="store_true",
+                   help="skip the real-text rows (strings, confidence and drop_score for rec, boxes for det, "
+                        "labels for cls)")
     p.set_defaults(func=run)
 
 
@@ -51,10 +56,15 @@ def run(args: argparse.Namespace) -> int:
         raise NcnnpassError(f"--shape needs C,H,W, got {args.shape!r}")
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    from ncnnpass.passes.measure.task_data import TaskRequest
+
+    if args.no_task and (args.images or args.lines or args.pages):
+        raise NcnnpassError("--no-task skips the real-text rows: --images, --lines and --pages do not apply")
+    task = None if args.no_task else TaskRequest.from_args(args)
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
                      tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
                      phone_target=None if args.target == "x86" else args.target, verify_each=args.verify_each or None,
-                     progress=lambda s: print(s, file=sys.stderr, flush=True))
+                     task=task, progress=lambda s: print(s, file=sys.stderr, flush=True))
     for warning in result.warnings:
         print(f"ncnnpass convert: warning: {warning}", file=sys.stderr)
     print(result.table())

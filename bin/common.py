@@ -6,7 +6,7 @@ import os
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["add_target_option", "check_run_args", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
+__all__ = ["add_task_options", "add_target_option", "check_run_args", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
 
 
 def default_bin(param: str) -> str:
@@ -42,6 +42,21 @@ def add_target_option(parser, default: str = "isolated") -> None:
                              f"(default {default})")
 
 
+def add_task_options(parser, what: str, lines: str = "", pages: str = "") -> None:
+    """The shared real-text options: ``--images PATH``, ``--lines N``, ``--pages N`` (see
+    :mod:`ncnnpass.passes.measure.task_data`); ``what`` completes the ``--images`` help, ``lines``/``pages``
+    the default counts."""
+    parser.add_argument("--images", metavar="PATH",
+                        help="real text to measure " + what + ": an image folder, a PaddleOCR rec label file "
+                             "(path<TAB>text) or det label file (path<TAB>[{transcription, points}]); unreadable "
+                             "images and lines are skipped and counted; default: the built-in held-out lines "
+                             "(rec, cls) or pages (det), Chinese and Latin, rendered and degraded offline")
+    parser.add_argument("--lines", type=int, metavar="N",
+                        help="text lines to measure a rec or cls model on" + (f" (default {lines})" if lines else ""))
+    parser.add_argument("--pages", type=int, metavar="N",
+                        help="pages to measure a det model on" + (f" (default {pages})" if pages else ""))
+
+
 def target_scope(args):
     """``with target_scope(args) as target:`` - ``args.target`` is the default target of every ncnn run in
     the block (shape inference included); the previous default comes back after (the CLI runs in-process in
@@ -73,8 +88,18 @@ def check_run_args(args, phone: bool) -> str | None:
     require_file(args.bin, "bin file")
     if args.tolerance is not None and not (args.verify or phone):
         raise NcnnpassError("--tolerance only applies with --verify or with --pipeline repair --target arm")
-    if args.onnx is not None and not phone:
-        raise NcnnpassError("--onnx only applies with --pipeline repair (or optimize) --target arm")
+    if args.onnx is not None and not (phone or args.verify):
+        raise NcnnpassError("--onnx only applies with --verify or with --pipeline repair (or optimize) --target arm")
+    task_flags = [name for name, on in (("--images", args.images), ("--lines", args.lines), ("--pages", args.pages),
+                                        ("--dict", args.dict), ("--no-task", args.no_task)) if on]
+    if task_flags and not args.verify:
+        raise NcnnpassError(f"{', '.join(task_flags)} only apply with --verify (the real-text check)")
+    if args.no_task and len(task_flags) > 1:
+        raise NcnnpassError("--no-task skips the real-text check: --images, --lines, --pages and --dict do not apply")
+    if args.images is not None or args.lines is not None or args.pages is not None:
+        from ncnnpass.passes.measure.task_data import TaskRequest
+
+        TaskRequest.from_args(args).check()
     if args.onnx is not None:
         require_file(args.onnx, "ONNX model")
     spec = args.pipeline if args.pipeline is not None else args.passes

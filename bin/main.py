@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "ncnnpass.cli.cmd_compare",
     "ncnnpass.cli.cmd_passes",
     "ncnnpass.cli.cmd_convert",
+    "ncnnpass.cli.cmd_ocr",
 ]
 
 

@@ -255,3 +255,24 @@ def converted_pnnx(name: str) -> tuple[Path, Path]:
 
     out = _cached(f"convert_pnnx_{name}", build)
     return out / "model.ncnn.param", out / "model.ncnn.bin"
+
+
+CONVERTED_ZOO = {**CONVERTED_SOURCES, "ppocrv3-rec": lambda: ppocrv3_rec_onnx(),
+                 "ppocrv4-rec": lambda: ppocrv4_rec_paddle_dir()}
+
+
+def converted(name: str) -> Path:
+    """The whole output directory of ``ncnnpass convert NAME`` (default shape, sizes dynamic where the model's
+    are, no reports): ``model.onnx``, ``pnnx/`` (the converter's output), ``model.ncnn.*`` (after ``repair``),
+    ``convert.json`` and the model's facts (``inference.yml``, ``dictionary.txt``; PP-OCRv4 rec's dictionary
+    is the zoo's ``ppocr_keys_v1.txt``). Built once; for benchmarks and tests that need a convert output."""
+    from ncnnpass.passes.toolchain.convert import convert
+
+    src = CONVERTED_ZOO[name]()
+
+    def build(target: Path) -> None:
+        convert(str(src), target, report=False)
+        if name == "ppocrv4-rec" and not (target / "dictionary.txt").is_file():
+            shutil.copyfile(ppocr_keys_v1(), target / "dictionary.txt")
+
+    return _cached(f"convert_{name}", build)

@@ -115,6 +115,7 @@ def _cases(d: Path, onnx: str | None) -> dict[str, list[str]]:
         "passes:ok": ["passes", "--options"],
         "convert:missing": ["convert", "missing.onnx", "-o", "outdir"],
         "convert:bad-shape": ["convert", "garbage.onnx", "-o", "outdir", "--shape", "3,a,2"],
+        "ocr:missing": ["ocr", "--det", "missing-det", "--rec", "missing.onnx,missing.param"],
         "verbose:traceback": ["--verbose", "inspect", "garbage.param"],
     })
     if onnx is not None:
@@ -166,6 +167,7 @@ USER_ERRORS = {
     "merge-centers:pickle": "evil.npz: member sums.npy claims 8 bytes of object",
     "paddle-config:garbage": "not valid YAML", "compare:garbage":
     "not a readable ONNX model", "convert:missing": "source not found", "convert:bad-shape": "bad shape",
+    "ocr:missing": "--det missing-det: not found",
     "compare:pickle-input": "evil.npy",
 }
 

@@ -275,7 +275,7 @@ def test_conversion_is_reused(v5_dir: Path, v5_onnx: Path, tmp_path: Path, caplo
 @pytest.mark.slow
 def test_convert_cli_inference_json(v5_dir: Path, v5_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "v5"
-    assert main(["convert", str(v5_dir), "-o", str(out), "--no-report"]) == 0
+    assert main(["convert", str(v5_dir), "-o", str(out), "--no-report", "--no-task"]) == 0
     report = json.loads((out / "convert.json").read_text())
     before, after = report["figures"]["before"], report["figures"]["after"]
     print(f"PP-OCRv5 convert: max |ncnn - onnxruntime| default options, pnnx {before['max_abs_default']:.3g}, "

@@ -205,6 +205,8 @@ class CompareReport:
     target: str = "x86"  # where ncnn ran (ncnnpass.ir.runtime.targets)
     # decoded strings on rendered text lines (text_lines.TextLinesReport), when asked for
     text_lines: object | None = None
+    # what users see on real text (measure.task_eval.TaskReport), when measured
+    task: object | None = None
 
     @property
     def fp16_split(self) -> dict | None:
@@ -237,6 +239,7 @@ class CompareReport:
             "fixed": self.fixed.to_dict() if self.fixed else None,
             "timings": self.timings, "target": self.target, "fp16_split": self.fp16_split,
             "text_lines": self.text_lines.to_dict() if self.text_lines is not None else None,  # type: ignore[attr-defined]
+            "task": self.task.to_dict() if self.task is not None else None,  # type: ignore[attr-defined]
         }
 
 

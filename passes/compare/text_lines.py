@@ -1,11 +1,12 @@
-"""What users see: decoded strings on rendered text lines, ncnn (on a target) against onnxruntime.
+"""Decoded strings on rendered Latin text lines, ncnn (on a target) against onnxruntime (``compare --text-lines``).
 
 Renders ``n`` seeded text lines (Pillow, DejaVu fonts when installed), preprocesses them as PaddleOCR's
-``RecResizeImg`` does, runs the ONNX model in onnxruntime (a normal optimized session) and the ncnn model on
-each target (``x86``, ``arm`` = the emulated phone, ...), decodes both with greedy CTC (PaddleOCR's
-``CTCLabelDecode``: confidence = mean of the kept frames' max probability) and reports per target how many
-strings are identical to onnxruntime's, the largest confidence change, the largest probability difference,
-and examples of the strings that differ.
+``RecResizeImg`` does (at the model's one width), and runs them through the measurement core's task
+evaluation (:mod:`ncnnpass.passes.measure.task_eval`: onnxruntime and the ncnn model on each target, ``x86``,
+``arm`` = the emulated phone, ..., decoded with greedy CTC and compared by the rec metric); reports per target
+how many strings are identical to onnxruntime's, the largest confidence change, the largest probability
+difference, and examples of the strings that differ. The built-in Chinese and Latin lines and ``--images``
+go through the same evaluation (``compare``'s task section).
 
 >>> rep = text_lines("rec.onnx", [LineModel("x86", graph), LineModel("phone", graph, "arm")], n=8)
 >>> rep.targets[1].identical, rep.targets[1].max_conf_change
@@ -15,17 +16,14 @@ from __future__ import annotations
 
 import os
 import random
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ncnnpass.ir import Graph
-from ncnnpass.ir.errors import NcnnpassError, RuntimeBridgeError
-from ncnnpass.ir.runtime.targets import describe_target, normalize_target, open_target
-from ncnnpass.passes.measure.onnx_runner import OnnxRunner
+from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.ir.runtime.targets import describe_target, normalize_target
 
 __all__ = ["LineModel", "LineResult", "TargetLines", "TextLinesReport", "render_line", "line_texts",
            "line_inputs", "decode_line", "text_lines", "DEFAULT_LINES"]
@@ -85,20 +83,12 @@ def line_inputs(texts: Sequence[str], shape: tuple[int, int, int] = (3, 48, 320)
 
 
 def decode_line(probs: np.ndarray, characters: Sequence[str] | None) -> tuple[str, float]:
-    """Greedy CTC decoding of one ``T x classes`` probability matrix: (text, confidence). Without a
-    dictionary the kept class ids are spelled ``<id>``."""
-    p = np.asarray(probs, dtype=np.float32).reshape(-1, probs.shape[-1])
-    idx = p.argmax(axis=1)
-    conf = p.max(axis=1)
-    keep = np.ones(idx.shape, dtype=bool)
-    keep[1:] = idx[1:] != idx[:-1]
-    keep &= idx != 0
-    kept = idx[keep]
-    if characters is not None:
-        text = "".join(characters[i] for i in kept)
-    else:
-        text = "".join(f"<{i}>" for i in kept)
-    return text, float(conf[keep].mean()) if keep.any() else 0.0
+    """Greedy CTC decoding of one ``T x classes`` probability matrix: (text, confidence), as
+    :func:`ncnnpass.passes.measure.ctc_decode.greedy_decode`. Without a dictionary the kept class ids are
+    spelled ``<id>``."""
+    from ncnnpass.passes.measure.ctc_decode import greedy_decode
+
+    return greedy_decode(probs, characters)
 
 
 @dataclass
@@ -196,48 +186,6 @@ class TextLinesReport:
         return out
 
 
-def _onnx_probs(onnx_path: str, xs: Sequence[np.ndarray], num_threads: int = 1) -> list[np.ndarray]:
-    runner = OnnxRunner.cached(onnx_path, num_threads=num_threads)
-    return [runner.run_list(x)[0][0] for x in xs]
-
-
-def _ncnn_probs(model: LineModel, xs: Sequence[np.ndarray], workers: int) -> list[np.ndarray]:
-    """The model's first output for every line; on a worker target the lines are dealt to ``workers`` workers."""
-    target = normalize_target(model.target)
-    out_blob = model.graph.outputs[0]
-    n = 1 if target == "x86" else max(1, min(workers, len(xs)))
-    results: list[np.ndarray | None] = [None] * len(xs)
-    errors: list[BaseException] = []
-
-    def work(k: int, session) -> None:
-        try:
-            idx = list(range(k, len(xs), n))
-            got = session.run_many(model.graph, [xs[i][0] for i in idx], [out_blob], model.options, 1)
-            for i, r in zip(idx, got, strict=True):
-                results[i] = r[out_blob]
-        except RuntimeBridgeError as exc:
-            errors.append(exc)
-
-    sessions = [open_target(target) for _ in range(n)]
-    try:
-        if n == 1:
-            work(0, sessions[0])
-        else:
-            for s in sessions:  # start (and provision) one after the other
-                getattr(s, "ensure_started", lambda: None)()
-            threads = [threading.Thread(target=work, args=(k, s), daemon=True) for k, s in enumerate(sessions)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-    finally:
-        for s in sessions:
-            s.close()
-    if errors:
-        raise errors[0]
-    return [r for r in results if r is not None]
-
-
 def text_lines(onnx_path: str | os.PathLike, models: Sequence[LineModel], n: int = DEFAULT_LINES, *,
                shape: tuple[int, int, int] = (3, 48, 320), seed: int = 0, dictionary: Sequence[str] | None = None,
                workers: int = 2, progress: Progress = None) -> TextLinesReport:
@@ -245,46 +193,57 @@ def text_lines(onnx_path: str | os.PathLike, models: Sequence[LineModel], n: int
 
     ``dictionary``: the recognizer's character list (default: the ONNX metadata ``character``, as RapidOCR
     stores it); it must fit the class count (blank + dictionary [+ space]), else strings are class ids."""
-    from ncnnpass.passes.compare.analysis import charset_for
     from ncnnpass.passes.compare.inputs import _ncnn_input_shape
-    from ncnnpass.passes.measure.ctc_decode import dictionary_from_metadata
+    from ncnnpass.passes.measure.ctc_decode import Charset, dictionary_from_metadata
+    from ncnnpass.passes.measure.model_input import ModelInput
+    from ncnnpass.passes.measure.samples import DataSet, Provenance, Sample
+    from ncnnpass.passes.measure.task_data import TaskData
+    from ncnnpass.passes.measure.task_eval import Side, evaluate
 
     if n < 1:
         raise NcnnpassError(f"--text-lines needs at least one line (got {n})")
     if len(shape) != 3 or shape[0] != 3 or min(shape) < 1:
         raise NcnnpassError(f"text lines need a 3-channel image input C,H,W (a recognizer), not "
                             f"{'x'.join(map(str, shape))}")
-    say = progress or (lambda _m: None)
     onnx_path = os.fspath(onnx_path)
     if dictionary is None:
         import onnx
 
         dictionary = dictionary_from_metadata(onnx.load(onnx_path, load_external_data=False))
-    texts = line_texts(n, seed)
-    xs = line_inputs(texts, shape, seed)
-    say(f"text lines: {n} rendered at {'x'.join(map(str, shape))}; onnxruntime")
-    ref = _onnx_probs(onnx_path, xs)
-    classes = int(ref[0].shape[-1])
-    charset = charset_for(list(dictionary) if dictionary else None, classes)
-    chars = charset.characters if charset is not None else None
-    report = TextLinesReport(shape, seed, texts, [decode_line(p, chars) for p in ref], dictionary=chars is not None)
     for m in models:
         declared = _ncnn_input_shape(m.graph)
         if declared is not None and len(declared) == 3 and tuple(declared) != tuple(shape):
             raise NcnnpassError(f"{m.label}: the ncnn model declares input {'x'.join(map(str, declared))}, the lines "
                                 f"are {'x'.join(map(str, shape))}: give shape={declared}")
-        t0 = time.perf_counter()
-        say(f"text lines: ncnn {m.label} on {describe_target(m.target)}")
-        got = _ncnn_probs(m, xs, workers)
-        lines = []
-        for p, r in zip(got, ref, strict=True):
-            if p.size != r.size:
-                raise NcnnpassError(f"{m.label}: ncnn output has {p.size} values, onnxruntime's {r.size} "
-                                    f"({'x'.join(map(str, r.shape))}): was the .param converted for another width?")
-            p = p.reshape(r.shape)
-            text, conf = decode_line(p, chars)
-            lines.append(LineResult(text, conf, float(np.abs(p - r).max())))
+    texts = line_texts(n, seed)
+    xs = line_inputs(texts, shape, seed)
+    (progress or (lambda _m: None))(f"text lines: {n} rendered at {'x'.join(map(str, shape))}")
+    samples = [Sample(Provenance("rendered-lines", "text lines", seed=seed, index=i, key=f"text-lines:{seed}:{i}"),
+                      text=t) for i, t in enumerate(texts)]
+    inputs = [ModelInput(s, x, tuple(shape[1:])) for s, x in zip(samples, xs, strict=True)]  # type: ignore[arg-type]
+    data = DataSet(samples, "rendered-lines", f"{n} rendered Latin lines, seed {seed}")
+    task = TaskData("rec", data, "all", samples, inputs, seed, dictionary=list(dictionary) if dictionary else None)
+    sides = [Side.onnxruntime(onnx_path)] + [Side(m.label, graph=m.graph, target=normalize_target(m.target),
+                                                  options=m.options) for m in models]
+    rep = evaluate(task, sides, workers=workers, progress=progress)
+    classes = int(next(o for o in rep.sides[0].outputs if o is not None).shape[-1])
+    charset = Charset.fitting(task.dictionary, classes)
+    reference = None
+    report = None
+    for m, pair in zip(models, rep.pairs, strict=True):
+        if pair.result is None or pair.error:
+            raise NcnnpassError(f"{m.label}: {pair.error}")
+        per = pair.result.per_sample
+        if report is None:
+            reference = [(x["reference"], x["reference_confidence"]) for x in per]
+            report = TextLinesReport(shape, seed, texts, reference, dictionary=charset is not None)
+        lines = [LineResult(x["candidate"], x["candidate_confidence"], x["max_prob_diff"]) for x in per]
+        run = next(r for r in rep.sides if r.label == m.label)
         opts = m.options if isinstance(m.options, str) else "custom"
-        report.targets.append(TargetLines(m.label, normalize_target(m.target), opts, lines, report.reference,
-                                          time.perf_counter() - t0))
+        report.targets.append(TargetLines(m.label, normalize_target(m.target), opts, lines, reference, run.seconds))
+    if report is None:  # no ncnn model: the reference alone
+        ref = [o for o in rep.sides[0].outputs if o is not None]
+        chars = charset.characters if charset is not None else None
+        report = TextLinesReport(shape, seed, texts, [decode_line(p, chars) for p in ref],
+                                 dictionary=charset is not None)
     return report

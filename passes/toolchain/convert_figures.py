@@ -58,6 +58,8 @@ class ConvertResult:
     warnings: list[str] = field(default_factory=list)
     # with a phone target: {"label": ..., "before": {option set: max abs}, "after": {...}} (see phone_rows)
     phone: dict | None = None
+    # with real text: the task report (passes/toolchain/convert_task.task_rows), its "rows" in the table
+    task: dict | None = None
 
     def table(self) -> str:
         b, a = self.figures["before"], self.figures["after"]
@@ -78,9 +80,12 @@ class ConvertResult:
             for opt in self.phone["after"]:
                 rows.insert(-1, (f"max |ncnn - onnxruntime| on {self.phone['label']}, {opt}",
                                  f"{self.phone['before'][opt]:.2e}", f"{self.phone['after'][opt]:.2e}"))
+        if self.task and self.task.get("rows"):
+            rows[-1:-1] = [tuple(r) for r in self.task["rows"]]
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
-        return "\n".join(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>14}" for r in rows)
+        w2 = max([14] + [len(r[2]) for r in rows])
+        return "\n".join(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}" for r in rows)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -64,9 +64,9 @@ class RecMetric:
                    "reference_confidence": rc, "candidate_confidence": cc, "conf_change": abs(cc - rc),
                    "crosses_drop_score": (rc >= self.drop_score) != (cc >= self.drop_score),
                    "max_prob_diff": float(np.abs(cf - rf).max()), "differs": rt != ct}
-            label = inp.sample.text
+            label = inp.sample.text if charset is not None else None  # class ids do not spell a label
             if label is not None:
-                spelled = charset.encode_label(label)[0] if charset is not None else label
+                spelled = charset.encode_label(label)[0]
                 rec["label"] = spelled
                 rec["reference_edits"] = edit_distance(rt, spelled)
                 rec["candidate_edits"] = edit_distance(ct, spelled)

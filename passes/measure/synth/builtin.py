@@ -25,11 +25,18 @@ from .fonts import FontFace, fonts_for, load_font
 from .render import Degradation, render_text
 from .texts import TextSource, line_length
 
-__all__ = ["builtin_lines", "builtin_pages", "builtin_data", "DEFAULT_LINES", "DEFAULT_PAGES"]
+__all__ = ["builtin_lines", "builtin_pages", "builtin_data", "builtin_key", "builtin_indexed", "DEFAULT_LINES",
+           "DEFAULT_PAGES"]
 
 DEFAULT_LINES = 200
 DEFAULT_PAGES = 30
 CHINESE_SHARE = 0.6
+
+
+def builtin_key(form: str, seed: int, index: int) -> str:
+    """The provenance key of built-in sample ``index`` (``form``: ``builtin-lines`` or ``builtin-pages``): what
+    the calibration/held-out split hashes, known before the sample is drawn."""
+    return f"{form}:{seed}:{index}"
 
 
 def _face(rng: np.random.Generator, zh: bool) -> FontFace:
@@ -64,7 +71,7 @@ def _line(seed: int, index: int, source: TextSource, chinese_share: float, orien
     params = (("script", "zh" if zh else "latin"), ("font", face.name), ("size", size), ("chars", len(text)),
               ("fg", fg), ("bg", bg), *deg.params().items()) + ((("orientation", orientation),) if orientation else ())
     prov = Provenance("builtin-lines", "builtin-lines", seed=seed, index=index, params=params,
-                      key=f"builtin-lines:{seed}:{index}")
+                      key=builtin_key("builtin-lines", seed, index))
     return Sample(prov, pixels=img, text=text, orientation=orientation)
 
 
@@ -130,7 +137,7 @@ def _page(seed: int, index: int, source: TextSource, chinese_share: float) -> Sa
     params = (("script", "zh" if page_zh else "latin"), ("size", f"{w}x{h}"), ("boxes", len(truth)),
               *deg.params().items())
     prov = Provenance("builtin-pages", "builtin-pages", seed=seed, index=index, params=params,
-                      key=f"builtin-pages:{seed}:{index}")
+                      key=builtin_key("builtin-pages", seed, index))
     return Sample(prov, pixels=img, boxes=truth)
 
 
@@ -142,6 +149,21 @@ def builtin_pages(n: int = DEFAULT_PAGES, seed: int = 0, *, dictionary: Sequence
     source = TextSource(dictionary)
     return DataSet([_page(seed, i, source, chinese_share) for i in range(n)], "builtin-pages",
                    f"built-in pages, seed {seed}")
+
+
+def builtin_indexed(kind: str, indices: Sequence[int], seed: int = 0, *,
+                    dictionary: Sequence[str] | None = None) -> DataSet:
+    """The built-in samples ``indices`` of :func:`builtin_data` (each the same as in any ``builtin_data(kind, n,
+    seed)`` that reaches it): lets a caller draw only the samples of one part of the split."""
+    if kind not in ("rec", "cls", "det"):
+        raise NcnnpassError(f"no built-in data for model kind {kind!r} (rec, cls or det)")
+    source = TextSource(dictionary)
+    if kind == "det":
+        return DataSet([_page(seed, i, source, CHINESE_SHARE) for i in indices], "builtin-pages",
+                       f"built-in pages, seed {seed}")
+    share = 0.5 if kind == "cls" else 0.0
+    return DataSet([_line(seed, i, source, CHINESE_SHARE, share) for i in indices], "builtin-lines",
+                   f"built-in lines, seed {seed}")
 
 
 def builtin_data(kind: str, n: int | None = None, seed: int = 0, *,
