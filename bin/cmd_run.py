@@ -8,7 +8,7 @@ import sys
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 
-from .common import add_target_option, check_run_args, run_input_shape, target_scope
+from .common import add_paths_option, add_target_option, check_run_args, run_input_shape, target_scope
 
 HELP = ("Load an ncnn model, apply passes (none by default), and write it atomically. The input files are never "
         "overwritten unless --overwrite is given. With --verify the model runs before and after in ncnn "
@@ -16,7 +16,10 @@ HELP = ("Load an ncnn model, apply passes (none by default), and write it atomic
         "--tolerance. ncnn runs in a worker process (--target isolated) unless told otherwise; on --target arm "
         "the written model must run on the emulated phone CPU without NaN/Inf, and --pipeline repair (or "
         "optimize) ends with repair-for-target: the few layers kept out of fp16 so the phone stays within "
-        "--tolerance (default 1e-3) of --onnx (default: this model on x86, fp32).")
+        "--tolerance (default 1e-3) of --onnx (default: this model on x86, fp32); on --target vulkan it must run on "
+        "the GPU (lavapipe). A model that sets featmask bits (31=) is written only when it runs correctly on every "
+        "ncnn path of --paths (x86, the ARM CPU and the Vulkan GPU where provisioned): no crash, no NaN/Inf, and "
+        "not more than 2x (+1e-4) worse than the same file without masks there.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="storage of weights computed by folding: fp32 (exact, default) or keep fp16/bf16")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input files")
     add_target_option(p)
+    add_paths_option(p)
     p.set_defaults(func=run)
 
 
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     with target_scope(args) as target:
         phone = targets_repair(target) and args.pipeline in ("repair", "optimize")
         spec = check_run_args(args, phone)
+        _check_paths_and_target(args.paths, target)
         g = Graph.load(args.param, args.bin)
         shape = run_input_shape(args, g)
         if spec in PIPELINES:
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 raise NcnnpassError(f"the rewritten graph is invalid: {problems[0]}")
         gate = DEFAULT_TOLERANCE if args.tolerance is None or phone else args.tolerance
         check = check_before_write(before, g, shape, target=target, seed=args.seed, tolerance=gate,
-                                   checked_on_target=phone)
+                                   checked_on_target=phone, paths=args.paths,
+                                   progress=lambda m: print(f"ncnnpass: {m}", file=sys.stderr, flush=True))
         sys.stdout.write("".join(f"{line}\n" for line in check.lines))
         if check.refusal:
             print(f"ncnnpass run: refusing to write {args.output[0]}: {check.refusal}", file=sys.stderr)
@@ -74,3 +80,13 @@ def run(args: argparse.Namespace) -> int:
         g.save(*args.output, overwrite=args.overwrite)
         print(f"wrote {args.output[0]} and {args.output[1]} ({len(g.layers)} layers)")
     return 0
+
+
+def _check_paths_and_target(paths: str, target: str) -> None:
+    """A bad ``--paths`` or a device target that cannot run fails in one line before any work."""
+    from ncnnpass.passes.measure.paths import resolve_paths
+
+    from .common import require_target
+
+    resolve_paths(paths)
+    require_target(target)

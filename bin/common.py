@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["add_target_option", "check_run_args", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
+__all__ = ["add_paths_option", "add_target_option", "require_target", "check_run_args", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
 
 
 def default_bin(param: str) -> str:
@@ -31,15 +32,43 @@ def require_file(path: str, what: str) -> str:
     return path
 
 
-def add_target_option(parser, default: str = "isolated") -> None:
-    """The shared ``--target`` option: where ncnn runs (see :mod:`ncnnpass.ir.runtime.targets`)."""
+def add_target_option(parser, default: str = "isolated", what: str = "") -> None:
+    """The shared ``--target`` option: where ncnn runs (see :mod:`ncnnpass.ir.runtime.targets`); every command
+    takes the same names. ``what``: what the target means for this command (appended to the help)."""
     from ncnnpass.ir.runtime.targets import TARGETS
 
     parser.add_argument("--target", choices=TARGETS, default=default,
                         help="where ncnn runs: x86 (in this process), isolated (a worker process: an ncnn crash "
                              "becomes an error), arm / arm-a76 (the aarch64 ncnn emulated as a Cortex-A76 phone "
-                             "CPU with fp16, provisioned on first use) or arm-a57 (pre-fp16 phones) "
-                             f"(default {default})")
+                             "CPU with fp16, provisioned on first use), arm-a57 (pre-fp16 phones) or vulkan "
+                             "(ncnn's GPU path on Mesa's lavapipe, fp16 storage and arithmetic like phone GPUs; "
+                             "provisioned on first use)" + (f"; {what}" if what else "") + f" (default {default})")
+
+
+def add_paths_option(parser) -> None:
+    """``--paths``: the ncnn paths a written file that carries featmask bits must run correctly on."""
+    parser.add_argument("--paths", default="available", metavar="LIST",
+                        help="a written model that sets featmask bits (31=) must run correctly on each of these ncnn "
+                             "paths, or it is not written: available (default: x86, plus the emulated ARM CPU and "
+                             "the Vulkan GPU when provisioned), all, none, or names (x86,arm,vulkan); checked "
+                             "against the same file without masks on each path (~1 emulated ARM inference, a few "
+                             "seconds on x86 and Vulkan)")
+
+
+def require_target(name: str) -> None:
+    """Provision a device target before a command does any work, so a missing runtime or Vulkan device is a
+    one-line error up front (for ``vulkan``: lavapipe and ncnn seeing it; for ``arm``: the emulated runtime)."""
+    from ncnnpass.ir.runtime.targets import normalize_target
+
+    target = normalize_target(name)
+    if target == "vulkan":
+        from ncnnpass.ir.runtime.vulkan_env import ensure_vulkan_runtime
+
+        ensure_vulkan_runtime(progress=lambda m: print(f"ncnnpass: {m}", file=sys.stderr, flush=True))
+    elif target.startswith("arm"):
+        from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
+
+        ensure_arm_runtime(progress=lambda m: print(f"ncnnpass: {m}", file=sys.stderr, flush=True))
 
 
 def target_scope(args):
