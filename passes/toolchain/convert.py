@@ -229,12 +229,13 @@ def _write_report(out: Path, onnx_path: Path, param: Path, bin: Path, shape: tup
 
 
 def _phone_figures(before: Graph, after: Graph, onnx_path: Path, x: np.ndarray, target: str) -> dict:
-    """max |ncnn - onnxruntime| of both models on the emulated phone (default and fp32 options) or on the GPU
-    (lavapipe: default, fp16-storage and fp32, ~1 s each; plus the layers with no Vulkan implementation)."""
+    """max |ncnn - onnxruntime| of both models on the emulated phone or on the GPU (lavapipe), default and fp32
+    options; on the GPU also the layers with no Vulkan implementation (``compare --target vulkan`` splits the
+    GPU's loss further: each option set is a net load that compiles its shaders, seconds each)."""
     from ncnnpass.passes.compare.phone_rows import phone_rows
 
     gpu = target == "vulkan"
-    options = ("default", "fp16-storage", "fp32") if gpu else ("default", "fp32")
+    options = ("default", "fp32")
     rows = {k: phone_rows(g, onnx_path, x, target=target, options=options)
             for k, g in (("before", before), ("after", after))}
     out = {"target": rows["after"]["target"], "label": rows["after"]["label"],
@@ -302,9 +303,8 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     det 3×640×640, or the ``inference.yml`` image shape). ``dynamic_width``: when the ONNX input has
     dynamic dims the model kind varies at inference (rec: W, det: H and W), ask pnnx for a model that
     runs at any size and verify it at a second size too; False bakes ``shape`` in. ``phone_target``
-    (``"arm"``, ``"arm-a57"``, ``"vulkan"``): also measure both models on the emulated phone under default and
-    fp32 options, or on the GPU (lavapipe) under default, fp16-storage and fp32 (an optional stage: a failure
-    there is a warning). ``paths``: a pipeline that writes featmask bits must leave a model that runs correctly on
+    (``"arm"``, ``"arm-a57"``, ``"vulkan"``): also measure both models on the emulated phone or on the GPU
+    (lavapipe) under default and fp32 options (an optional stage: a failure there is a warning). ``paths``: a pipeline that writes featmask bits must leave a model that runs correctly on
     each of these ncnn paths (:func:`ncnnpass.passes.measure.paths.resolve_paths`), else the conversion fails. ``verify_each``: the IR verifier after
     every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). A bad pipeline or pass spec
     fails before any stage runs."""
