@@ -181,3 +181,23 @@ def test_run_refuses_the_arm_only_form_and_writes_the_every_path_form(v3_forms, 
     assert masked < plain / 5 and plain > 1e-2, line  # 3.6e-3 vs 5.9e-2
     assert "1 layer(s) have no Vulkan implementation and run on the CPU: Squeeze squeeze_82" in text
     assert (tmp_path / "o.param").exists()
+
+
+def test_convert_fails_when_the_pipeline_leaves_a_file_that_breaks_a_path() -> None:
+    """convert's stage "verify on every ncnn path" (run only when the pipeline wrote featmask bits) is fatal like
+    the verification against onnxruntime; a file without masks skips it."""
+    _need("vulkan")
+    from ncnnpass.ir.errors import VerificationError
+    from ncnnpass.passes.toolchain.convert import _every_path_stage
+    from ncnnpass.passes.toolchain.convert_figures import ConvertResult
+
+    said: list[str] = []
+    result = ConvertResult("o", "m.onnx", ("a", "b"), ("c", "d"), "repair", [], {}, "", 1e-4)
+    stages: list = []
+    _every_path_stage(stages, _synth(0, False), (8, 16, 16), 0, "x86,vulkan", said.append, result)
+    assert stages == [] and result.paths is None
+    with pytest.raises(VerificationError, match=r"stage 'verify on every ncnn path' failed: model.ncnn.param is not "
+                                                r"right on every path: its featmasks break vulkan"):
+        _every_path_stage(stages, _synth(7, True), (8, 16, 16), 0, "x86,vulkan", said.append, result)
+    assert [r["path"] for r in result.paths["paths"]] == ["x86", "vulkan"] and "NaN/Inf" in result.paths["refusal"]
+    assert stages[0].status == "failed" and "checking the written file on vulkan (lavapipe)" in said

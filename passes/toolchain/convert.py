@@ -264,7 +264,7 @@ def _every_path_stage(stages: list[Stage], after: Graph, shape: tuple[int, int, 
         result.paths = report.to_dict()
         st.note = "(" + "; ".join(ln.strip() for ln in report.lines()[1:]) + ")"
         if report.refusal:
-            raise VerificationError(f"the written model {report.refusal}")
+            raise VerificationError(f"model.ncnn.param is not right on every path: {report.refusal}")
 
 
 def _judge(figures: dict[str, ModelFigures], before: Graph, onnx_path: Path, x: np.ndarray, tolerance: float,
