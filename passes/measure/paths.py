@@ -42,6 +42,7 @@ from ncnnpass.ir.runtime.targets import Job, TargetPool, VulkanTarget
 from ncnnpass.ir.splits import SplitRecord
 
 from .inputs import seeded_inputs
+from .runners import NcnnRunner
 from .tolerance import Comparison, Tolerance, compare_outputs
 
 __all__ = ["ALL_PATHS", "MARGIN", "SLACK", "PathResult", "PathsReport", "check_every_path", "path_of_target",
@@ -246,18 +247,19 @@ class PathsReport:
 
 def _runs_on(path: str, jobs: list[Job]) -> list[tuple[dict | None, str | None]]:
     """Run ``jobs`` on ``path``: (outputs, None) or (None, one-line failure) each. ARM runs them in parallel
-    emulated workers (one emulated inference of wall time); x86 and Vulkan use the warm shared worker."""
+    emulated workers (one emulated inference of wall time, :class:`TargetPool`); x86 and Vulkan use the warm shared
+    worker (:class:`.runners.NcnnRunner`)."""
     target = PATH_TARGETS[path]
     if path == "arm":
         with TargetPool(target, workers=len(jobs)) as pool:
             return [(r.outputs[0], None) if r.ok else (None, str(r.error)) for r in pool.run(jobs)]
     out = []
-    with using_target(target) as session:
-        for job in jobs:
-            try:
-                out.append((session.run(job.graph, job.samples[0], job.outputs, job.options, job.num_threads), None))
-            except RuntimeBridgeError as exc:
-                out.append((None, str(exc)))
+    for job in jobs:
+        try:
+            runner = NcnnRunner(job.graph, target=target, options=job.options, num_threads=job.num_threads)
+            out.append((runner.run(job.samples[0]), None))
+        except RuntimeBridgeError as exc:
+            out.append((None, str(exc)))
     return out
 
 
