@@ -3,10 +3,9 @@
 On the GPU a per-layer featmask has only two valid forms (docs/gpu.md): ``31=1`` (fp32 arithmetic, fp16 storage
 kept: the layer stays on the GPU, needs no cast boundary, and is harmless on x86 and the ARM CPU) and ``31=23``
 (the layer leaves the GPU and runs in fp32 on the CPU; the every-path form ``keep-fp32`` writes). Bit 1 without
-bit 4 reads fp16 buffers as fp32 there. ``gap-fc-to-conv`` (no masks, valid everywhere) is still named for SE
-InnerProducts among the carriers, though on the GPU it removes little (PP-OCRv3 on lavapipe: 5.9e-2 -> 5.6e-2):
-the GPU's loss is in fp16 blobs and arithmetic, not in fp16-converted weights. The advice follows the fp16 split of
-the sweep
+bit 4 reads fp16 buffers as fp32 there. ``gap-fc-to-conv`` (no masks, valid everywhere) is named for SE
+InnerProducts among the carriers: on PP-OCRv3 on lavapipe it takes 5.9e-2 to 5.6e-2 alone, and 1.1e-2 to 6.9e-3
+after the Softmax's ``31=1`` (docs/gpu.md). The advice follows the fp16 split of the sweep
 (:func:`.report.fp16_split`): the layers whose isolated error fp32 arithmetic removes get ``31=1``; the layers
 whose error only fp32 storage removes get ``31=23`` when storage carries most of the final error, else they are
 named in a note (moving many layers off the GPU costs a transfer per GPU/CPU transition).
@@ -47,8 +46,8 @@ def advise_gpu(graph: Graph, att: Attribution, runs: dict[str, OptionRun], split
         items.append(AdviceItem(
             "gap-fc-to-conv", gap,
             "InnerProduct after global pooling rewritten as adaptive pooling + 1x1 Convolution (no featmask, valid on "
-            "every path); it removes the fp16-converted weights of the CPU paths (x86 F16C, ARM), little of the "
-            "GPU's loss (ncnnpass run --passes gap-fc-to-conv)"))
+            "every path); on the CPU paths it removes the fp16-converted InnerProduct weights (x86 F16C, ARM), on the GPU "
+            "part of the SE blocks' rounding (ncnnpass run --passes gap-fc-to-conv)"))
     if split is not None:
         by_cause: dict[str, list[str]] = {}
         for x in split["layers"]:
