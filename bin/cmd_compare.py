@@ -9,7 +9,8 @@ import time
 
 from ncnnpass.ir.errors import NcnnpassError
 
-from .common import add_target_option, add_task_options, default_bin, parse_shape, require_file
+from .common import add_target_option, default_bin, parse_shape, require_file, require_target
+from .task_options import add_task_options
 
 EXIT_TOLERANCE = 3
 
@@ -25,8 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="exit status: 0 done, 1 error, 3 --max-error exceeded. Option sets: default, fp32 (fp16 "
                "storage/packed/arithmetic off), fp16-storage (fp16 arithmetic off), no-packing, no-sgemm-winograd, "
                "bf16, all (the default: every set on x86; default, fp16-storage and fp32 on --target arm, where one "
-               "fp16 inference is emulated in ~13 s), or your own as NAME:field=value,field=value (ncnn.Option "
-               "fields). On the phone the advice points to 'ncnnpass run --pipeline repair --target arm'.")
+               "fp16 inference is emulated in ~13 s; default, fp16-storage, fp16-packed and fp32 on --target vulkan, "
+               "which splits the GPU's loss into packing, storage and arithmetic), or your own as "
+               "NAME:field=value,field=value (ncnn.Option fields). On the phone the advice points to 'ncnnpass run "
+               "--pipeline repair --target arm'; on the GPU it names the masks valid there (31=1 stays on the GPU, "
+               "31=23 leaves it) and the layers ncnn runs on the CPU for want of a Vulkan implementation.")
     p.add_argument("onnx", help="the ONNX model (the reference)")
     p.add_argument("param", help="the ncnn .param")
     p.add_argument("bin", nargs="?", help="the ncnn .bin (default: next to the .param)")
@@ -108,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise NcnnpassError("--repair measures the repaired model on text: drop --no-task or add --text-lines")
     plan = _task_plan(args, asked) if task_on else None
     shape = parse_shape(args.shape) if args.shape else None
+    require_target(args.target)
     start = time.perf_counter()
 
     def progress(msg: str) -> None:

@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from .common import add_task_options, parse_shape
+from .common import add_paths_option, add_target_option, parse_shape, require_target
+from .task_options import add_task_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,10 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static-width", action="store_true",
                    help="bake --shape into the model (default: a model that runs at any width, and for "
                         "detectors any height, when the ONNX input dims are dynamic)")
-    p.add_argument("--target", choices=("x86", "arm", "arm-a76", "arm-a57"), default="x86",
-                   help="arm / arm-a76 / arm-a57: the table gains rows measured on the emulated phone "
-                        "(about 30 s more; for the phone repair itself run `ncnnpass run --pipeline repair "
-                        "--target arm`)")
+    add_target_option(p, default="x86",
+                      what="convert verifies on x86; with arm / arm-a76 / arm-a57 the table gains rows measured on "
+                           "the emulated phone (about 30 s more), with vulkan rows measured on the GPU (lavapipe, "
+                           "a few seconds); for the phone repair itself run `ncnnpass run --pipeline repair "
+                           "--target arm`")
+    add_paths_option(p)
     add_task_options(p, "(both models against onnxruntime: the table's real-text rows)",
                      "100 built-in", "10 built-in")
     p.add_argument("--no-task", action="store_true",
@@ -61,12 +64,27 @@ def run(args: argparse.Namespace) -> int:
     if args.no_task and (args.images or args.lines or args.pages):
         raise NcnnpassError("--no-task skips the real-text rows: --images, --lines and --pages do not apply")
     task = None if args.no_task else TaskRequest.from_args(args)
+    phone_target = _rows_target(args.target, args.paths)
     result = convert(args.src, args.outdir, shape=shape, pipeline=args.pipeline, fp16_weights=args.fp16_weights,
                      tolerance=args.tolerance, report=not args.no_report, dynamic_width=not args.static_width,
-                     phone_target=None if args.target == "x86" else args.target, verify_each=args.verify_each or None,
-                     task=task, progress=lambda s: print(s, file=sys.stderr, flush=True))
+                     phone_target=phone_target, verify_each=args.verify_each or None, task=task,
+                     progress=lambda s: print(s, file=sys.stderr, flush=True), paths=args.paths)
     for warning in result.warnings:
         print(f"ncnnpass convert: warning: {warning}", file=sys.stderr)
     print(result.table())
     print(f"\nwrote {result.after[0]} and {result.after[1]} (report: {args.outdir}/convert.json)")
     return 0
+
+
+def _rows_target(target: str, paths: str) -> str | None:
+    """The target whose rows the table gains (None on x86), provisioned now: a missing runtime or Vulkan device
+    is a one-line error before the conversion starts; a bad ``--paths`` too."""
+    from ncnnpass.ir.runtime.targets import normalize_target
+    from ncnnpass.passes.measure.paths import resolve_paths
+
+    resolve_paths(paths)
+    name = normalize_target(target)
+    if name in ("x86", "isolated"):
+        return None
+    require_target(name)
+    return name

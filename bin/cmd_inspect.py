@@ -44,7 +44,22 @@ def summarize(g: Graph, param: str, bin: str | None) -> dict:
         "weight_bytes": sum(s["bytes"] for s in storage.values()),
         "problems": [{"kind": p.kind, "layer": p.layer, "message": p.message} for p in g.check()],
         "warnings": [{"kind": p.kind, "layer": p.layer, "message": p.message} for p in g.warnings()],
+        "featmask": featmask_summary(g),
     }
+
+
+def featmask_summary(g: Graph) -> dict:
+    """The featmasks (``31=``) of the model and the placements that break an ncnn path (ARM CPU, Vulkan GPU;
+    x86 with bf16 storage, an opt-in option): ``ncnnpass.ir.featmask.placement_problems``."""
+    from ncnnpass.ir.featmask import placement_problems, split_mask
+
+    masks: dict[str, int] = {}
+    for ly in g.layers:
+        if ly.featmask:
+            masks[str(ly.featmask)] = masks.get(str(ly.featmask), 0) + 1
+    splits = sum(1 for blob in g.splits if split_mask(g, blob))
+    return {"layers": sum(masks.values()), "by_value": dict(sorted(masks.items(), key=lambda kv: -kv[1])),
+            "masked_splits": splits, "breaks": [p.to_dict() for p in placement_problems(g)]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,8 +95,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p['kind']}: {p['message']}", file=out)
     else:
         print("problems: none", file=out)
+    _print_featmask(report["featmask"], out)
     if report["warnings"]:  # what ncnn accepts but a converter would not write
         print(f"warnings ({len(report['warnings'])}):", file=out)
         for p in report["warnings"]:
             print(f"  {p['kind']}: {p['message']}", file=out)
     return 0
+
+
+def _print_featmask(fm: dict, out) -> None:
+    if not fm["layers"] and not fm["masked_splits"]:
+        return
+    values = ", ".join(f"31={v}: {n}" for v, n in fm["by_value"].items())
+    print(f"featmasks: {fm['layers']} layer(s) ({values or '-'}), {fm['masked_splits']} masked Split(s)", file=out)
+    breaks = [b for b in fm["breaks"] if not b["opt_in"]]
+    opt_in = [b for b in fm["breaks"] if b["opt_in"]]
+    if breaks:
+        paths = ", ".join(dict.fromkeys(b["path"] for b in breaks))
+        print(f"featmask placements that break a path ({len(breaks)}; {paths}):", file=out)
+        for b in breaks:
+            slot = f" input {b['input']}" if b["input"] is not None else ""
+            print(f"  {b['path']}: {b['layer']} ({b['type']} 31={b['featmask']}){slot}: {b['reason']}", file=out)
+        print("  (the every-path form: keep-fp32 or ncnnpass.ir.featmask.make_featmask_safe; docs/gpu.md)", file=out)
+    else:
+        print("featmask placements: right on x86, the ARM CPU and the Vulkan GPU", file=out)
+    if opt_in:
+        names = ", ".join(dict.fromkeys(b["layer"] for b in opt_in))
+        print(f"  with use_bf16_storage on x86 (opt-in, no default sets it): {len(opt_in)} masked input(s) read bf16 "
+              f"blobs: garbage or a crash ({names})", file=out)

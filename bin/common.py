@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["add_task_options", "add_target_option", "check_run_args", "default_bin", "parse_shape", "require_file", "run_input_shape", "target_scope"]
+__all__ = ["add_paths_option", "check_paths_and_target", "add_target_option", "check_run_args", "default_bin", "parse_shape",
+           "require_file", "require_target", "run_input_shape", "target_scope"]
 
 
 def default_bin(param: str) -> str:
@@ -31,30 +33,43 @@ def require_file(path: str, what: str) -> str:
     return path
 
 
-def add_target_option(parser, default: str = "isolated") -> None:
-    """The shared ``--target`` option: where ncnn runs (see :mod:`ncnnpass.ir.runtime.targets`)."""
+def add_target_option(parser, default: str = "isolated", what: str = "") -> None:
+    """The shared ``--target`` option: where ncnn runs (see :mod:`ncnnpass.ir.runtime.targets`); every command
+    takes the same names. ``what``: what the target means for this command (appended to the help)."""
     from ncnnpass.ir.runtime.targets import TARGETS
 
     parser.add_argument("--target", choices=TARGETS, default=default,
                         help="where ncnn runs: x86 (in this process), isolated (a worker process: an ncnn crash "
                              "becomes an error), arm / arm-a76 (the aarch64 ncnn emulated as a Cortex-A76 phone "
-                             "CPU with fp16, provisioned on first use) or arm-a57 (pre-fp16 phones) "
-                             f"(default {default})")
+                             "CPU with fp16, provisioned on first use), arm-a57 (pre-fp16 phones) or vulkan "
+                             "(ncnn's GPU path on Mesa's lavapipe, fp16 storage and arithmetic like phone GPUs; "
+                             "provisioned on first use)" + (f"; {what}" if what else "") + f" (default {default})")
 
 
-def add_task_options(parser, what: str, lines: str = "", pages: str = "") -> None:
-    """The shared real-text options: ``--images PATH``, ``--lines N``, ``--pages N`` (see
-    :mod:`ncnnpass.passes.measure.task_data`); ``what`` completes the ``--images`` help, ``lines``/``pages``
-    the default counts."""
-    parser.add_argument("--images", metavar="PATH",
-                        help="real text to measure " + what + ": an image folder, a PaddleOCR rec label file "
-                             "(path<TAB>text) or det label file (path<TAB>[{transcription, points}]); unreadable "
-                             "images and lines are skipped and counted; default: the built-in held-out lines "
-                             "(rec, cls) or pages (det), Chinese and Latin, rendered and degraded offline")
-    parser.add_argument("--lines", type=int, metavar="N",
-                        help="text lines to measure a rec or cls model on" + (f" (default {lines})" if lines else ""))
-    parser.add_argument("--pages", type=int, metavar="N",
-                        help="pages to measure a det model on" + (f" (default {pages})" if pages else ""))
+def add_paths_option(parser) -> None:
+    """``--paths``: the ncnn paths a written file that carries featmask bits must run correctly on."""
+    parser.add_argument("--paths", default="available", metavar="LIST",
+                        help="a written model that sets featmask bits (31=) must run correctly on each of these ncnn "
+                             "paths, or it is not written: available (default: x86, plus the emulated ARM CPU and "
+                             "the Vulkan GPU when provisioned), all, none, or names (x86,arm,vulkan); checked "
+                             "against the same file without masks on each path (~1 emulated ARM inference, a few "
+                             "seconds on x86 and Vulkan)")
+
+
+def require_target(name: str) -> None:
+    """Provision a device target before a command does any work, so a missing runtime or Vulkan device is a
+    one-line error up front (for ``vulkan``: lavapipe and ncnn seeing it; for ``arm``: the emulated runtime)."""
+    from ncnnpass.ir.runtime.targets import normalize_target
+
+    target = normalize_target(name)
+    if target == "vulkan":
+        from ncnnpass.ir.runtime.vulkan_env import ensure_vulkan_runtime
+
+        ensure_vulkan_runtime(progress=lambda m: print(f"ncnnpass: {m}", file=sys.stderr, flush=True))
+    elif target.startswith("arm"):
+        from ncnnpass.ir.runtime.arm_env import ensure_arm_runtime
+
+        ensure_arm_runtime(progress=lambda m: print(f"ncnnpass: {m}", file=sys.stderr, flush=True))
 
 
 def target_scope(args):
@@ -81,9 +96,10 @@ def run_input_shape(args, graph):
     return read_model_info(args.onnx, args.onnx).input_shape
 
 
-def check_run_args(args, phone: bool) -> str | None:
-    """``ncnnpass run``'s option rules (before anything is loaded); returns the pass spec (None: no passes).
-    ``phone``: the pipeline ends with repair-for-target."""
+def check_run_args(args, phone: bool, target: str) -> str | None:
+    """``ncnnpass run``'s option rules (before anything is loaded; a bad ``--paths`` or a target that cannot
+    run fails here in one line); returns the pass spec (None: no passes). ``phone``: the pipeline ends with
+    repair-for-target."""
     require_file(args.param, "param file")
     require_file(args.bin, "bin file")
     if args.tolerance is not None and not (args.verify or phone):
@@ -105,4 +121,13 @@ def check_run_args(args, phone: bool) -> str | None:
     spec = args.pipeline if args.pipeline is not None else args.passes
     if args.verify_each and spec is None:
         raise NcnnpassError("--verify-each only applies with --passes or --pipeline")
+    check_paths_and_target(args.paths, target)
     return spec
+
+
+def check_paths_and_target(paths: str, target: str) -> None:
+    """A bad ``--paths`` or a device target that cannot run fails in one line before any work."""
+    from ncnnpass.passes.measure.paths import resolve_paths
+
+    resolve_paths(paths)
+    require_target(target)

@@ -33,6 +33,11 @@ from ncnnpass.ir.splits import SplitRecord, consumer_slots
 
 NO_FP16_STORAGE = FEATMASK_BITS["no_fp16_storage"]
 NO_VULKAN = FEATMASK_BITS["no_vulkan"]
+NO_FP16_ARITHMETIC = FEATMASK_BITS["no_fp16_arithmetic"]
+NO_BF16_STORAGE = FEATMASK_BITS["no_bf16_storage"]
+#: the bits that change which precision or device a layer runs on (0-4); the others (sgemm, winograd, one
+#: thread) never change a blob's type
+PRECISION_BITS = NO_FP16_ARITHMETIC | NO_FP16_STORAGE | NO_BF16_STORAGE | FEATMASK_BITS["no_int8"] | NO_VULKAN
 BOUNDARY_TYPE = "Dropout"
 #: a layer kept fp32 on every path: no fp16 arithmetic/storage, no bf16 storage, on the CPU under Vulkan
 KEEP_FP32_BITS = FEATMASK_BITS["no_fp16_arithmetic"] | NO_FP16_STORAGE | FEATMASK_BITS["no_bf16_storage"] | NO_VULKAN
@@ -157,6 +162,64 @@ def make_featmask_safe(graph: Graph) -> SafetyEdits:
             mask_split(graph, blob)
             edits.masked_splits.append(blob)
     return edits
+
+
+def carries_featmask(graph: Graph) -> bool:
+    """Whether the file ``graph`` writes sets any precision/placement bit (0-4) on a layer or a Split."""
+    return (any(ly.featmask & PRECISION_BITS for ly in graph.layers)
+            or any(split_mask(graph, blob) & PRECISION_BITS for blob in graph.splits))
+
+
+@dataclass(frozen=True)
+class PlacementProblem:
+    """A featmask placement that breaks one ncnn path (see :func:`placement_problems`)."""
+
+    path: str  # "arm", "vulkan", or "x86-bf16" (x86 with use_bf16_storage, an opt-in option)
+    layer: str
+    type: str
+    featmask: int
+    slot: int | None  # the input slot concerned; None: the layer's own bits
+    reason: str
+
+    @property
+    def opt_in(self) -> bool:
+        """The path needs an option no ncnn default sets (bf16 storage)."""
+        return self.path == "x86-bf16"
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "layer": self.layer, "type": self.type, "featmask": self.featmask,
+                "input": self.slot, "reason": self.reason, "opt_in": self.opt_in}
+
+
+def placement_problems(graph: Graph, paths: tuple[str, ...] = (*PATHS, "x86-bf16")) -> list[PlacementProblem]:
+    """Every featmask placement that breaks a path: :func:`unsafe_edges` for the ARM CPU and the Vulkan GPU (a
+    layer with bit 1 but neither bit 0 nor bit 4 is named as the shader that does not compile), and, with
+    ``x86-bf16``, layers with bit 2 reading a blob an unmasked layer stores as bf16 under ``use_bf16_storage``
+    on x86 (no ncnn default sets it): x86 casts bf16 per layer like ARM casts fp16 and its Dropout is no
+    boundary for it; the every-path form returns garbage there (PP-OCRv3 rec, head kept fp32: 0.71 off) or crashes
+    (the synthetic net of docs/gpu.md: SIGSEGV, or a hang)."""
+    out = []
+    for ly, slot, why in unsafe_edges(graph, tuple(p for p in paths if p in PATHS)):
+        path, _, reason = why.partition(": ")
+        if slot == -1 and not ly.featmask & NO_FP16_ARITHMETIC:
+            reason = (f"31={ly.featmask} is fp32 storage with fp16 arithmetic on the GPU: no Vulkan shader compiles "
+                      "for it and the run crashes (needs bit 4, or bit 0 as well)")
+        out.append(PlacementProblem(path, ly.name, ly.type, ly.featmask, None if slot == -1 else slot, reason))
+    if "x86-bf16" in paths:
+        for ly in graph.layers:
+            if not ly.featmask & NO_BF16_STORAGE:
+                continue
+            for i, name in enumerate(ly.inputs):
+                producer = graph.blobs[name].producer
+                if producer is None or producer.type == "Input":
+                    continue
+                shared = len(graph.blobs[name].consumers) > 1 and not split_mask(graph, name) & NO_BF16_STORAGE
+                if not producer.featmask & NO_BF16_STORAGE or shared:
+                    what = "an unmasked Split" if producer.featmask & NO_BF16_STORAGE else f"{producer.name}"
+                    out.append(PlacementProblem("x86-bf16", ly.name, ly.type, ly.featmask, i,
+                                                f"with use_bf16_storage, {what} hands it a bf16 blob it reads as "
+                                                "fp32 (garbage or a crash)"))
+    return out
 
 
 def featmask_safe_closure(graph: Graph, layers) -> set[str]:

@@ -351,19 +351,30 @@ class VulkanTarget(WorkerTarget):
         super().__init__("vulkan", launcher, timeout, describe_target("vulkan"))
         self.fixed_fields = {"use_vulkan_compute": True}
         self._progress = progress
-        self._reported: set[str] = set()
+        self._reported: set = set()  # net keys, and the fallback lists said
 
     def run_many(self, graph, inputs, outputs=None, options=None, num_threads=None, light_mode=None):
         results = super().run_many(graph, inputs, outputs, options, num_threads, light_mode)
         key = self._net_key(graph, options, num_threads)[0]
         if self._progress is not None and key not in self._reported and key in self.load_replies:
             self._reported.add(key)
-            fallback = [f"{t} {n}" for n, t in self.load_replies[key].get("cpu_layers", [])
-                        if t != "Input" and graph.has_layer(n) and not graph.layer(n).featmask & 16]
-            if fallback:
+            fallback = [f"{t} {n}" for n, t in self._fallback(graph, key)]
+            if fallback and tuple(fallback) not in self._reported:  # once per session for the same layers
+                self._reported.add(tuple(fallback))
                 self._progress(f"vulkan: {len(fallback)} layer(s) have no Vulkan implementation and run on the CPU: "
                                + ", ".join(fallback[:8]) + (" ..." if len(fallback) > 8 else ""))
         return results
+
+    def _fallback(self, graph: Graph, key: str) -> list[tuple[str, str]]:
+        off_gpu = layers_off_gpu(graph.to_param_text())
+        return [(n, t) for n, t in self.load_replies[key].get("cpu_layers", []) if t != "Input" and n not in off_gpu]
+
+    def fallback_layers(self, graph: Graph, options: Options = None, num_threads: int | None = None
+                        ) -> list[tuple[str, str]]:
+        """(name, type) of the layers ncnn runs on the CPU because it has no Vulkan implementation for their type
+        or params (:meth:`cpu_layers` without those sent there by featmask bit 4)."""
+        self.cpu_layers(graph, options, num_threads)
+        return self._fallback(graph, self._net_key(graph, options, num_threads)[0])
 
     def _request(self, header: dict, arrays: list, timeout: float | None) -> tuple[dict, dict]:
         # ncnn logs a shader that does not compile and goes on (the net then crashes or returns garbage):
@@ -389,6 +400,22 @@ class VulkanTarget(WorkerTarget):
         if key not in self._loaded or key not in self.load_replies:
             self.run_many(graph, [], None, options, num_threads)  # loads it, runs nothing
         return [(n, t) for n, t in self.load_replies[key].get("cpu_layers", []) if t != "Input"]
+
+
+def layers_off_gpu(param_text: str) -> set[str]:
+    """Names of the layers whose featmask (``31=``) has bit 4 (on the CPU under Vulkan), read from ``.param`` text
+    (any object that serializes to a .param can be run, so this does not need a :class:`Graph`)."""
+    names = set()
+    for line in param_text.splitlines()[2:]:
+        tokens = line.split()
+        mask = next((t[3:] for t in tokens[4:] if t.startswith("31=")), None)
+        if len(tokens) > 1 and mask is not None:
+            try:
+                if int(mask, 0) & 16:
+                    names.add(tokens[1])
+            except ValueError:
+                continue
+    return names
 
 
 def _isolated_launcher() -> tuple[list[str], dict[str, str]]:

@@ -14,12 +14,13 @@ from ncnnpass.ir.runtime import make_options
 
 from . import analysis
 from .fixes import apply_advice
+from .gpu_advice import advise_gpu, split_fields
 from .inputs import PreparedInput, prepare_input
 from .mapping import MappingResult, map_blobs
 from .metrics import compute_metrics
 from .ncnn_side import NcnnModel, NcnnRunError, OptionSet, parse_option_sets
 from .reference import OnnxReference
-from .report import Attribution, CompareReport, OptionRun
+from .report import Attribution, CompareReport, OptionRun, fp16_split
 
 __all__ = ["compare_models", "compare_graph", "ModelMismatchError"]
 
@@ -52,7 +53,8 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     ``no-sgemm-winograd``, ``bf16``, ``all``) or ``NAME:field=value,...``; default: all.
     With ``fix=True`` the advice is applied to a copy of the graph and the comparison is repeated
     (``report.fixed``). ``keep_tensors`` keeps every tensor for :func:`save_npz`. ``target``: where ncnn
-    runs (``x86``, ``isolated``, ``arm`` = the emulated phone, whose sweep is default/fp16-storage/fp32);
+    runs (``x86``, ``isolated``, ``arm`` = the emulated phone, whose sweep is default/fp16-storage/fp32,
+    ``vulkan`` = the GPU on lavapipe, whose sweep adds fp16-packed and whose advice names the GPU-valid masks);
     ``workers``: parallel workers for the isolated runs on a worker target.
     """
     say = progress or _noop
@@ -182,6 +184,7 @@ def _compare_on(model: NcnnModel, ref: OnnxReference, ref_vals: dict[str, np.nda
     x = prepared.array[0] if prepared.array.shape[0] == 1 else prepared.array
     feeds = {in_blob: x}
     t = time.perf_counter()
+    model.preflight()  # a missing device or runtime is its own error, not a model mismatch
     full = OptionSet.preset("fp32") if prior is None else option_sets[0]
     say("ncnn: full-precision run for blob mapping" if prior is None else f"ncnn: {full.name} run for blob mapping")
     net = model.load(full)
@@ -217,7 +220,7 @@ def _compare_on(model: NcnnModel, ref: OnnxReference, ref_vals: dict[str, np.nda
     stats: dict = {}
     runs: dict[str, OptionRun] = {}
     all_values: dict[str, dict[str, np.ndarray]] = {}
-    default_vals: dict[str, np.ndarray] | None = None
+    earlier: dict[str, dict[str, np.ndarray]] = {}  # every blob of each option set run so far
     for k, opt in enumerate(option_sets, 1):
         t = time.perf_counter()
         say(f"[{k}/{len(option_sets)}] ncnn {opt.name} ({opt.description})")
@@ -229,12 +232,12 @@ def _compare_on(model: NcnnModel, ref: OnnxReference, ref_vals: dict[str, np.nda
                 vals = model.run_all(onet, feeds)
             except NcnnRunError as exc:
                 raise ModelMismatchError(f"under option set {opt.name!r}: {exc}") from None
-        identical = (opt.name != "default" and default_vals is not None
-                     and all(np.array_equal(vals[b], default_vals[b]) for b in vals if b in default_vals))
-        if identical:  # same kernels as the defaults: the isolated runs would be identical too
-            base = runs["default"]
-            run = OptionRun(opt, list(base.rows), dict(base.outputs), list(base.rec), identical_to_default=True,
-                            isolated_done=base.isolated_done)
+        same = None if opt.name == "default" else _identical_run(vals, earlier)
+        if same is not None:  # same kernels as an earlier set: the isolated runs would be identical too
+            base = runs[same]
+            run = OptionRun(opt, list(base.rows), dict(base.outputs), list(base.rec),
+                            identical_to_default=same == "default", isolated_done=base.isolated_done,
+                            identical_to=same)
         else:
             iso_vals = _isolated(model, onet, iso_layers, ref_in_ncnn) if isolated else None
             rows = analysis.build_rows(graph, mapping, vals, iso_vals, ref_vals, prepared, seq_len, th, stats)
@@ -242,22 +245,35 @@ def _compare_on(model: NcnnModel, ref: OnnxReference, ref_vals: dict[str, np.nda
             run = OptionRun(opt, rows, outputs,
                             analysis.rec_checks(graph, mapping, vals, ref_vals, dictionary, prepared),
                             isolated_done=isolated)
-        if opt.name == "default":
-            default_vals = vals
+        earlier[opt.name] = vals
         del onet
         run.seconds = time.perf_counter() - t
         runs[opt.name] = run
         if keep_tensors:
             all_values[opt.name] = vals
     att = analysis.attribute(graph, runs, th)
-    if att.cause and isolated:
+    gpu = model.target == "vulkan"
+    split = fp16_split(runs, th) if gpu else None
+    if att.cause and split is not None:  # on the GPU the split names the fields (no extra probe runs)
+        att.fields = split_fields(split) or att.fields
+    elif att.cause and isolated:
         att.fields = _refine_fields(model, runs[att.cause].option, att, iso_layers, ref_in_ncnn, runs["default"], th)
     att.summary = analysis.summarize(runs["default"], att, runs)
-    advice = analysis.advise(graph, att, runs, model.target)
+    advice = advise_gpu(graph, att, runs, split) if gpu else analysis.advise(graph, att, runs, model.target)
     report = CompareReport(onnx_path, param, bin, prepared, mapping, runs, att, advice, timings, thresholds=th)
+    if gpu:
+        report.cpu_fallback = model.cpu_fallback(runs["default"].option)
     report.tensors = {"ncnn": all_values} if keep_tensors else {}  # type: ignore[attr-defined]
     report.graph = graph  # type: ignore[attr-defined]
     return report
+
+
+def _identical_run(vals: dict[str, np.ndarray], earlier: dict[str, dict[str, np.ndarray]]) -> str | None:
+    """The first earlier option set whose every blob equals ``vals`` bit for bit."""
+    for name, other in earlier.items():
+        if all(np.array_equal(vals[b], other[b]) for b in vals if b in other):
+            return name
+    return None
 
 
 def _seq_len(graph: Graph, mapping: MappingResult, ref_vals: dict[str, np.ndarray]) -> int | None:

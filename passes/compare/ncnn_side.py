@@ -20,9 +20,9 @@ import numpy as np
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import RuntimeBridgeError
 from ncnnpass.ir.runtime import OPTION_PRESETS, PRESET_DESCRIPTIONS, make_options
-from ncnnpass.ir.runtime.targets import Target, normalize_target, open_target
+from ncnnpass.ir.runtime.targets import Target, VulkanTarget, normalize_target, open_target
 
-__all__ = ["OptionSet", "parse_option_sets", "DEFAULT_SWEEP", "PHONE_SWEEP", "sweep_for", "NcnnModel",
+__all__ = ["OptionSet", "parse_option_sets", "DEFAULT_SWEEP", "PHONE_SWEEP", "VULKAN_SWEEP", "sweep_for", "NcnnModel",
            "NcnnRunError"]
 
 # The sweep of issue 4: ncnn's defaults, then one family of reduced-precision or layout paths at a time.
@@ -31,6 +31,10 @@ DEFAULT_SWEEP = ("default", "fp32", "no-packing", "no-sgemm-winograd", "bf16")
 # three sets that split the fp16 loss into storage and arithmetic (default - fp16-storage = arithmetic,
 # fp16-storage - fp32 = storage); the layout sets can still be asked for by name.
 PHONE_SWEEP = ("default", "fp16-storage", "fp32")
+# On the GPU (lavapipe: ~1 s an inference) the same split, with fp16 packed alone as well: storage of packed
+# (4-wide) blobs as half pairs. fp16 uniform cannot be told apart: the Python binding has no
+# use_fp16_uniform, and ncnn turns it off with fp16 arithmetic (docs/gpu.md).
+VULKAN_SWEEP = ("default", "fp16-storage", "fp16-packed", "fp32")
 
 PRESETS = OPTION_PRESETS  # the runtime's one table
 DESCRIPTIONS = PRESET_DESCRIPTIONS
@@ -39,8 +43,10 @@ MAX_WORKER_CRASHES = 3
 
 
 def sweep_for(target: str | None) -> tuple[str, ...]:
-    """The option sets ``all`` means on ``target``: :data:`PHONE_SWEEP` on ARM, :data:`DEFAULT_SWEEP` on x86."""
-    return PHONE_SWEEP if normalize_target(target or "x86").startswith("arm") else DEFAULT_SWEEP
+    """The option sets ``all`` means on ``target``: :data:`PHONE_SWEEP` on ARM, :data:`VULKAN_SWEEP` on the GPU,
+    :data:`DEFAULT_SWEEP` on x86."""
+    name = normalize_target(target or "x86")
+    return PHONE_SWEEP if name.startswith("arm") else VULKAN_SWEEP if name == "vulkan" else DEFAULT_SWEEP
 
 
 class NcnnRunError(RuntimeBridgeError):
@@ -198,8 +204,27 @@ class NcnnModel:
     def session(self, k: int = 0) -> Target:
         """The ``k``-th worker session (opened on first use; closed by :meth:`close`)."""
         while len(self._sessions) <= k:
-            self._sessions.append(open_target(self.target))
+            # on the GPU the report names the layers that fall back to the CPU (no progress line per session)
+            quiet = {"progress": None} if self.target == "vulkan" else {}
+            self._sessions.append(open_target(self.target, **quiet))
         return self._sessions[k]
+
+    def preflight(self) -> None:
+        """On a worker target: start the first worker and run a one-layer net there, so that a missing runtime or
+        Vulkan device is reported as such (one line) before the model is blamed for a failed run."""
+        if not self.remote:
+            return
+        probe = Graph.from_text("7767517\n2 2\nInput in0 0 1 in0 0=1 1=1 2=1\nReLU r 1 1 in0 out0\n")
+        self.session(0).run(probe, {"in0": np.zeros((1, 1, 1), np.float32)}, ["out0"], None, 1)
+
+    def cpu_fallback(self, options: OptionSet | Mapping[str, object] | None = None) -> list[tuple[str, str]]:
+        """On the Vulkan target: (name, type) of the layers ncnn runs on the CPU for want of a Vulkan
+        implementation of their type or params (layers sent there by featmask bit 4 are not listed); [] elsewhere."""
+        session = self.session(0) if self.target == "vulkan" else None
+        if not isinstance(session, VulkanTarget):
+            return []
+        fields = options.dict if isinstance(options, OptionSet) else dict(options or {})
+        return session.fallback_layers(self._frozen, fields, self.num_threads)  # type: ignore[arg-type]
 
     def share_sessions(self, other: NcnnModel) -> None:
         """Reuse ``other``'s workers (same target): a probe or fixed graph need not start new emulators."""

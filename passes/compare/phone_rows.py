@@ -1,7 +1,8 @@
 """``phone_rows``: the rows ``ncnnpass convert``'s before/after table gains for the phone.
 
-The model's outputs on an emulated ARM target under the phone sweep (ncnn defaults = fp16 storage +
-arithmetic, fp16 storage only, fp32), each against onnxruntime on the same input.
+The model's outputs on an emulated ARM target (or the Vulkan GPU on lavapipe) under the phone sweep (ncnn
+defaults = fp16 storage + arithmetic, fp16 storage only, fp32), each against onnxruntime on the same input; on
+the GPU also the layers ncnn runs on the CPU for want of a Vulkan implementation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.runtime.targets import describe_target, normalize_target, using_target
+from ncnnpass.ir.runtime.targets import VulkanTarget, describe_target, normalize_target, using_target
 from ncnnpass.passes.measure.onnx_runner import OnnxRunner
 from ncnnpass.passes.measure.tolerance import max_abs_error
 
@@ -49,4 +50,8 @@ def phone_rows(graph: Graph, onnx_path: str | os.PathLike, x: np.ndarray, target
                     raise NcnnpassError(f"ncnn output {blob!r} has {got[blob].size} values, the ONNX output {ref.size}")
             worst = max_abs_error([r for _, r in pairs], [got[b] for b, _ in pairs])
             rows[name] = {"max_abs": worst, "seconds": time.perf_counter() - t0}
-    return {"target": target, "label": describe_target(target), "rows": rows}
+        out = {"target": target, "label": describe_target(target), "rows": rows}
+        if isinstance(session, VulkanTarget):
+            out["no_vulkan_implementation"] = [{"layer": n, "type": t}
+                                               for n, t in session.fallback_layers(graph, dict(PRESETS[options[0]]), 1)]
+    return out

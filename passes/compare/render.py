@@ -93,7 +93,8 @@ def sweep_table(report: CompareReport) -> list[str]:
         text = "-" if rec is None or rec.text_equal is None else ("same" if rec.text_equal else "DIFFERENT")
         d = run.divergent
         div = "-" if not run.isolated_done else (f"{len(d)} (first {d[0].layer})" if d else "0")
-        what = run.option.description + (" [identical to default here]" if run.identical_to_default else "")
+        same = run.identical_to or ("default" if run.identical_to_default else None)
+        what = run.option.description + (f" [identical to {same} here]" if same else "")
         rows.append([name, _cut(what, 52), _e(run.final_max_abs), _cos(run.final_cosine), argmax, text, div])
     return _table(rows, header, {2, 3, 4})
 
@@ -173,6 +174,11 @@ def _render_one(report: CompareReport, brief: bool, header: bool = True) -> list
     odd = [m for m in mp.mapped if m.reason]
     for m in odd:
         lines.append(f"  note: blob {m.blob} -> {m.tensor}: {m.reason}")
+    if report.cpu_fallback:
+        names = ", ".join(f"{t} {n}" for n, t in report.cpu_fallback[:8]) + (" ..." if len(report.cpu_fallback) > 8
+                                                                             else "")
+        lines.append(f"on the CPU: {len(report.cpu_fallback)} layer(s) have no Vulkan implementation; ncnn runs them "
+                     f"on the CPU (a download and upload around each): {names}")
     att = report.attribution
     if att.weighted_layers:
         if att.fp16_weight_layers:
@@ -213,17 +219,28 @@ def split_lines(split: dict) -> list[str]:
     """The fp16 storage vs arithmetic attribution (:func:`ncnnpass.passes.compare.report.fp16_split`)."""
     fin = split["final_max_abs"]
     c = split["layer_counts"]
-    out = ["fp16 loss, storage vs arithmetic (final max abs vs onnxruntime):",
-           f"  fp32 {_e(fin['fp32'])} -> fp16 storage {_e(fin['fp16-storage'])} (storage adds {_e(split['storage'])})"
-           f" -> fp16 storage + arithmetic {_e(fin['default'])} (arithmetic adds {_e(split['arithmetic'])})",
-           f"  divergent layers: {c['storage']} from storage, {c['arithmetic']} from arithmetic, "
-           f"{c['neither']} from neither"]
+    if "packed" in split:  # the GPU sweep
+        head = ["fp16 loss, packed vs storage vs arithmetic (+ uniform) (final max abs vs onnxruntime):",
+                f"  fp32 {_e(fin['fp32'])} -> fp16 packed {_e(fin['fp16-packed'])} (packing adds "
+                f"{_e(split['packed'])}) -> fp16 storage {_e(fin['fp16-storage'])} (storage adds {_e(split['storage'])})"
+                f" -> fp16 storage + arithmetic {_e(fin['default'])} (arithmetic adds {_e(split['arithmetic'])})",
+                f"  divergent layers: {c['packed']} from packing, {c['storage']} from storage, {c['arithmetic']} from "
+                f"arithmetic, {c['neither']} from neither"]
+    else:
+        head = ["fp16 loss, storage vs arithmetic (final max abs vs onnxruntime):",
+                f"  fp32 {_e(fin['fp32'])} -> fp16 storage {_e(fin['fp16-storage'])} (storage adds "
+                f"{_e(split['storage'])}) -> fp16 storage + arithmetic {_e(fin['default'])} (arithmetic adds "
+                f"{_e(split['arithmetic'])})",
+                f"  divergent layers: {c['storage']} from storage, {c['arithmetic']} from arithmetic, "
+                f"{c['neither']} from neither"]
+    out = head
     worst = sorted((x for x in split["layers"] if x["isolated_scaled"]["default"] is not None),
                    key=lambda x: -x["isolated_scaled"]["default"])[:6]
     for x in worst:
         iso = x["isolated_scaled"]
+        packed = f"{_e(iso['fp16-packed'])} packed only, " if "fp16-packed" in iso else ""
         out.append(f"    {x['layer']} ({x['type']}): iso/range {_e(iso['default'])} default, "
-                   f"{_e(iso['fp16-storage'])} storage only, {_e(iso['fp32'])} fp32 -> {x['cause']}")
+                   f"{_e(iso['fp16-storage'])} storage only, {packed}{_e(iso['fp32'])} fp32 -> {x['cause']}")
     return out
 
 

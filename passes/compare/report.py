@@ -96,6 +96,7 @@ class OptionRun:
     identical_to_default: bool = False
     isolated_done: bool = True
     seconds: float = 0.0
+    identical_to: str | None = None  # an earlier option set whose every blob is bit-identical (its rows reused)
 
     @property
     def name(self) -> str:
@@ -128,7 +129,7 @@ class OptionRun:
         first = self.first_divergence
         return {
             "name": self.name, "fields": self.option.dict, "description": self.option.description,
-            "identical_to_default": self.identical_to_default,
+            "identical_to_default": self.identical_to_default, "identical_to": self.identical_to,
             "final_max_abs": _num(self.final_max_abs), "final_cosine": _num(self.final_cosine),
             "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
             "first_divergence": first.layer if first else None,
@@ -207,6 +208,8 @@ class CompareReport:
     text_lines: object | None = None
     # what users see on real text (measure.task_eval.TaskReport), when measured
     task: object | None = None
+    # on the Vulkan target: (layer, type) that ncnn runs on the CPU for want of a Vulkan implementation
+    cpu_fallback: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def fp16_split(self) -> dict | None:
@@ -238,6 +241,7 @@ class CompareReport:
             "fix_log": self.fix_log,
             "fixed": self.fixed.to_dict() if self.fixed else None,
             "timings": self.timings, "target": self.target, "fp16_split": self.fp16_split,
+            "no_vulkan_implementation": [{"layer": n, "type": t} for n, t in self.cpu_fallback],
             "text_lines": self.text_lines.to_dict() if self.text_lines is not None else None,  # type: ignore[attr-defined]
             "task": self.task.to_dict() if self.task is not None else None,  # type: ignore[attr-defined]
         }
@@ -251,10 +255,18 @@ def fp16_split(runs: dict[str, OptionRun], thresholds: dict[str, float] | None =
     """Attribute the fp16 loss to storage or arithmetic from three runs: ``default`` (both), ``fp16-storage``
     (storage only) and ``fp32`` (neither). Final output: arithmetic = default - fp16-storage, storage =
     fp16-storage - fp32 (errors do not add exactly: the split is indicative). Per divergent layer (isolated
-    error): *arithmetic* when turning fp16 arithmetic off removes it, *storage* when only fp32 does."""
+    error): *arithmetic* when turning fp16 arithmetic off removes it, *storage* when only fp32 does.
+
+    With an ``fp16-packed`` run too (the GPU sweep: half pairs in 4-wide blobs, fp32 elsewhere), storage splits
+    further: *packed* = fp16-packed - fp32 (the rounding of packed blobs alone), storage = fp16-storage -
+    fp16-packed; a layer is *storage* when fp16-packed removes its error, *packed* when only fp32 does. On the
+    GPU "arithmetic" includes fp16 uniform (ncnn drops it with arithmetic; it has no option of its own here)."""
     d, s, f = runs.get("default"), runs.get("fp16-storage"), runs.get("fp32")
     if d is None or s is None or f is None or not s.isolated_done:
         return None
+    p = runs.get("fp16-packed")
+    if p is not None and not p.isolated_done:
+        p = None
     th = {"divergence": 1e-5, "fix_factor": 10.0, **(thresholds or {})}
 
     def removes(before: float | None, after: float | None) -> bool:
@@ -264,11 +276,25 @@ def fp16_split(runs: dict[str, OptionRun], thresholds: dict[str, float] | None =
     layers = []
     for r in d.divergent:
         a, b, c = _iso(r), _iso(s.row(r.blob)), _iso(f.row(r.blob))
-        cause = "arithmetic" if removes(a, b) else "storage" if removes(a, c) else "neither"
+        iso = {"default": _num(a), "fp16-storage": _num(b), "fp32": _num(c)}
+        if p is None:
+            cause = "arithmetic" if removes(a, b) else "storage" if removes(a, c) else "neither"
+        else:
+            q = _iso(p.row(r.blob))
+            iso["fp16-packed"] = _num(q)
+            cause = ("arithmetic" if removes(a, b) else "storage" if removes(a, q) else "packed" if removes(a, c)
+                     else "neither")
         layers.append({"layer": r.layer, "type": r.layer_type, "blob": r.blob, "cause": cause,
-                       "isolated_scaled": {"default": _num(a), "fp16-storage": _num(b), "fp32": _num(c)}})
+                       "isolated_scaled": iso})
     total, storage, floor = d.final_max_abs, s.final_max_abs, f.final_max_abs
-    counts = {k: sum(x["cause"] == k for x in layers) for k in ("storage", "arithmetic", "neither")}
-    return {"final_max_abs": {"default": _num(total), "fp16-storage": _num(storage), "fp32": _num(floor)},
-            "storage": _num(max(storage - floor, 0.0)), "arithmetic": _num(max(total - storage, 0.0)),
-            "layer_counts": counts, "layers": layers}
+    kinds = ("storage", "arithmetic", "neither") if p is None else ("packed", "storage", "arithmetic", "neither")
+    counts = {k: sum(x["cause"] == k for x in layers) for k in kinds}
+    finals = {"default": _num(total), "fp16-storage": _num(storage), "fp32": _num(floor)}
+    out = {"final_max_abs": finals, "storage": _num(max(storage - floor, 0.0)),
+           "arithmetic": _num(max(total - storage, 0.0)), "layer_counts": counts, "layers": layers}
+    if p is not None:
+        packed = p.final_max_abs
+        finals["fp16-packed"] = _num(packed)
+        out["packed"] = _num(max(packed - floor, 0.0))
+        out["storage"] = _num(max(storage - packed, 0.0))
+    return out

@@ -8,7 +8,8 @@
   label files and loading);
 - model input exactly as PaddleOCR's inference makes it: :mod:`.prepare` (per kind), :mod:`.rec_preprocess`,
   :mod:`.det_preprocess`, :mod:`.crops`, :mod:`.model_input`;
-- task decoding and metrics: :mod:`.ctc_decode`, :mod:`.metrics` (rec, det, cls).
+- task decoding and metrics: :mod:`.ctc_decode`, :mod:`.metrics` (rec, det, cls);
+- verification: :mod:`.verify` (before/after a rewrite), :mod:`.paths` (a file with featmasks on every ncnn path).
 
 It sits below the pass engine and the tools (precision, compare, paddle, toolchain) and imports only the IR
 and its runtime, numpy, OpenCV, Pillow, pyclipper and the standard library (PyYAML and onnx lazily, for

@@ -13,15 +13,17 @@ X absolute for outputs of magnitude up to 1, X relative above.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import VerificationError
+from ncnnpass.ir.featmask import carries_featmask
 from ncnnpass.ir.runtime import Target, describe_target, normalize_target, using_target
 from ncnnpass.ir.runtime.shapes import normalize_input_shapes
+from ncnnpass.ir.runtime.targets import VulkanTarget
 
 from .inputs import seeded_inputs
 from .tolerance import Comparison, Diff, Tolerance, compare_outputs
@@ -155,18 +157,25 @@ class WriteCheck:
 
     lines: list[str] = field(default_factory=list)
     refusal: str | None = None
+    #: the every-path check (:mod:`.paths`), when the file carries featmask bits
+    paths: object | None = None
 
 
 def check_before_write(before: Graph | None, after: Graph, shape: Shape, *, target: str, seed: int = 0,
-                       tolerance: float | Tolerance = DEFAULT_TOLERANCE, checked_on_target: bool = False
-                       ) -> WriteCheck:
+                       tolerance: float | Tolerance = DEFAULT_TOLERANCE, checked_on_target: bool = False,
+                       paths: str | Iterable[str] | None = "available", progress=None) -> WriteCheck:
     """``before`` given (``--verify``): the outputs before and after in ncnn under fp32 options on ``target``
-    must agree within ``tolerance``. On a phone target the rewritten model must also run there under default
-    options without crash or NaN/Inf (measured against ``before``'s fp32 outputs when verifying), unless a
-    pass already ran it there (``checked_on_target``)."""
+    must agree within ``tolerance``. A file that carries featmask bits must then run correctly on every one of
+    ``paths`` (:func:`.paths.check_every_path`: x86 and the provisioned ARM and Vulkan runtimes by default), the
+    target's own path skipped when a pass already measured it there (``checked_on_target``). On a device target
+    (ARM, Vulkan) whose path that does not cover, the rewritten model must run there under default options
+    without crash or NaN/Inf (measured against ``before``'s fp32 outputs when verifying)."""
+    from .paths import check_every_path, path_of_target, resolve_paths
+
     tol = Tolerance.of(tolerance)
     out = WriteCheck()
-    phone = normalize_target(target).startswith("arm")
+    name = normalize_target(target)
+    device = name.startswith("arm") or name == "vulkan"
     reference = None
     if before is not None:
         result = verify(before, after, shape, options="fp32", seed=seed, target=target)
@@ -176,17 +185,44 @@ def check_before_write(before: Graph | None, after: Graph, shape: Shape, *, targ
             return out
         out.lines.append(f"verified: max abs {result.max_abs:.3e}, max rel {result.max_rel:.3e} <= tolerance {tol}")
         reference = result.reference
-    if phone and not checked_on_target:
-        if before is None:  # one run: does it run there at all
-            feeds = seeded_inputs(input_shapes_for(after, shape), seed)
-            with using_target(target) as where:
-                outs = where.run(after, feeds, list(after.outputs), "default", 1)
-            finite = all(np.all(np.isfinite(a)) for a in outs.values())
-        else:
-            was, now = phone_error(before, after, shape, seed=seed, target=target, reference=reference)
-            out.lines.append(f"phone error on {describe_target(target)}, ncnn default options vs fp32: "
-                             f"before {was.max_abs:.3e}, after {now.max_abs:.3e} (max abs)")
-            finite = bool(np.isfinite(now.max_abs))
-        if not finite:
-            out.refusal = f"the model returns NaN/Inf on {describe_target(target)} under default options"
+    own = path_of_target(target)
+    chosen, unavailable = resolve_paths(paths)
+    every = carries_featmask(after) and bool(chosen or unavailable)
+    covered = every and own in chosen
+    if device and not checked_on_target and not covered:
+        out.refusal = _device_check(before, after, shape, target, seed, reference, out.lines)
+        if out.refusal:
+            return out
+    if every:
+        report = check_every_path(after, shape, seed=seed, paths=paths, skip=[own] if checked_on_target else [],
+                                  progress=progress)
+        out.paths = report
+        out.lines.extend(report.lines())
+        out.refusal = report.refusal
     return out
+
+
+def _device_check(before: Graph | None, after: Graph, shape: Shape, target: str, seed: int,
+                  reference: Mapping[str, np.ndarray] | None, lines: list[str]) -> str | None:
+    """The rewritten model under default options on a device target: no crash, no NaN/Inf."""
+    if before is None:  # one run: does it run there at all
+        feeds = seeded_inputs(input_shapes_for(after, shape), seed)
+        with using_target(target) as where:
+            outs = where.run(after, feeds, list(after.outputs), "default", 1)
+        finite = all(np.all(np.isfinite(a)) for a in outs.values())
+    else:
+        was, now = phone_error(before, after, shape, seed=seed, target=target, reference=reference)
+        what = "GPU" if normalize_target(target) == "vulkan" else "phone"
+        lines.append(f"{what} error on {describe_target(target)}, ncnn default options vs fp32: "
+                     f"before {was.max_abs:.3e}, after {now.max_abs:.3e} (max abs)")
+        finite = bool(np.isfinite(now.max_abs))
+    with using_target(target) as where:
+        if isinstance(where, VulkanTarget):
+            fallback = where.fallback_layers(after, "default", 1)
+            if fallback:
+                lines.append(f"{describe_target(target)}: {len(fallback)} layer(s) have no Vulkan implementation and "
+                             "run on the CPU: " + ", ".join(f"{t} {n}" for n, t in fallback[:8])
+                             + (" ..." if len(fallback) > 8 else ""))
+    if not finite:
+        return f"the model returns NaN/Inf on {describe_target(target)} under default options"
+    return None

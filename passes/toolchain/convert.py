@@ -44,6 +44,8 @@ HINTS = {
               "inference.pdiparams) or a model name",
     "pnnx": "try --static-width, another --shape, or a newer pnnx (pip install -U --no-deps pnnx)",
     "pipeline": "try --pipeline repair, or list the pipelines with: ncnnpass passes",
+    "paths": "the pipeline's featmasks break an ncnn path: use passes that write the every-path form "
+             "(keep-fp32 with safe=1), or --paths to name the paths the model must run on",
     "verify": "compare both models with onnxruntime: ncnnpass compare OUTDIR/model.onnx "
               "OUTDIR/model.ncnn.param OUTDIR/model.ncnn.bin (and OUTDIR/pnnx/model.ncnn.*); --tolerance raises "
               "how much worse than the converter's output a rewrite may make it",
@@ -232,13 +234,42 @@ def _write_report(out: Path, onnx_path: Path, param: Path, bin: Path, shape: tup
 
 
 def _phone_figures(before: Graph, after: Graph, onnx_path: Path, x: np.ndarray, target: str) -> dict:
-    """max |ncnn - onnxruntime| of both models on the emulated phone, default and fp32 options."""
+    """max |ncnn - onnxruntime| of both models on the emulated phone or on the GPU (lavapipe), default and fp32
+    options; on the GPU also the layers with no Vulkan implementation (``compare --target vulkan`` splits the
+    GPU's loss further: each option set is a net load that compiles its shaders, seconds each)."""
     from ncnnpass.passes.compare.phone_rows import phone_rows
 
-    rows = {k: phone_rows(g, onnx_path, x, target=target, options=("default", "fp32"))
+    gpu = target == "vulkan"
+    options = ("default", "fp32")
+    rows = {k: phone_rows(g, onnx_path, x, target=target, options=options)
             for k, g in (("before", before), ("after", after))}
-    return {"target": rows["after"]["target"], "label": rows["after"]["label"],
-            **{k: {opt: r["max_abs"] for opt, r in v["rows"].items()} for k, v in rows.items()}}
+    out = {"target": rows["after"]["target"], "label": rows["after"]["label"],
+           **{k: {opt: r["max_abs"] for opt, r in v["rows"].items()} for k, v in rows.items()}}
+    if gpu:
+        out["no_vulkan_implementation"] = rows["after"].get("no_vulkan_implementation", [])
+    return out
+
+
+def _rows_stage(target: str) -> str:
+    return "GPU rows (vulkan, lavapipe)" if target == "vulkan" else f"phone rows ({target}, emulated)"
+
+
+def _every_path_stage(stages: list[Stage], after: Graph, shape: tuple[int, int, int], seed: int, paths,
+                      progress: Progress, result: ConvertResult) -> None:
+    """A written model that carries featmask bits must run correctly on every ncnn path (x86, and the ARM CPU
+    and the Vulkan GPU where provisioned): :func:`ncnnpass.passes.measure.paths.check_every_path`. Fatal like
+    the verification: the conversion fails naming the path (the files stay in OUTDIR for inspection)."""
+    from ncnnpass.ir.featmask import carries_featmask
+    from ncnnpass.passes.measure.paths import check_every_path
+
+    if not carries_featmask(after):
+        return
+    with _stage(stages, "verify on every ncnn path", progress, HINTS["paths"]) as st:
+        report = check_every_path(after, shape, seed=seed, paths=paths, progress=progress)
+        result.paths = report.to_dict()
+        st.note = "(" + "; ".join(ln.strip() for ln in report.lines()[1:]) + ")"
+        if report.refusal:
+            raise VerificationError(f"model.ncnn.param is not right on every path: {report.refusal}")
 
 
 def _judge(figures: dict[str, ModelFigures], before: Graph, onnx_path: Path, x: np.ndarray, tolerance: float,
@@ -267,7 +298,7 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
             pipeline: str = "repair", fp16_weights: bool = False, tolerance: float | None = None,
             report: bool = True, seed: int = 0, dynamic_width: bool = True, phone_target: str | None = None,
             verify_each: bool | None = None, task: TaskRequest | None = None,
-            progress: Progress = lambda s: None) -> ConvertResult:
+            progress: Progress = lambda s: None, paths: str | None = "available") -> ConvertResult:
     """Run the whole chain; see the module docstring. ``tolerance``: how much worse than the converter's
     output (against onnxruntime, same options) the rewritten model may be (default 1e-4); the converter's
     own error is reported and fatal only past :data:`.convert_gate.CONVERTER_BOUND` with task-level
@@ -277,12 +308,14 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
     det 3×640×640, or the ``inference.yml`` image shape). ``dynamic_width``: when the ONNX input has
     dynamic dims the model kind varies at inference (rec: W, det: H and W), ask pnnx for a model that
     runs at any size and verify it at a second size too; False bakes ``shape`` in. ``phone_target``
-    (``"arm"``, ``"arm-a57"``): also measure both models on the emulated phone under default and fp32
-    options (an optional stage: a failure there is a warning). ``verify_each``: the IR verifier after
-    every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). ``task``: also measure both
-    models against onnxruntime on real text (the built-in held-out lines or pages, or ``task.images``) with
-    the kind's task metric (an optional stage; :mod:`.convert_task`). A bad pipeline or pass spec fails
-    before any stage runs."""
+    (``"arm"``, ``"arm-a57"``, ``"vulkan"``): also measure both models on the emulated phone or on the GPU
+    (lavapipe) under default and fp32 options (an optional stage: a failure there is a warning). ``paths``: a
+    pipeline that writes featmask bits must leave a model that runs correctly on each of these ncnn paths
+    (:func:`ncnnpass.passes.measure.paths.resolve_paths`), else the conversion fails. ``verify_each``: the IR
+    verifier after every pass of the pipeline (see :func:`ncnnpass.passes.apply_passes`). ``task``: also
+    measure both models against onnxruntime on real text (the built-in held-out lines or pages, or
+    ``task.images``) with the kind's task metric (an optional stage; :mod:`.convert_task`). A bad pipeline or
+    pass spec fails before any stage runs."""
     from ncnnpass.passes import apply_passes, resolve_passes
     from ncnnpass.passes.measure.model_info import read_model_info
 
@@ -343,12 +376,14 @@ def convert(src: str, outdir: str | os.PathLike, *, shape: tuple[int, int, int] 
                            (str(after_param), str(after_bin)), pipeline, stages, figures, str(rep), tolerance,
                            kind=info.kind, model_name=info.name, shape=(c, h, w), second_shape=shape2,
                            warnings=warnings)
+    _every_path_stage(stages, after, (c, h, w), seed, paths, progress, result)
     if phone_target:
-        with _stage(stages, f"phone rows ({phone_target}, emulated)", progress, optional=True) as st:
+        with _stage(stages, _rows_stage(phone_target), progress, optional=True) as st:
             result.phone = _phone_figures(before, after, onnx_path, x, phone_target)
-            st.note = f"(after: {result.phone['after']['default']:.2e} default on the phone)"
+            st.note = f"(after: {result.phone['after']['default']:.2e} default on {result.phone['label']})"
         if st.status == "failed":
-            warnings.append(f"the phone rows failed ({st.reason}); the verified model is written")
+            warnings.append(f"the {_rows_stage(phone_target).split(' (')[0]} failed ({st.reason}); the verified model "
+                            "is written")
     if task is not None and info.kind in ("rec", "det", "cls"):
         with _stage(stages, "real text against onnxruntime", progress, optional=True) as st:
             result.task, found = task_rows(before, after, onnx_path, info, task, pipeline=pipeline,

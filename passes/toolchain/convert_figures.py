@@ -60,6 +60,8 @@ class ConvertResult:
     phone: dict | None = None
     # with real text: the task report (passes/toolchain/convert_task.task_rows), its "rows" in the table
     task: dict | None = None
+    # the every-path check of a model with featmask bits (measure.paths.PathsReport.to_dict)
+    paths: dict | None = None
 
     def table(self) -> str:
         b, a = self.figures["before"], self.figures["after"]
@@ -85,7 +87,22 @@ class ConvertResult:
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         w2 = max([14] + [len(r[2]) for r in rows])
-        return "\n".join(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}" for r in rows)
+        return "\n".join([f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}" for r in rows] + self._notes())
+
+    def _notes(self) -> list[str]:
+        """Lines under the table: layers the GPU runs on the CPU, and the every-path check."""
+        out = []
+        fallback = (self.phone or {}).get("no_vulkan_implementation") or []
+        if fallback:
+            out.append(f"on {self.phone['label']}: {len(fallback)} layer(s) have no Vulkan implementation and run on "
+                       "the CPU: " + ", ".join(f"{x['type']} {x['layer']}" for x in fallback[:8])
+                       + (" ..." if len(fallback) > 8 else ""))
+        if self.paths:
+            for r in self.paths["paths"]:
+                verdict = "ok" if r["broken"] is None else f"BROKEN: {r['broken']}"
+                out.append(f"every path: {r['label']}: {verdict}")
+            out += [f"every path: {p}: not run ({why})" for p, why in self.paths["skipped"].items()]
+        return out
 
     def to_json(self) -> dict:
         d = asdict(self)
