@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,11 @@ from .options import Option, as_option, option_text
 from .rewriter import Rewriter
 from .rule import Rule, compile_rules, sort_rules
 
+#: How far a pass may move a model's outputs under ncnn fp32 options, relative to their magnitude, by the
+#: ``fold_storage`` of the run: an exact rewrite changes fp32 rounding only.
+EXACT: dict[str, float] = {"fp32": 1e-4, "keep": 1e-4}
+Bounds = Mapping[str, float] | Callable[[dict[str, Any], str], float]
+
 
 class Pass:
     """A named graph transformation. ``run`` returns the number of rewrites per rule (or a count)."""
@@ -24,6 +29,9 @@ class Pass:
     name: str = ""
     doc: str = ""
     needs_shapes: bool = False
+    #: the declared numeric bound: ``{fold_storage: bound}`` or ``fn(options, fold_storage) -> bound``
+    #: (see :meth:`numeric_bound`); the pass fuzzer (tests/fuzz/passes) holds every pass to it
+    numeric_bounds: Bounds = EXACT
     #: option name -> :class:`~.options.Option` (typed; older ``(default, help)`` tuples are kept as text);
     #: options are given as ``name[key=value,...]`` or ``configure(key=value)``
     option_help: dict[str, Option] = {}
@@ -42,6 +50,12 @@ class Pass:
         new = copy.copy(self)
         new.options = {**self.options, **parsed}
         return new
+
+    def numeric_bound(self, fold_storage: str = "fp32") -> float:
+        """The largest max |after - before| / max |before| over a model's outputs (ncnn, fp32 options)
+        this pass, as configured, may cause in a run with ``fold_storage``."""
+        b = self.numeric_bounds
+        return float(b(self.options, fold_storage) if callable(b) else b.get(fold_storage, b["fp32"]))
 
     def spec(self) -> str:
         """This pass as spec text, ``name[key=value,...]`` with the options that differ from their default."""
@@ -64,7 +78,8 @@ class RulePass(Pass):
     def __init__(self, name: str, doc: str, text: str, hooks: dict[str, Callable[..., Any]] | None = None, *,
                  needs_shapes: bool = False, file: str | None = None,
                  options: dict[str, Option | tuple[Any, str]] | None = None,
-                 enabled: Callable[[Rule, dict[str, Any]], bool] | None = None) -> None:
+                 enabled: Callable[[Rule, dict[str, Any]], bool] | None = None,
+                 numeric_bounds: Bounds = EXACT) -> None:
         self.name = name
         self.doc = doc
         self.text = text
@@ -73,6 +88,7 @@ class RulePass(Pass):
         self.file = file or f"<pass {name}>"
         self.option_help = dict(options or {})
         self.enabled = enabled
+        self.numeric_bounds = numeric_bounds
         self._rules: list[Rule] | None = None
         super().__init__()
 
@@ -97,11 +113,13 @@ class FunctionPass(Pass):
     """A pass written as a Python function ``fn(graph, ctx, **options) -> int | dict``."""
 
     def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
-                 needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None) -> None:
+                 needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None,
+                 numeric_bounds: Bounds = EXACT) -> None:
         self.name = name
         self.doc = doc
         self.fn = fn
         self.needs_shapes = needs_shapes
+        self.numeric_bounds = numeric_bounds
         self.option_help = dict(options or {})
         super().__init__()
 

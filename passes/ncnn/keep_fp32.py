@@ -26,7 +26,7 @@ from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.schema import FEATMASK_BITS, KNOWN_TYPES
 
-from ..engine import FunctionPass, PassContext, compile_rules
+from ..engine import EXACT, FunctionPass, PassContext, compile_rules
 
 DEFAULT_BITS = FEATMASK_BITS["no_fp16_arithmetic"] | FEATMASK_BITS["no_fp16_storage"] | FEATMASK_BITS["no_bf16_storage"]
 
@@ -92,10 +92,16 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
     return changed
 
 
+def numeric_bound(options: dict, fold_storage: str) -> float:
+    """Exact, except ``no_int8``: int8 layers then compute in fp32, a different result by design."""
+    return float("inf") if parse_bits(options.get("bits", DEFAULT_BITS)) & FEATMASK_BITS["no_int8"] else EXACT["fp32"]
+
+
 PASS = FunctionPass(
     "keep-fp32", "set featmask 31= (no fp16/bf16) on layers chosen by types=, names= and/or pattern=", keep_fp32,
     options={"types": (None, "layer types, e.g. InnerProduct|Gemm"),
              "names": (None, "layer names or globs, e.g. fc*|linear_72"),
              "pattern": (None, "match lines of the pattern language (';' separates lines)"),
              "bits": (DEFAULT_BITS, "featmask bits: int or names (no_fp16_storage|no_fp16_arithmetic|...)"),
-             "safe": (1, "1: add the cast boundaries ARM needs around layers kept out of fp16 storage")})
+             "safe": (1, "1: add the cast boundaries ARM needs around layers kept out of fp16 storage")},
+    numeric_bounds=numeric_bound)
