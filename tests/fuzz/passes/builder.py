@@ -144,6 +144,7 @@ class Builder:
         self.shared_name_rate = 0.0
         self.odd_name_rate = 0.0        # names shaped like the ones rewrites and Splits create
         self.explicit_default_rate = 0.0  # params written out at their default values, as pnnx does
+        self.hint_rate = 0.0            # output shape hints (-23330=), which ncnn reads at load
         self.names: set[str] = set()
 
     # -- blobs and layers --------------------------------------------------------------------------
@@ -180,6 +181,11 @@ class Builder:
             params = with_defaults(type_, params)
         if featmask and type_ != "Input" and self.rng.random() < self.featmask_rate:
             params[31] = self.rng.choice((1, 2, 3, 4, 6, 7, 32, 64, 128, 2 | 32))
+        if outputs and type_ != "Input" and self.rng.random() < self.hint_rate:
+            hint: list[int] = []
+            for t in outputs:  # per top: dims, w, h, c (ncnn Net::load_param)
+                hint += [t.rank, *reversed(t.shape), *([0] * (3 - t.rank))] if t.rank <= 3 else [0, 0, 0, 0]
+            params[30] = hint
         ly = L(type_, self.layer_name(type_), list(inputs), list(outputs), params, list(weights or []))
         self.layers.append(ly)
         return ly

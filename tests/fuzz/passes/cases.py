@@ -21,13 +21,13 @@ class Corpus:
     """The real models a campaign uses, loaded once per process (text and bytes, per form on demand)."""
 
     names: list[str] = field(default_factory=list)
-    _files: dict[str, tuple[str, bytes, tuple[int, int, int]]] = field(default_factory=dict)
+    _files: dict[str, tuple[str, bytes, real.RealModel]] = field(default_factory=dict)
     _forms: dict[tuple[str, str], tuple[str, bytes, Graph]] = field(default_factory=dict)
 
-    def files(self, name: str) -> tuple[str, bytes, tuple[int, int, int]]:
+    def files(self, name: str) -> tuple[str, bytes, real.RealModel]:
         if name not in self._files:
             m = real.real_model(name)
-            self._files[name] = (m.param.read_text(), m.bin.read_bytes(), m.shape)
+            self._files[name] = (m.param.read_text(), m.bin.read_bytes(), m)
         return self._files[name]
 
     def form(self, name: str, form: str) -> tuple[str, bytes, Graph]:
@@ -48,15 +48,19 @@ def make_case(seed: str, i: int, mode: str, corpus: Corpus) -> Case:
         name = rng.choice(corpus.names)
         form = rng.choice(real.FORMS)
         text, data, graph = corpus.form(name, form)
-        shape = corpus.files(name)[2]
+        model = corpus.files(name)[2]
         inputs = graph.inputs
-        run_shapes = {inputs[0]: list(shape)}
+        run_shapes = {inputs[0]: list(model.shape)}
         seq = random_sequence(rng, graph, declared=False)
+        static = any(f"static={v}" in s for s in seq.passes for v in ("1", "true", "yes", "on"))
+        second = {inputs[0]: list(model.second)} if model.second and not static else None
         return Case(cid, f"real:{name}/{form}", text, data, seq.passes, seq.fold_storage,
-                    run_shapes if seq.give_shape else None, run_shapes, None, rng.randrange(1 << 16))
+                    run_shapes if seq.give_shape else None, run_shapes, None, rng.randrange(1 << 16),
+                    seq.max_iterations, second)
     m = generate(rng)
     graph = Graph.from_text(m.param, m.bin)
     seq = random_sequence(rng, graph, m.declared)
     run_shapes = {k: list(v) for k, v in m.run_shapes.items()}
     return Case(cid, "generated", m.param, m.bin, seq.passes, seq.fold_storage,
-                run_shapes if seq.give_shape else None, run_shapes, m.outputs, rng.randrange(1 << 16))
+                run_shapes if seq.give_shape else None, run_shapes, m.outputs, rng.randrange(1 << 16),
+                seq.max_iterations)

@@ -27,6 +27,7 @@ MOTIFS = (  # (weight, motif)
     (2, motifs.reshape_binop),
     (1, motifs.concat_branch),
     (1, motifs.softmax_relu),
+    (2, motifs.twice_and_slice),
 )
 
 
@@ -55,15 +56,17 @@ def generate(rng: random.Random, max_motifs: int = 7) -> GenModel:
     b.shared_name_rate = rng.choice((0.0, 0.0, 0.0, 0.0, 0.1))
     b.odd_name_rate = rng.choice((0.0, 0.0, 0.0, 0.1))
     b.explicit_default_rate = rng.choice((0.0, 0.0, 0.5, 1.0))
+    b.hint_rate = rng.choice((0.0, 0.0, 0.0, 0.0, 0.5))
     c, h, w = _size(rng)
     declared = rng.random() < 0.8
     x = b.blob((c, h, w))
     b.add("Input", [], [x], {0: w, 1: h, 2: c} if declared else {})
     graph_input = x
     names = []
-    cur: T = x
+    live: list[T] = [x]  # 3-D blobs a motif may start from: mostly the latest, sometimes an earlier one
     weights, table = zip(*MOTIFS, strict=True)
     for _ in range(rng.randint(1, max_motifs)):
+        cur = live[-1] if rng.random() < 0.75 else rng.choice(live)
         motif = rng.choices(table, weights)[0]
         if motif == "memorydata":
             out = motifs.memorydata_binop(b, cur, graph_input)
@@ -72,7 +75,7 @@ def generate(rng: random.Random, max_motifs: int = 7) -> GenModel:
             out = motif(b, cur)
             names.append(motif.__name__)
         if out is not None:
-            cur = out
+            live.append(out)
         elif rng.random() < 0.5:
             break
     outputs = None

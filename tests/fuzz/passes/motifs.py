@@ -51,7 +51,11 @@ def _pool_se(b: Builder, x: T) -> T:
         axes = (-2, -1) if kind == "mean-neg" else r.choice(((1, 2), (2, 1)))
         v = ops.reduction(b, x, 3, axes, keepdims=int(kind == "mean-keep" or r.random() < 0.3))
     else:  # a Reduction mean-reduction-to-pooling must not take: sum, another coeff, other axes
-        variant = r.choice(("sum", "coeff", "max", "axis-w"))
+        variant = r.choice(("sum", "coeff", "max", "axis-w", "all"))
+        if variant == "all":  # 1=1: reduce everything
+            keep = r.choice((0, 1))
+            v = b.one("Reduction", x, (1, 1, 1) if keep else (1,), {0: 3, 1: 1, 4: keep, 5: 1})
+            return ops.flatten(b, v) if keep else v
         if variant == "axis-w":
             v = ops.reduction(b, x, 3, (2,), keepdims=0)
             return ops.reshape(b, v, (c * x.shape[1],))
@@ -361,3 +365,28 @@ def concat_branch(b: Builder, x: T) -> T:
         return y
     return b.one("Concat", [x, y], (x.shape[0] + y.shape[0], *x.shape[1:]), {0: 0}, pos=x.pos and y.pos,
                  nonneg=x.nonneg and y.nonneg)
+
+
+def twice_and_slice(b: Builder, x: T) -> T:
+    """One blob read twice by one layer (BinaryOp(x, x), Concat(x, x), a scaled x added to itself), and a
+    multi-output Slice whose parts go through their own chains (rewrites next to several-blob layers)."""
+    r = b.rng
+    c, h, w = x.shape
+    kind = r.choice(("binary", "scaled-self", "concat", "slice", "slice"))
+    if kind == "binary":
+        return ops.binary(b, x, x, r.choice((0, 2, 4, 5)))
+    if kind == "scaled-self":
+        x2 = ops.binary_scalar(b, x, 2, scalar_k(b, 2))
+        return ops.binary(b, x2, x2, 0)
+    if kind == "concat" or c < 2:
+        return b.one("Concat", [x, x], (2 * c, h, w), {0: 0}, pos=x.pos, nonneg=x.nonneg)
+    first = r.randint(1, c - 1)
+    parts = [b.blob((first, h, w), x.pos, x.nonneg), b.blob((c - first, h, w), x.pos, x.nonneg)]
+    b.add("Slice", [x], parts, {0: [first, -233], 1: 0})
+    left = conv_chain(b, parts[0]) if r.random() < 0.5 else identity_chain(b, parts[0])
+    right = parts[1] if r.random() < 0.5 else identity_chain(b, parts[1])
+    if left.shape[1:] != right.shape[1:]:
+        ops.head(b, right)
+        return left
+    return b.one("Concat", [left, right], (left.shape[0] + right.shape[0], h, w), {0: 0},
+                 pos=left.pos and right.pos, nonneg=left.nonneg and right.nonneg)

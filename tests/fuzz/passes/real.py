@@ -3,7 +3,8 @@
 Models: every pnnx conversion the tests fetch (``tests/fixtures.py``): PP-OCRv3 and v4 rec (``fp16=0`` and
 ``fp16=1``, static width 320), and ``convert``'s pnnx output (dynamic sizes) of PP-OCRv5 rec, PP-OCRv3/v4/v5
 det and the v2 direction classifier, cached under the fixtures cache as ``passfuzz_<name>``. Dynamic models
-run at small sizes (det 64x64) to keep a sequence cheap.
+run at small sizes (det 64x64) to keep a sequence cheap, and at a second size too: a pass told one input
+shape must leave a dynamic model right at every size (unless told ``static=1``).
 
 Forms (:func:`shaped`, edits through the graph API that keep the model's values; see
 tests/test_repair_hand_shaped.py for the same forms made by hand on PP-OCRv3):
@@ -38,6 +39,7 @@ class RealModel:
     param: Path
     bin: Path
     shape: tuple[int, int, int]
+    second: tuple[int, int, int] | None = None  # dynamic models: another size they run at
 
 
 def _fixtures():
@@ -48,13 +50,13 @@ def _fixtures():
     return fixtures
 
 
-# name -> (source getter name in tests/fixtures.py or zoo name, run shape)
+# name -> (source getter name in tests/fixtures.py or zoo name, run shape, a second shape it runs at)
 CONVERTED = {
-    "ppocrv5-rec": ("ppocrv5_rec_paddle_dir", (3, 48, 160)),
-    "ppocrv3-det": ("ppocrv3_det_onnx", (3, 64, 64)),
-    "ppocrv4-det": ("ppocrv4_det_paddle_dir", (3, 64, 64)),
-    "ppocrv5-det": ("zoo:ppocrv5-det", (3, 64, 64)),
-    "ppocrv2-cls": ("ppocrv2_cls_paddle_dir", (3, 48, 192)),
+    "ppocrv5-rec": ("ppocrv5_rec_paddle_dir", (3, 48, 160), (3, 48, 96)),
+    "ppocrv3-det": ("ppocrv3_det_onnx", (3, 64, 64), (3, 96, 64)),
+    "ppocrv4-det": ("ppocrv4_det_paddle_dir", (3, 64, 64), (3, 96, 64)),
+    "ppocrv5-det": ("zoo:ppocrv5-det", (3, 64, 64), (3, 96, 64)),
+    "ppocrv2-cls": ("ppocrv2_cls_paddle_dir", (3, 48, 192), (3, 48, 96)),
 }
 FIXED = {  # pnnx fixtures of tests/fixtures.py (static width: they run at 3x48x320 only)
     "ppocrv3-rec": ("ppocrv3_rec_ncnn", False), "ppocrv3-rec-fp16": ("ppocrv3_rec_ncnn", True),
@@ -69,7 +71,7 @@ def converted(name: str) -> tuple[Path, Path]:
     from ncnnpass.passes.toolchain.convert import convert
 
     fx = _fixtures()
-    getter, shape = CONVERTED[name]
+    getter = CONVERTED[name][0]
     if getter.startswith("zoo:"):
         src = model_zoo.fetch(getter[4:], fx.cache_dir())[0]
     else:
@@ -93,7 +95,7 @@ def real_model(name: str) -> RealModel:
         param, bin_ = getattr(_fixtures(), getter)(fp16)
         return RealModel(name, Path(param), Path(bin_), (3, 48, 320))
     param, bin_ = converted(name)
-    return RealModel(name, param, bin_, CONVERTED[name][1])
+    return RealModel(name, param, bin_, *CONVERTED[name][1:])
 
 
 # -- forms -------------------------------------------------------------------------------------------------

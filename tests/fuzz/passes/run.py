@@ -42,7 +42,7 @@ class Tally:
     statuses: Counter = field(default_factory=Counter)
     fired: dict[str, Counter] = field(default_factory=lambda: {"generated": Counter(), "real": Counter()})
     failures: list[tuple[int, Outcome, str]] = field(default_factory=list)
-    worst: dict[float, float] = field(default_factory=dict)  # declared bound -> largest error seen under it
+    worst: dict[float, tuple[float, int]] = field(default_factory=dict)  # bound -> (largest error, case)
     seconds: float = 0.0
 
     def add(self, index: int, o: Outcome, source: str) -> None:
@@ -54,7 +54,7 @@ class Tally:
         if o.status != "ok":
             self.failures.append((index, o, source))
         elif o.bound:
-            self.worst[o.bound] = max(self.worst.get(o.bound, 0.0), o.error)
+            self.worst[o.bound] = max(self.worst.get(o.bound, (0.0, -1)), (o.error, index))
 
     def fired_all(self) -> Counter:
         return self.fired["generated"] + self.fired["real"]
@@ -95,8 +95,8 @@ def report(t: Tally, seed: str, jobs: int) -> str:
              f"worker(s), seed {seed}): " + ", ".join(f"{n} {k}" for k, n in sorted(t.by_source.items()))]
     for (kind, status), n in sorted(t.statuses.items()):
         lines.append(f"  {n:>8}  {kind} {status}")
-    for bound, err in sorted(t.worst.items()):
-        lines.append(f"  largest error of passing cases under bound {bound:g}: {err:.3g}")
+    for bound, (err, i) in sorted(t.worst.items()):
+        lines.append(f"  largest error of passing cases under bound {bound:g}: {err:.3g} (case {i})")
     if t.by_source.get("generated"):
         _, never, table = summary(t.fired["generated"], "generated graphs")
         lines.append(table.splitlines()[0] + (f"; never fired: {', '.join(never)}" if never else ""))
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "statuses": {f"{k} {s}": n for (k, s), n in t.statuses.items()},
             "coverage_generated": share_gen, "never_fired_generated": never_gen, "coverage_all": share_all,
             "never_fired_all": never_all, "fired_generated": dict(t.fired["generated"]),
-            "fired_real": dict(t.fired["real"]), "worst_error_by_bound": {str(k): v for k, v in t.worst.items()},
+            "fired_real": dict(t.fired["real"]), "worst_error_by_bound": {str(k): list(v) for k, v in t.worst.items()},
             "failures": [{"index": i, "source": s, "status": o.status, "stage": o.stage, "kind": o.kind,
                           "message": o.message} for i, o, s in t.failures]}, indent=1))
     if args.reduce:

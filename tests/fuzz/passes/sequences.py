@@ -34,6 +34,7 @@ class Sequence:
     passes: list[str]
     fold_storage: str
     give_shape: bool
+    max_iterations: int = 8
 
 
 def _keep_fp32(rng: random.Random, graph: Graph) -> str:
@@ -89,4 +90,5 @@ def random_sequence(rng: random.Random, graph: Graph, declared: bool) -> Sequenc
             items.append(pass_spec(rng, rng.choice(names), graph))
     fold_storage = "keep" if rng.random() < 0.2 else "fp32"
     give_shape = rng.random() < (0.5 if declared else 0.8)
-    return Sequence(items, fold_storage, give_shape)
+    max_iterations = rng.choices((8, 1, 2), (8, 1, 1))[0]
+    return Sequence(items, fold_storage, give_shape, max_iterations)
