@@ -11,6 +11,7 @@ from typing import Any
 
 from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import GraphError, NcnnpassError
+from ncnnpass.ir.listeners import GraphListener
 
 from .context import PassContext
 from .options import Option, as_option, option_text
@@ -249,6 +250,29 @@ class PassReport:
         return "\n".join(lines)
 
 
+class _EditCounter(GraphListener):
+    """Counts the structural edits of a graph (a function pass may make some it does not report, e.g.
+    keep-fp32's ARM cast boundaries): a fixpoint is only one when nothing at all changed."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def layer_added(self, layer: Layer) -> None:
+        self.n += 1
+
+    def layer_removed(self, layer: Layer) -> None:
+        self.n += 1
+
+    def layer_rewired(self, layer: Layer, old_inputs: tuple[str, ...], old_outputs: tuple[str, ...]) -> None:
+        self.n += 1
+
+    def layer_renamed(self, layer: Layer, old_name: str) -> None:
+        self.n += 1
+
+    def blob_renamed(self, old: str, new: str) -> None:
+        self.n += 1
+
+
 def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tuple[int, ...]] | None = None,
                max_iterations: int = 8, fold_storage: str = "fp32", fixpoint: bool = True) -> PassReport:
     """Run ``passes`` in order, repeating the whole list until nothing changes (``max_iterations``)."""
@@ -269,17 +293,18 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
                     stat.skipped[ctx.shape_error] += 1
             before = {k: Counter(v) for k, v in ctx.reasons.items()}
             t0 = time.perf_counter()
-            counts = p.run(graph, ctx)
+            with graph.listening(_EditCounter()) as edits:  # edits a pass makes without counting them
+                counts = p.run(graph, ctx)
             stat.seconds += time.perf_counter() - t0
             stat.runs += 1
             n = sum(counts.values())
-            if n:
+            if n or edits.n:
                 ctx.graph_changed()
             stat.rewrites += n
             stat.by_rule.update(counts)
             for rule, c in ctx.reasons.items():
                 stat.skipped.update(c - before.get(rule, Counter()))
-            changed = changed or n > 0
+            changed = changed or n > 0 or edits.n > 0
         if not changed:
             report.converged = True
             break
