@@ -56,6 +56,15 @@ def parse_bits(value) -> int:
     return bits
 
 
+def _cast_boundary(graph: Graph, layer) -> bool:
+    """An unmasked identity Dropout in front of a masked layer: the ARM cast boundary this pass places.
+    Masking it (say ``names=conv*`` and a boundary ``conv1_to_fp32``) would void it; the next run would
+    place another, mask that too, and so on."""
+    if layer.type != "Dropout" or layer.featmask & FEATMASK_BITS["no_fp16_storage"] or float(layer.get(0)) != 1.0:
+        return False
+    return any(c.featmask & FEATMASK_BITS["no_fp16_storage"] for c in graph.blobs[layer.outputs[0]].consumers)
+
+
 def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=None, bits=DEFAULT_BITS,
               safe=1) -> int:
     types_l, names_l, mask = _list(types), _list(names), parse_bits(bits)
@@ -78,14 +87,15 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
                 if m is not None:
                     hit.update(m.layers.values())
         chosen = [ly for ly in chosen if ly in hit]
+    safe_on = str(safe).lower() not in ("0", "false", "no")
     changed = 0
     for ly in chosen:
-        if ly.type in ("Input", "Split"):
+        if ly.type in ("Input", "Split") or (safe_on and _cast_boundary(graph, ly)):
             continue
         if ly.featmask | mask != ly.featmask:
             ly.featmask = ly.featmask | mask
             changed += 1
-    if str(safe).lower() not in ("0", "false", "no"):
+    if safe_on:
         from ncnnpass.passes.precision.featmask_safety import make_featmask_safe
 
         make_featmask_safe(graph)  # not counted: the rewrite count stays "layers marked"
