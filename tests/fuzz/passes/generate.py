@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from . import motifs
+from . import motifs, ops
 from .builder import Builder, T
 
 MOTIFS = (  # (weight, motif)
@@ -63,6 +63,13 @@ def generate(rng: random.Random, max_motifs: int = 7) -> GenModel:
     b.add("Input", [], [x], {0: w, 1: h, 2: c} if declared else {})
     graph_input = x
     names = []
+    run_shapes = {x.name: (c, h, w)}
+    if rng.random() < 0.1:  # a second input, combined with the first
+        x2 = b.blob((c, h, w))
+        b.add("Input", [], [x2], {0: w, 1: h, 2: c} if declared else {})
+        run_shapes[x2.name] = (c, h, w)
+        x = ops.binary(b, x, x2, rng.choice((0, 1, 2)))
+        names.append("two-inputs")
     live: list[T] = [x]  # 3-D blobs a motif may start from: mostly the latest, sometimes an earlier one
     weights, table = zip(*MOTIFS, strict=True)
     for _ in range(rng.randint(1, max_motifs)):
@@ -89,7 +96,7 @@ def generate(rng: random.Random, max_motifs: int = 7) -> GenModel:
         outputs = sorted(rng.sample(dangling, rng.randint(1, len(dangling) - 1)))
     shapes = {t.name: t.shape for ly in b.layers for t in ly.outputs}
     text, data = b.finish(split_style=rng.choice((0.0, 0.0, 0.2)))
-    return GenModel(text, data, {graph_input.name: (c, h, w)}, declared, outputs, names, shapes)
+    return GenModel(text, data, run_shapes, declared, outputs, names, shapes)
 
 
 def _dangling(b: Builder) -> list[str]:

@@ -121,9 +121,11 @@ def deconvolution(b: Builder, x: T, n: int | None = None, depthwise: bool = Fals
     r = b.rng
     c, h, w = x.shape
     n = n or r.choice((c, 2, 4))
-    group = c if depthwise else 1
-    if depthwise and n % group:
-        n = c
+    group = 1
+    if depthwise:  # depthwise, or grouped (a divisor of the channels)
+        group = c if r.random() < 0.7 else r.choice([g for g in range(1, c + 1) if c % g == 0])
+        if n % group:
+            n = c
     k = r.choice((1, 2, 3))
     stride = r.choice((1, 2))
     pad = r.choice((0, 1)) if k > 1 else 0

@@ -163,13 +163,19 @@ def compare(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], floor: dict[
     return worst, ""
 
 
-def invariants(g: Graph, plist: list, converged: bool, shapes: dict | None, fold_storage: str) -> list[str]:
+def invariants(g: Graph, plist: list, converged: bool, shapes: dict | None, fold_storage: str,
+               max_iterations: int = 8) -> list[str]:
     """Promises about the rewritten graph besides its values:
 
+    * a run with the default iteration limit (8) reaches a fixpoint (more means passes undo each other),
+      unless the sequence asks for both directions of adaptive-avgpool-lowering (then they must);
     * a run that reports a fixpoint leaves nothing for the same passes to do: run again, they rewrite nothing;
     * a sequence that ends with ARM-safe ``keep-fp32`` (the default ``safe=1``, bits with no-fp16-storage)
       leaves every layer kept out of fp16 storage reading fp32 blobs (the ARM rule, docs/phone.md)."""
     broken = []
+    directions = {p.options.get("direction") for p in plist if p.name == "adaptive-avgpool-lowering"}
+    if not converged and max_iterations >= 8 and directions != {"lower", "raise"}:
+        broken.append(f"no fixpoint within {max_iterations} iterations of the sequence")
     if converged:
         again = g.copy()
         rep = apply_passes(again, plist, input_shape=shapes, fold_storage=fold_storage)
@@ -236,7 +242,7 @@ def _check(case: Case, progress: Callable[[str], None]) -> Outcome:
     rules = {f"{name}/{rule}": n for name, st in report.stats.items() for rule, n in st.by_rule.items() if n}
     progress("invariants")
     try:
-        broken = invariants(g, plist, report.converged, shapes, case.fold_storage)
+        broken = invariants(g, plist, report.converged, shapes, case.fold_storage, case.max_iterations)
     except Exception as exc:
         o = _fail("invariants", exc)
         o.rules = rules
