@@ -223,3 +223,23 @@ def test_regression_files_are_small() -> None:
         rec = json.loads(path.read_text())
         case = Case.from_json(rec["case"])
         assert len(load(case).layers) <= 40 and len(case.passes) <= 4, path.name
+
+
+def test_an_uncounted_edit_is_no_fixpoint() -> None:
+    """Found by the fuzzer: run_passes trusted the counts a pass returns, so a pass that edits the graph
+    without counting it (keep-fp32's ARM cast boundaries did) ended the run at a 'fixpoint' that the
+    passes before it had not seen. Here the uncounted edit is a Dropout that eliminate-dropout removes."""
+    from ncnnpass.passes import apply_passes
+    from ncnnpass.passes.engine import FunctionPass
+
+    def sneaky(graph, ctx) -> int:
+        if not graph.find("Dropout") and not getattr(graph, "_sneaked", False):
+            conv = graph.layer("conv")
+            graph.add_layer("Dropout", "drop", inputs=[conv.outputs[0]], outputs=["d"], after=conv)
+            graph.layer("relu").inputs = ["d"]
+            graph._sneaked = True
+        return 0  # edited, but says nothing
+
+    g = load(_tiny_case([]))
+    report = apply_passes(g, ["eliminate-dropout", FunctionPass("sneaky", "adds an uncounted Dropout", sneaky)])
+    assert report.converged and not g.find("Dropout") and report["eliminate-dropout"] == 1
