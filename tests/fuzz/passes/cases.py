@@ -63,4 +63,4 @@ def make_case(seed: str, i: int, mode: str, corpus: Corpus) -> Case:
     run_shapes = {k: list(v) for k, v in m.run_shapes.items()}
     return Case(cid, "generated", m.param, m.bin, seq.passes, seq.fold_storage,
                 run_shapes if seq.give_shape else None, run_shapes, m.outputs, rng.randrange(1 << 16),
-                seq.max_iterations)
+                seq.max_iterations, shapes={k: list(v) for k, v in m.shapes.items()})

@@ -388,5 +388,5 @@ def twice_and_slice(b: Builder, x: T) -> T:
     if left.shape[1:] != right.shape[1:]:
         ops.head(b, right)
         return left
-    return b.one("Concat", [left, right], (left.shape[0] + right.shape[0], h, w), {0: 0},
+    return b.one("Concat", [left, right], (left.shape[0] + right.shape[0], *left.shape[1:]), {0: 0},
                  pos=left.pos and right.pos, nonneg=left.nonneg and right.nonneg)

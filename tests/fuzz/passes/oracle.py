@@ -50,6 +50,7 @@ class Case:
     input_seed: int = 0
     max_iterations: int = 8                        # apply_passes' repeat limit
     second_shapes: dict[str, list[int]] | None = None  # a dynamic model is compared at this size too
+    shapes: dict[str, list[int]] | None = None     # generated graphs: every blob's shape, as the generator says
 
     @property
     def kind(self) -> str:
@@ -127,9 +128,9 @@ def perturbed(g: Graph, shapes: dict[str, tuple[int, ...]], seed: int) -> Graph:
     return p
 
 
-def noise(g: Graph, feeds: dict, names: list[str], ref: dict[str, np.ndarray]) -> dict[str, float]:
+def noise(g: Graph, feeds: dict, names: list[str], ref: dict[str, np.ndarray],
+          shapes: dict[str, tuple[int, ...]]) -> dict[str, float]:
     """Per output, how far the unmodified model itself moves under fp32-level perturbations."""
-    shapes = {k: v.shape for k, v in _run(g, feeds, "all", DIRECT).items()}
     out = {n: 0.0 for n in names}
     runs = [_run(perturbed(g, shapes, s), feeds, names, DIRECT) for s in (1, 2)]
     for other in runs:
@@ -226,7 +227,13 @@ def _check(case: Case, progress: Callable[[str], None]) -> Outcome:
             ref = _run(g0, feeds, names)
             if not all(np.isfinite(v).all() for v in ref.values()):
                 return Outcome("invalid", "reference", "non-finite", f"the unmodified model gives NaN/Inf at {size}")
-            refs.append((feeds, ref, noise(g0, feeds, names, ref)))
+            shapes = {k: v.shape for k, v in _run(g0, feeds, "all", DIRECT).items()}
+            if case.shapes and size is sizes[0]:  # ncnn runs what the generator meant (a Reshape of the
+                wrong = {k: (tuple(v), shapes.get(k)) for k, v in case.shapes.items()  # wrong size is no error)
+                         if k in shapes and tuple(v) != shapes[k]}
+                if wrong:
+                    return Outcome("invalid", "reference", "shapes", f"generator vs ncnn shapes: {wrong}")
+            refs.append((feeds, ref, noise(g0, feeds, names, ref, shapes)))
     except Exception as exc:  # the input itself is broken: the generator's fault
         return Outcome("invalid", "reference", type(exc).__name__, str(exc)[:400], traceback.format_exc())
     progress("passes")
