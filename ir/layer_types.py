@@ -172,6 +172,11 @@ _DECONV_COMMON = (
     P(19, "output_pad_bottom", None, follows=18), P(20, "output_w"), P(21, "output_h", None, follows=20),
     P(5, "bias_term"), P(6, "weight_data_size"), *_ACT, P(28, "dynamic_weight"),
 )
+_CONV1D = (
+    P(0, "num_output"), P(1, "kernel_w"), P(2, "dilation_w", 1), P(3, "stride_w", 1), P(4, "pad_left"),
+    P(15, "pad_right", None, follows=4), P(18, "pad_value", 0.0, True), P(5, "bias_term"), P(6, "weight_data_size"),
+    *_ACT, P(19, "dynamic_weight"),
+)
 _POOLING = (
     P(0, "pooling_type"), P(1, "kernel_w"), P(11, "kernel_h", None, follows=1), P(2, "stride_w", 1),
     P(12, "stride_h", None, follows=2), P(3, "pad_left"), P(14, "pad_right", None, follows=3),
@@ -279,7 +284,7 @@ SPECS: tuple[LayerType, ...] = (
     T("GRU", weights=wl.gru),
     T("MultiHeadAttention", weights=wl.mha),
     T("GELU", traits=EW),
-    T("Convolution1D", weights=wl.conv(19, None), traits=frozenset({"conv_like"}), activations=_ALL_ACTS | {5}),
+    T("Convolution1D", _CONV1D, wl.conv(19, None), frozenset({"conv_like"}), _ALL_ACTS | {5}, _rank_const(2)),
     T("Pooling1D"),
     T("ConvolutionDepthWise1D", weights=wl.conv(19, None)),
     T("Convolution3D", weights=wl.conv(None, None)),

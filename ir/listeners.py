@@ -42,6 +42,29 @@ class GraphListener:
         """Blob ``old`` is now called ``new`` (its producer and consumers are rewired as well)."""
 
 
+class EditCounter(GraphListener):
+    """Counts every edit of a graph (``n``): how a driver knows whether anything at all changed, also the
+    edits a pass makes without reporting them."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def layer_added(self, layer: Layer) -> None:
+        self.n += 1
+
+    def layer_removed(self, layer: Layer) -> None:
+        self.n += 1
+
+    def layer_rewired(self, layer: Layer, old_inputs: tuple[str, ...], old_outputs: tuple[str, ...]) -> None:
+        self.n += 1
+
+    def layer_renamed(self, layer: Layer, old_name: str) -> None:
+        self.n += 1
+
+    def blob_renamed(self, old: str, new: str) -> None:
+        self.n += 1
+
+
 class Listeners:
     """The listeners of one graph, called in the order they were added."""
 

@@ -146,7 +146,10 @@ def absorb_splits(graph: Graph) -> None:
 
 
 def _absorb(graph: Graph) -> None:
-    for split in [ly for ly in graph.layers if ly.type == "Split"]:
+    splits = [ly for ly in graph.layers if ly.type == "Split"]
+    # Splits that stay layers (a top nobody reads): a slot feeding one of them is as stable as any other
+    staying = {s for s in splits if any(not graph.blobs[t].consumers for t in s.outputs)}
+    for split in splits:
         if len(split.inputs) != 1 or not split.outputs:
             continue
         src = split.inputs[0]
@@ -157,7 +160,8 @@ def _absorb(graph: Graph) -> None:
         clean = True
         for t in tops:
             consumers = graph.blobs[t].consumers
-            if len(consumers) != 1 or consumers[0].inputs.count(t) != 1 or consumers[0].type == "Split":
+            if (len(consumers) != 1 or consumers[0].inputs.count(t) != 1
+                    or (consumers[0].type == "Split" and consumers[0] not in staying)):
                 clean = False
                 slots.append(None)
             else:
@@ -198,6 +202,16 @@ def _same_slots(rec: SplitRecord, slots: list[tuple[Layer, int]]) -> bool:
             and {(id(c), i) for c, i in rec.slots} == {(id(c), i) for c, i in slots})
 
 
+def _blobs_in_layer_order(graph: Graph) -> list[Blob]:
+    """Blobs in the order the layers first mention them (not the dict's insertion order, which depends on the
+    edit history): fresh Split names then follow the file, and a copy of the graph writes the same names."""
+    order: dict[str, None] = {}
+    for ly in graph.layers:
+        order.update(dict.fromkeys(ly.inputs))
+        order.update(dict.fromkeys(ly.outputs))
+    return [graph.blobs[n] for n in order if n in graph.blobs]
+
+
 def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int], str]]:
     """Splits to write and the renamed input for each (id(layer), slot) that reads a split top.
 
@@ -209,7 +223,7 @@ def plan_splits(graph: Graph) -> tuple[list[PlannedSplit], dict[tuple[int, int],
     shared = graph.loaded_shared_names
     reserved_layers: set[str] = set()
     reserved_tops: set[str] = set()
-    for blob in graph.blobs.values():
+    for blob in _blobs_in_layer_order(graph):
         if len(blob.consumers) < 2:
             continue
         slots = consumer_slots(graph, blob.name)

@@ -17,12 +17,12 @@ from ncnnpass.ir.runtime.shapes import declared_input_shapes, normalize_input_sh
 from .builtins import BUILTINS, ELEMENTWISE_TYPES, is_elementwise
 from .context import PassContext
 from .expr import EvalError, Unknown
-from .manager import FunctionPass, Pass, PassReport, PassStat, RulePass, run_passes, run_rules
+from .manager import EXACT, FunctionPass, Pass, PassReport, PassStat, RulePass, run_passes, run_rules
 from .options import Option
 from .rule import Match, Rule, compile_rules
 
 __all__ = [
-    "BUILTINS", "ELEMENTWISE_TYPES", "EvalError", "FunctionPass", "Match", "Option", "Pass", "PassContext", "PassReport",
+    "BUILTINS", "ELEMENTWISE_TYPES", "EXACT", "EvalError", "FunctionPass", "Match", "Option", "Pass", "PassContext", "PassReport",
     "PassStat", "Rule", "RulePass", "Unknown", "compile_rules", "declared_input_shapes", "is_elementwise",
     "normalize_input_shapes", "run_passes", "run_rules",
 ]

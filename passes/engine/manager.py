@@ -6,17 +6,23 @@ import contextlib
 import copy
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ncnnpass.ir import Graph, Layer
 from ncnnpass.ir.errors import GraphError, NcnnpassError
+from ncnnpass.ir.listeners import EditCounter
 
 from .context import PassContext
 from .options import Option, as_option, option_text
 from .rewriter import Rewriter
 from .rule import Rule, compile_rules, sort_rules
+
+#: How far a pass may move a model's outputs under ncnn fp32 options, relative to their magnitude, by the
+#: ``fold_storage`` of the run: an exact rewrite changes fp32 rounding only.
+EXACT: dict[str, float] = {"fp32": 1e-4, "keep": 1e-4}
+Bounds = Mapping[str, float] | Callable[[dict[str, Any], str], float]
 
 
 class Pass:
@@ -28,6 +34,9 @@ class Pass:
     #: a terminal pass runs once where it stands in the list, after the passes before it reached their
     #: fixpoint (a pass that measures on a target, e.g. ``repair-for-target``); the others iterate
     terminal: bool = False
+    #: the declared numeric bound: ``{fold_storage: bound}`` or ``fn(options, fold_storage) -> bound``
+    #: (see :meth:`numeric_bound`); the pass fuzzer (tests/fuzz/passes) holds every pass to it
+    numeric_bounds: Bounds = EXACT
     #: option name -> :class:`~.options.Option` (typed; older ``(default, help)`` tuples are kept as text);
     #: options are given as ``name[key=value,...]`` or ``configure(key=value)``
     option_help: dict[str, Option] = {}
@@ -48,6 +57,12 @@ class Pass:
         new = copy.copy(self)
         new.options = {**self.options, **parsed}
         return new
+
+    def numeric_bound(self, fold_storage: str = "fp32") -> float:
+        """The largest max |after - before| / max |before| over a model's outputs (ncnn, fp32 options)
+        this pass, as configured, may cause in a run with ``fold_storage``."""
+        b = self.numeric_bounds
+        return float(b(self.options, fold_storage) if callable(b) else b.get(fold_storage, b["fp32"]))
 
     def spec(self) -> str:
         """This pass as spec text, ``name[key=value,...]`` with the options that differ from their default."""
@@ -77,7 +92,7 @@ class RulePass(Pass):
                  needs_shapes: bool = False, file: str | None = None,
                  options: dict[str, Option | tuple[Any, str]] | None = None,
                  enabled: Callable[[Rule, dict[str, Any]], bool] | None = None,
-                 validate: Callable[..., None] | None = None) -> None:
+                 validate: Callable[..., None] | None = None, numeric_bounds: Bounds = EXACT) -> None:
         self.name = name
         self.doc = doc
         self.text = text
@@ -87,6 +102,7 @@ class RulePass(Pass):
         self.option_help = dict(options or {})
         self.enabled = enabled
         self.validator = validate
+        self.numeric_bounds = numeric_bounds
         self._rules: list[Rule] | None = None
         super().__init__()
 
@@ -113,13 +129,15 @@ class FunctionPass(Pass):
 
     def __init__(self, name: str, doc: str, fn: Callable[..., int | dict[str, int]], *,
                  needs_shapes: bool = False, options: dict[str, Option | tuple[Any, str]] | None = None,
-                 validate: Callable[..., None] | None = None, terminal: bool = False) -> None:
+                 validate: Callable[..., None] | None = None, terminal: bool = False,
+                 numeric_bounds: Bounds = EXACT) -> None:
         self.name = name
         self.doc = doc
         self.fn = fn
         self.validator = validate
         self.needs_shapes = needs_shapes
         self.terminal = terminal
+        self.numeric_bounds = numeric_bounds
         self.option_help = dict(options or {})
         super().__init__()
 
@@ -292,10 +310,10 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
                 report.iterations = max(report.iterations, it + 1)
                 changed = False
                 for p in seg:
-                    n = _run_one(p, graph, ctx, report.stats[p.name])
+                    n, edited = _run_one(p, graph, ctx, report.stats[p.name])
                     if verifier is not None:
                         verifier.after(p.spec(), n, it + 1)
-                    changed = changed or n > 0
+                    changed = changed or edited
                 if not changed or once:
                     break
             else:
@@ -304,8 +322,9 @@ def run_passes(graph: Graph, passes: list[Pass], *, input_shapes: dict[str, tupl
     return report
 
 
-def _run_one(p: Pass, graph: Graph, ctx: PassContext, stat: PassStat) -> int:
-    """Run one pass once, adding to its statistics; returns its rewrite count."""
+def _run_one(p: Pass, graph: Graph, ctx: PassContext, stat: PassStat) -> tuple[int, bool]:
+    """Run one pass once, adding to its statistics; returns its rewrite count and whether the graph changed
+    (a pass may edit without reporting rewrites, e.g. keep-fp32's cast boundaries: not a fixpoint)."""
     if p.needs_shapes:
         ctx.refresh_shapes()
         if ctx.shape_error:
@@ -313,14 +332,15 @@ def _run_one(p: Pass, graph: Graph, ctx: PassContext, stat: PassStat) -> int:
     before = {k: Counter(v) for k, v in ctx.reasons.items()}
     ctx.notes = stat.notes
     t0 = time.perf_counter()
-    counts = p.run(graph, ctx)
+    with graph.listening(EditCounter()) as edits:  # edits a pass makes without counting them
+        counts = p.run(graph, ctx)
     stat.seconds += time.perf_counter() - t0
     stat.runs += 1
     n = sum(counts.values())
-    if n:
+    if n or edits.n:
         ctx.graph_changed()
     stat.rewrites += n
     stat.by_rule.update(counts)
     for rule, c in ctx.reasons.items():
         stat.skipped.update(c - before.get(rule, Counter()))
-    return n
+    return n, bool(n or edits.n)

@@ -95,7 +95,8 @@ class Rewriter(GraphListener):
             self.graph.remove(ly, reconnect=False)
 
     def replace_all_uses(self, old: str, new: str) -> None:
-        self.graph.replace_all_uses(old, new)
+        if old in self.graph.blobs:  # else an output nothing read (nor protects) left with its producer
+            self.graph.replace_all_uses(old, new)
 
     def drop_unused(self, layers: list[Layer], protected: set[str]) -> list[Layer]:
         """Remove the layers of ``layers`` whose outputs nobody reads (last first); returns the rest."""

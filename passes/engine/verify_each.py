@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ncnnpass.ir.errors import GraphError, NcnnpassError
-from ncnnpass.ir.listeners import GraphListener
+from ncnnpass.ir.listeners import EditCounter
 from ncnnpass.ir.parser import gc_paused
 from ncnnpass.ir.verifier import (
     describe,
@@ -43,33 +43,13 @@ def verify_each_default() -> bool:
     return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class _EditCounter(GraphListener):
-    def __init__(self) -> None:
-        self.edits = 0
-
-    def layer_added(self, layer) -> None:
-        self.edits += 1
-
-    def layer_removed(self, layer) -> None:
-        self.edits += 1
-
-    def layer_rewired(self, layer, old_inputs, old_outputs) -> None:
-        self.edits += 1
-
-    def layer_renamed(self, layer, old_name) -> None:
-        self.edits += 1
-
-    def blob_renamed(self, old, new) -> None:
-        self.edits += 1
-
-
 class EachPassVerifier:
     """Verifies ``graph`` now (the baseline) and after each pass (:meth:`after`); use as a context manager
     (it listens to the graph while open)."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.counter = _EditCounter()
+        self.counter = EditCounter()
         self.runs = 0  # verifications after a pass
         self.full_runs = 0  # ... of which re-ran Graph.check and the round trips
 
@@ -96,13 +76,13 @@ class EachPassVerifier:
         problems = structure_problems(g)
         if not problems:
             state = self._state()
-            if rewrites or self.counter.edits or not _same_state(state, self.state):
+            if rewrites or self.counter.n or not _same_state(state, self.state):
                 self.full_runs += 1
                 problems = g.check()
                 written = written_form(g, state[0])
                 problems += [written] if not isinstance(written, tuple) else round_trip_problems(g, written)
                 problems = new_problems(self.baseline, problems)
-            self.state, self.counter.edits = state, 0
+            self.state, self.counter.n = state, 0
         if problems:
             raise GraphError(f"pass {pass_spec} broke the graph (verify-each, round {iteration}): "
                              f"{describe(problems)}")

@@ -13,6 +13,10 @@ import numpy as np
 
 from ncnnpass.ir import Layer, Weight, layer_types
 
+# The numeric bound folding passes declare (see Pass.numeric_bound): exact up to fp32 rounding, but with
+# fold_storage="keep" a folded weight is stored back in fp16 (2^-11 relative rounding) or bf16 (2^-8).
+FOLD_BOUNDS = {"fp32": 1e-4, "keep": 5e-2}
+
 # BinaryOp op codes as y = s * x + h with scalar b: add, sub, mul, div, rsub.
 AFFINE_OPS = (0, 1, 2, 3, 7)
 CONV_LIKE = layer_types.types_with("conv_like")

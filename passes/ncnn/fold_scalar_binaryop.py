@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import RulePass
-from ._fold import HOOKS, affine_of, has_padding
+from ._fold import FOLD_BOUNDS, HOOKS, affine_of, has_padding
 
 BACKWARD = "conv_like"            # trait groups of ncnnpass.ir.layer_types
 FORWARD = "folds_input_affine"
@@ -76,4 +76,5 @@ def forward_pad(m, layer, op, k):
 
 PASS = RulePass("fold-scalar-binaryop",
                 "scalar BinaryOp add/sub/mul/div/rsub folded into the neighbouring conv/InnerProduct weights",
-                TEXT, {**HOOKS, "forward_ok": forward_ok, "forward_pad": forward_pad}, file=__file__)
+                TEXT, {**HOOKS, "forward_ok": forward_ok, "forward_pad": forward_pad}, file=__file__,
+                numeric_bounds=FOLD_BOUNDS)

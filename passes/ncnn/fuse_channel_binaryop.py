@@ -12,7 +12,7 @@ input is not 2-D. The MemoryData stays if something else reads it. ncnnoptimize'
 from __future__ import annotations
 
 from ..engine import RulePass
-from ._fold import HOOKS
+from ._fold import FOLD_BOUNDS, HOOKS
 
 CONV = "conv"  # trait group of ncnnpass.ir.layer_types: the 2-D (de)convolutions
 
@@ -57,4 +57,5 @@ TEXT = "".join(_rules(op, first) for op in (2, 0) for first in (False, True))
 
 PASS = RulePass("fuse-channel-binaryop",
                 "BinaryOp mul/add with a per-channel MemoryData folded into the preceding conv/InnerProduct",
-                TEXT, HOOKS, file=__file__)
+                TEXT, HOOKS, file=__file__,
+                numeric_bounds=FOLD_BOUNDS)

@@ -7,7 +7,7 @@ InnerProduct must have no fused activation. ncnnoptimize's ``fuse_innerproduct_d
 from __future__ import annotations
 
 from ..engine import RulePass
-from ._fold import HOOKS
+from ._fold import FOLD_BOUNDS, HOOKS
 
 TEXT = """
 rule fuse-innerproduct-dropout
@@ -24,4 +24,5 @@ weights:
 """
 
 PASS = RulePass("fuse-innerproduct-dropout", "Dropout (scale != 1) after InnerProduct folded into its weights",
-                TEXT, HOOKS, file=__file__)
+                TEXT, HOOKS, file=__file__,
+                numeric_bounds=FOLD_BOUNDS)

@@ -11,7 +11,9 @@ How (each rule is exact on its own; the engine runs them to a fixpoint, so chain
 1. ``raise``: global Pooling whose output reaches a convertible InnerProduct becomes adaptive 1×1
    Pooling followed by a ``Flatten`` (Flatten of c×1×1 is exactly the old 1-D blob).
 2. ``convert``: ``Flatten(a) -> InnerProduct`` with ``a`` c×1×1 becomes ``Convolution 1×1 -> Flatten``.
-3. ``sink``: a Flatten of a c×1×1 blob moves below an element-wise layer (ReLU, HardSigmoid, ...).
+3. ``sink``: a Flatten of a c×1×1 blob moves below an element-wise layer (ReLU, HardSigmoid, ...), but not
+   below keep-fp32's ARM cast boundary (an unmasked Dropout in front of a masked layer): the Flatten would
+   come between it and the layer it protects, keep-fp32 would add another, and so on forever.
 4. ``broadcast``: a Flatten feeding a BinaryOp whose other operand is c×H×W with the same c is dropped:
    ncnn broadcasts a 1-D [c] operand per channel when its length equals the other's channels (checked
    in the ncnn wheel, including W == c), exactly as it broadcasts c×1×1.
@@ -87,7 +89,7 @@ match:
   Flatten f 1 1 a b
   {_ELEMENTWISE} u 1 1 b y ...
 where:
-  c11(a)
+  c11(a) and not (u.type == "Dropout" and not fp32_storage(u) and feeds_fp32_storage(y))
 replace:
   @u u 1 1 a y3 @u
   Flatten f 1 1 y3 y

@@ -27,7 +27,7 @@ from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.schema import FEATMASK_BITS, KNOWN_TYPES
 
-from ..engine import FunctionPass, Option, PassContext, compile_rules
+from ..engine import EXACT, FunctionPass, Option, PassContext, compile_rules
 from ..engine.options import nonempty
 
 DEFAULT_BITS = FEATMASK_BITS["no_fp16_arithmetic"] | FEATMASK_BITS["no_fp16_storage"] | FEATMASK_BITS["no_bf16_storage"]
@@ -79,6 +79,15 @@ def _check_pattern(pattern) -> str | None:
     return None
 
 
+def _cast_boundary(graph: Graph, layer) -> bool:
+    """An unmasked identity Dropout in front of a masked layer: the ARM cast boundary this pass places.
+    Masking it (say ``names=conv*`` and a boundary ``conv1_to_fp32``) would void it; the next run would
+    place another, mask that too, and so on."""
+    if layer.type != "Dropout" or layer.featmask & FEATMASK_BITS["no_fp16_storage"] or float(layer.get(0)) != 1.0:
+        return False
+    return any(c.featmask & FEATMASK_BITS["no_fp16_storage"] for c in graph.blobs[layer.outputs[0]].consumers)
+
+
 def validate(graph: Graph, types=None, names=None, pattern=None, bits=DEFAULT_BITS, safe=1) -> None:
     """The options make sense for ``graph``: a selector is given, every type is an ncnn type (or one the
     graph has), the bits are ncnn's (run before any pass of the list)."""
@@ -108,18 +117,24 @@ def keep_fp32(graph: Graph, ctx: PassContext, types=None, names=None, pattern=No
                 if m is not None:
                     hit.update(m.layers.values())
         chosen = [ly for ly in chosen if ly in hit]
+    safe_on = bool(safe) and str(safe).lower() not in ("0", "false", "no")
     changed = 0
     for ly in chosen:
-        if ly.type in ("Input", "Split"):
+        if ly.type in ("Input", "Split") or (safe_on and _cast_boundary(graph, ly)):
             continue
         if ly.featmask | mask != ly.featmask:
             ly.featmask = ly.featmask | mask
             changed += 1
-    if safe and str(safe).lower() not in ("0", "false", "no"):
+    if safe_on:
         from ncnnpass.ir.featmask import make_featmask_safe
 
         make_featmask_safe(graph)  # not counted: the rewrite count stays "layers marked"
     return changed
+
+
+def numeric_bound(options: dict, fold_storage: str) -> float:
+    """Exact, except ``no_int8``: int8 layers then compute in fp32, a different result by design."""
+    return float("inf") if parse_bits(options.get("bits", DEFAULT_BITS)) & FEATMASK_BITS["no_int8"] else EXACT["fp32"]
 
 
 PASS = FunctionPass(
@@ -132,4 +147,4 @@ PASS = FunctionPass(
                             convert=parse_bits),
              "safe": Option(1, "1: add the cast boundaries ARM needs around layers kept out of fp16 storage",
                             bool)},
-    validate=validate)
+    validate=validate, numeric_bounds=numeric_bound)
