@@ -9,9 +9,12 @@ from ncnnpass.passes.registry import passes
 
 
 def all_rules() -> list[str]:
-    """``pass/rule`` for every rule of every registered pass (a function pass counts as one rule)."""
+    """``pass/rule`` for every rule of every pass the fuzzer draws from (a function pass counts as one rule;
+    terminal passes that measure on a device target are not fuzzed: :func:`.sequences.fuzzed_passes`)."""
     out = []
     for p in passes().values():
+        if p.terminal:
+            continue
         if isinstance(p, RulePass):
             out += [f"{p.name}/{r.name}" for r in p.rules]
         else:
