@@ -65,7 +65,7 @@ def test_pass_object_equals_spec_string_on_ppocrv4(ppocrv4_rec_ncnn) -> None:
     assert apply_passes(by_object, [keep])["keep-fp32"] == len(fcs)
     apply_passes(by_text, [keep.spec()])
     assert by_object.to_param_text() == by_text.to_param_text()
-    assert all(by_object.layer(n).featmask == 2 for n in fcs)
+    assert all(by_object.layer(n).featmask == 2 | 16 for n in fcs)  # bits=2, plus bit 4 of the every-path form
 
 
 def test_every_pass_module_is_registered_without_a_list_edit() -> None:
