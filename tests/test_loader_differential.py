@@ -48,6 +48,8 @@ def test_oracle_survives_a_crash_and_tells_accept_from_refuse():
         assert oracle.judge(b"7767517\n1 1\nInput in 0 1 in\n").accepted
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_ncnnpass_accepts_what_ncnn_accepts_on_mutated_real_files(real):
     model, wins = real
     rep = run_cases(model.param, wins, CASES, seed=0)

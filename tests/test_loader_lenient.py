@@ -155,6 +155,8 @@ def _shared_split_names(param: Path, out: Path) -> str:
     return names[0]
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_real_model_with_two_splits_of_one_name(tmp_path: Path):
     param, bin_ = require(ppocrv3_rec_ncnn, "PP-OCRv3 rec converted by pnnx")
     p = tmp_path / "dup.param"
