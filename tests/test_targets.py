@@ -84,6 +84,7 @@ def test_a_dead_worker_is_an_error_and_restarts(isolated) -> None:
     isolated.run(g, feeds())
     first = isolated._proc.pid
     os.kill(first, 9)
+    isolated._proc.wait(timeout=30)  # dead for certain before the next request (no race with the kernel)
     with pytest.raises(RuntimeBridgeError, match=r"ncnn worker \(x86 \(isolated worker\)\) crashed \(killed by SIGKILL\)"):
         isolated.run(g, feeds())
     out = isolated.run(g, feeds(), options="fp32")  # restarted on next use
