@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
@@ -15,8 +16,9 @@ HELP = ("Load an ncnn model, apply passes (none by default), and write it atomic
         "(fp32-only options, the same seeded inputs) and nothing is written when an output changes beyond "
         "--tolerance. ncnn runs in a worker process (--target isolated) unless told otherwise; on --target arm "
         "the written model must run on the emulated phone CPU without NaN/Inf, and --pipeline repair (or "
-        "optimize) ends with repair-for-target: the few layers kept out of fp16 so the phone stays within "
-        "--tolerance (default 1e-3) of --onnx (default: this model on x86, fp32).")
+        "optimize) ends with repair-for-target (also on --target vulkan): the placement with the most MACs in "
+        "fp16 whose strings, confidence (within --tolerance, default 5e-3) and det boxes match --onnx (default: "
+        "this model on x86, fp32) on held-out text; its Pareto curve goes to OUT.pareto.json/.png.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input shape (repeat per input); default: the Input layers' sizes, else --onnx's")
     p.add_argument("--tolerance", type=float, default=None, metavar="X",
                    help="--verify: largest output change, absolute up to magnitude 1, relative above (default "
-                        "1e-4); --pipeline repair --target arm: the phone error to reach (default 1e-3)")
+                        "1e-4); --pipeline repair --target arm|vulkan: the line-confidence change allowed (default 5e-3)")
     p.add_argument("--onnx", metavar="MODEL.onnx", help="the reference of repair-for-target (--target arm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random [-1,1] verification inputs")
     p.add_argument("--verify-each", action="store_true", help="run the IR verifier after every pass")
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         g = Graph.load(args.param, args.bin)
         shape = run_input_shape(args, g)
         if spec in PIPELINES:
-            passes = pipeline_passes(spec, target=target, tolerance=args.tolerance, reference=args.onnx)
+            curve = str(Path(args.output[0]).with_suffix("")) + ".pareto"
+            passes = pipeline_passes(spec, target=target, tolerance=args.tolerance, reference=args.onnx, curve=curve)
         else:
             passes = resolve_passes(spec) if spec is not None else []
         before = g.copy() if args.verify else None

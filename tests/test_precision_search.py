@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from ncnnpass.ir.featmask import unsafe_edges
@@ -210,3 +211,80 @@ def test_pareto_front_and_files(chain, tmp_path) -> None:
     assert data["chosen"]["fp16_share"] == pytest.approx(res.fp16_share)
     assert len(data["points"]) == len(res.curve())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+BODY = """
+Input in0 0 1 in 0=20 1=10 2=3
+Convolution c1 1 1 in a 0=8 1=3 3=2 4=1 5=1 6=216
+ConvolutionDepthWise dw 1 1 a b 0=8 1=3 4=1 5=1 6=72 7=8
+Pooling gap 1 1 b g 0=1 4=1
+InnerProduct fc 1 1 g f 0=4 1=1 2=32
+ReLU r 1 1 f out
+"""
+
+
+def test_macs_from_params_and_shapes() -> None:
+    from ncnnpass.ir import runtime
+    from ncnnpass.passes.precision import fp16_mac_share, macs_per_layer
+
+    g = fill_weights(model(BODY), seed=0)
+    macs = macs_per_layer(g, runtime.infer_shapes(g, (3, 10, 20)))
+    # c1: stride 2 -> 8x5x10 output, 216 weights per output pixel; dw: 72 per pixel at 5x10; fc: 32
+    assert macs == {"in0": 0, "c1": 216 * 50, "dw": 72 * 50, "gap": 0, "fc": 32, "r": 0}
+    total = 216 * 50 + 72 * 50 + 32
+    assert fp16_mac_share(macs, {"c1"}) == pytest.approx(1 - 216 * 50 / total)
+    assert fp16_mac_share(macs, set()) == 1.0
+
+
+def _probs(rows):
+    return np.array(rows, dtype=np.float32)
+
+
+def test_decision_margin_counts_only_frames_that_change_the_string() -> None:
+    from ncnnpass.passes.precision.evaluator import decision_margin
+
+    # a, blank(0.55 vs a 0.45), a -> "aa": turning the middle frame into 'a' merges it to "a" (margin 0.1)
+    assert decision_margin("rec", _probs([[0.1, 0.9, 0], [0.55, 0.45, 0], [0.1, 0.9, 0]])) == pytest.approx(0.1)
+    # a, a, a -> "a": the ends may turn blank without changing the string; only the middle frame counts
+    assert decision_margin("rec", _probs([[0.3, 0.7, 0], [0.1, 0.9, 0], [0.2, 0.8, 0]])) == pytest.approx(0.8)
+    assert decision_margin("cls", _probs([[0.6, 0.4]])) == pytest.approx(0.2)
+    assert decision_margin("det", _probs([[0.6, 0.4]])) == float("inf")
+
+
+def test_frame_risk_reads_consumed_margins() -> None:
+    from ncnnpass.passes.precision.evaluator import frame_risk
+
+    ref = _probs([[0.1, 0.9, 0], [0.6, 0.4, 0]])
+    assert frame_risk(ref, ref) == pytest.approx(0.0, abs=1e-6)
+    half = _probs([[0.1, 0.9, 0], [0.55, 0.45, 0]])  # the second frame lost half its margin
+    assert frame_risk(ref, half) == pytest.approx(0.5, abs=1e-6)
+    flipped = _probs([[0.1, 0.9, 0], [0.4, 0.6, 0]])
+    assert frame_risk(ref, flipped) >= 1.0
+
+
+def test_stress_set_takes_the_most_fragile_lines_but_not_what_the_goal_gives_up() -> None:
+    from ncnnpass.passes.precision.evaluator import Part, stressed
+
+    # 200 one-frame "lines" with margins 0.001 .. 0.2: the hardest 1 (0.5% of 200) is given up, then the
+    # margin floor (2e-3) drops one more; the 6 hardest after that come first, then 2 typical ones
+    margins = np.linspace(0.001, 0.2, 200)
+    refs = [_probs([[0.5 - m / 2, 0.5 + m / 2]]) for m in margins]
+    part = Part("pool", list(range(200)), refs)  # inputs stand in as indices
+    got = stressed("cls", part, 8, "calibration")
+    assert got.inputs[:6] == [2, 3, 4, 5, 6, 7]
+    assert got.inputs[6:] == [0, 1]  # the first others in pool order (typical lines)
+
+
+def test_fallbacks_skip_placements_that_failed_anywhere() -> None:
+    from ncnnpass.passes.precision.search import Point
+    from ncnnpass.passes.precision.target_repair import _fallbacks, _next_fallback
+
+    def pt(label, share, ok, names):
+        return Point(label, Placement.uniform(names, FP32), share, Verdict(ok, 0.0, {}))
+
+    pts = [pt("a", 0.99, True, ["x"]), pt("a'", 0.99, False, ["x"]), pt("b", 0.97, True, ["y"]),
+           pt("c", 0.90, True, ["z"]), pt("d", 0.50, True, ["w"]), pt("e", 0.995, True, ["v"])]
+    pending = _fallbacks(pts, 0.995)
+    assert [p.label for p in pending] == ["b", "c", "d"]  # "a" failed on another part; "e" is not below
+    assert _next_fallback(pending, 0.995).label == "c"  # at least 5 points of share lower
+    assert [p.label for p in pending] == ["d"]

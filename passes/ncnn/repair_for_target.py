@@ -23,7 +23,7 @@ from ..engine import FunctionPass, Option, PassContext
 def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", tolerance: float = 5e-3,
                       reference: str = "", images: str = "", kind: str = "", proxy: str = "auto",
                       budget: float = 600.0, calibration: int = 0, held_out: int = 0, verify: int = 0,
-                      seed: int = 0, curve: str = "", workers: int = 2) -> int:
+                      seed: int = 0, curve: str = "", groups: int = 16, pool: int = 0, workers: int = 2) -> int:
     from ncnnpass.passes.precision import Criteria, apply_placement
     from ncnnpass.passes.precision import repair_for_target as search_and_repair
 
@@ -32,7 +32,7 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
     res = search_and_repair(graph, target, onnx=reference or None, kind=kind or None, images=images or None,
                             criteria=Criteria(conf_tolerance=tolerance), proxy=proxy, budget=budget,
                             calibration=calibration or None, held_out=held_out or None, verify=verify or None,
-                            seed=seed, workers=workers, progress=ctx.say)
+                            seed=seed, groups=groups, pool=pool or None, workers=workers, progress=ctx.say)
     ctx.note(f"phone repair: {res.summary()}")
     if res.random_error is not None:
         ctx.note(f"max |error| on one seeded random input (not the criterion): {res.random_error:.3g}")
@@ -69,9 +69,12 @@ PASS = FunctionPass(
              "proxy": Option("auto", "arm: search on lavapipe and verify on the emulator (auto, vulkan) or "
                                      "search on the emulator (none)", choices=("auto", "vulkan", "none")),
              "budget": Option(600.0, "seconds the search may take (its optional phases stop then)", float),
-             "calibration": Option(0, "calibration samples (0: 24 lines / 4 pages)", int),
-             "held_out": Option(0, "held-out samples on the search target (0: 24 lines / 4 pages)", int),
+             "calibration": Option(0, "calibration samples, the most fragile of the pool (0: 32 lines / 4 pages)", int),
+             "pool": Option(0, "samples drawn for the calibration set to be picked from (0: 160 lines)", int),
+             "held_out": Option(0, "held-out samples per confirmation on the search target (0: 24 lines / 2 pages)",
+                                int),
              "verify": Option(0, "held-out samples run on the emulated phone (0: 8 lines / 2 pages)", int),
              "seed": Option(0, "seed of the built-in data and of the split", int),
              "curve": Option("", "path prefix for the Pareto curve (PREFIX.json, PREFIX.png)", str),
+             "groups": Option(16, "regions of the layer order the search keeps fp32 or lowers as one", int),
              "workers": Option(2, "parallel target workers", int)})

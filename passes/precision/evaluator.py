@@ -39,6 +39,8 @@ Progress = Callable[[str], None]
 #: what a search uses by default, per kind: (calibration, held-out) samples (lines for rec/cls, pages for det)
 DEFAULT_COUNTS = {"rec": (32, 56), "cls": (64, 80), "det": (4, 6)}
 HELD_OUT_SHARE = 0.5
+#: inputs per placement from which a lone placement is spread over the workers (loading a net costs seconds)
+SPLIT_AT = 8
 #: decision margins below this are ties any rounding (fp32's too) may flip: not used to stress a placement
 MARGIN_FLOOR = 2e-3
 #: the share of changed answers the goal allows (99.5% of strings identical): the calibration set leaves out the
@@ -187,10 +189,11 @@ def candidate_outputs(graphs: Sequence[Graph], inputs: Sequence[ModelInput], poo
                       ) -> list[tuple[list[np.ndarray | None], str | None]]:
     """Each graph's first output per input on ``pool`` (None where it failed) and the first error.
 
-    Each graph's inputs are cut into as many chunks as the pool has workers (a worker loads a net once per
-    chunk), and all chunks of all graphs run in parallel."""
+    With fewer graphs than workers, each graph's inputs are cut into one chunk per worker (a worker loads a
+    net once per chunk) when there are at least :data:`SPLIT_AT` of them; all chunks run in parallel."""
     xs = [i.tensor[0] for i in inputs]
-    per = max(1, -(-len(xs) // max(1, pool.workers if len(graphs) < pool.workers else 1)))
+    chunks = pool.workers if len(graphs) < pool.workers and len(xs) >= SPLIT_AT else 1
+    per = max(1, -(-len(xs) // chunks))
     jobs, owner = [], []
     for gi, g in enumerate(graphs):
         for start in range(0, len(xs), per):
@@ -223,6 +226,7 @@ class Evaluator:
         self.metric = metric_for(kind, **({"dictionary": list(dictionary)} if kind == "rec" and dictionary else {}))
         self.say = progress or (lambda _m: None)
         self.cache: dict[tuple[Placement, str, int], Verdict] = {}
+        self.nonfinite: dict[tuple[Placement, str, int], list[int]] = {}  # samples with NaN/Inf outputs
         self.inferences = 0
         self.seconds = 0.0
 
@@ -242,11 +246,19 @@ class Evaluator:
             runs = candidate_outputs(graphs, data.inputs[:n], self.pool)
             for p, (outs, error) in zip(todo, runs, strict=True):
                 self.cache[(p, part, n)] = self._judge(data, n, outs, error)
+                self.nonfinite[(p, part, n)] = [k for k, o in enumerate(outs)
+                                                if o is not None and not np.all(np.isfinite(o))]
             took = time.perf_counter() - t0
             self.seconds += took
             self.inferences += len(todo) * n
             self.say(f"  {len(todo)} placement(s) x {n} {part} samples on {self.target}: {took:.0f} s")
         return [self.cache[(p, part, n)] for p in placements]
+
+    def nonfinite_samples(self, placement: Placement, part: str = "calibration", count: int | None = None
+                          ) -> list[int]:
+        """Indices of the samples of ``part`` where ``placement`` returned NaN/Inf (evaluated before)."""
+        n = len(self.parts[part]) if count is None else min(count, len(self.parts[part]))
+        return self.nonfinite.get((placement, part, n), [])
 
     def _judge(self, data: Part, n: int, outs: list[np.ndarray | None], error: str | None) -> Verdict:
         refs = data.references[:n]

@@ -144,22 +144,32 @@ def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
     return ModelInfo(kind, DEFAULT_SHAPES[kind], VARIABLE_DIMS[kind], sources=["the ncnn model's output"])
 
 
-def _nonfinite_layers(graph: Graph, feeds: dict[str, np.ndarray], pool: TargetPool, say: Progress) -> list[str]:
-    """Layers to keep fp32 because fp16 overflows there: those whose isolated output is NaN/Inf, the first
-    layer whose output is NaN/Inf in the whole net, and their readers (an fp32 blob read by an fp16 layer
-    is cast back to fp16)."""
-    from .sensitivity import measure
+def first_nonfinite(graph: Graph, feeds: dict[str, np.ndarray], pool: TargetPool) -> str | None:
+    """The first layer (graph order) whose output is NaN/Inf when ``graph`` runs on ``pool`` (every blob kept)."""
+    (res,) = pool.run([Job(graph, [feeds], list(graph.blobs))])
+    if not res.ok:
+        raise NcnnpassError(f"{describe_target(pool.name)}: the model fails while locating NaN/Inf: {res.error}")
+    blobs = res.outputs[0]
+    for ly in graph.layers:
+        if any(o in blobs and not np.all(np.isfinite(blobs[o])) for o in ly.outputs):
+            return ly.name
+    return None
 
-    sens = measure(graph, feeds, pool, progress=say)
-    bad = [n for n, e in sens.local.items() if not np.isfinite(e)]
-    if sens.first_nonfinite:
-        bad.append(sens.first_nonfinite)
-        say(f"  first NaN/Inf at layer {sens.first_nonfinite}")
-    out = list(dict.fromkeys(bad))
-    for n in list(out):
-        for blob in graph.layer(n).outputs:
-            out += [c.name for c in graph.blobs[blob].consumers]
-    return list(dict.fromkeys(out))
+
+def overflow_layers(graph: Graph, base: Placement, feeds: dict[str, np.ndarray], pool: TargetPool,
+                    say: Progress, rounds: int = 8) -> list[str]:
+    """Layers to keep fp32 because fp16 overflows there: the first layer whose output is NaN/Inf and its readers
+    (an fp32 blob read by an fp16 layer is cast back to fp16), again until the net is finite (``rounds`` at most)."""
+    forced: list[str] = []
+    for _ in range(rounds):
+        name = first_nonfinite(apply_placement(graph, base.merged(dict.fromkeys(forced, FP32))), feeds, pool)
+        if name is None or name in forced:
+            break
+        say(f"  first NaN/Inf at layer {name}")
+        forced.append(name)
+        for blob in graph.layer(name).outputs:
+            forced += [c.name for c in graph.blobs[blob].consumers if c.name not in forced]
+    return forced
 
 
 def _random_error(graph: Graph, pool: TargetPool, info: ModelInfo, onnx: str | None, reference_graph: Graph
@@ -190,12 +200,13 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                       held_out: int | None = None, verify: int | None = None, seed: int = 0,
                       groups: int | None = None, budget: float | None = DEFAULT_BUDGET, workers: int = 2,
                       model_dir: str | os.PathLike | None = None, random_check: bool = True,
-                      progress: Progress | None = None) -> TargetRepairResult:
+                      pool: int | None = None, progress: Progress | None = None) -> TargetRepairResult:
     """The placement with the most MACs in fp16 whose task metrics match the reference on held-out data
     (module docstring). ``graph`` is not modified; featmasks it already carries are kept.
 
     ``proxy`` (arm only): ``auto``/``vulkan`` searches on lavapipe and verifies on the emulator, ``none``
-    searches on the emulator itself. ``held_out``: samples per confirmation round on the search target;
+    searches on the emulator itself. ``calibration``: samples the search judges on, the most fragile of a
+    ``pool`` drawn (default :data:`SIZES`). ``held_out``: samples per confirmation round on the search target;
     ``verify``: held-out samples (others again) run on the target after a proxy search. ``budget``: seconds
     for the whole repair (the optional phases stop when it is spent; the mandatory ones run anyway)."""
     t0 = time.perf_counter()
@@ -225,8 +236,9 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     confirm_n = held_out or size["confirm"]
     verify_n = (verify or size["verify"]) if searched_on != target else 0
     cal_n = calibration or size["calibration"]
-    parts = prepare_parts(info, images=images, calibration=max(cal_n, size["pool"]),
-                          held_out=2 * confirm_n + (max(verify_n, size["verify_pool"]) if verify_n else 0),
+    parts = prepare_parts(info, images=images, calibration=max(cal_n, pool or size["pool"]),
+                          held_out=2 * confirm_n + (max(verify_n, min(size["verify_pool"], pool or 10**9))
+                                                    if verify_n else 0),
                           seed=seed, model_dir=model_dir)
     ref_graph = graph.copy()
     for part in parts.values():
@@ -246,26 +258,27 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             f"{len(confirm)} + {len(confirm2)} on {searched_on}" + (f", {len(check)} (the most fragile) on {target}"
                                                                     if check else ""))
     say(f"  data: {data}")
-    first = cal_part.inputs[0].tensor[0]
-    macs = macs_per_layer(graph, runtime.infer_shapes(graph, tuple(first.shape), target="isolated"))
+    # MACs at the model's default input (3x48x320 for rec): shares at other widths differ a little (attention)
+    macs = macs_per_layer(graph, runtime.infer_shapes(graph, tuple(info.input_shape), target="isolated"))
     base = existing_placement(graph)
     candidates = [ly.name for ly in graph.layers if ly.type not in ("Input", "MemoryData") and ly.inputs
                   and FP32 in choices_for(ly, target)]
     clock = Budget(budget)
     notes: list[str] = []
     forced: list[str] = []
-    with TargetPool(searched_on, workers) as pool:
-        ev = Evaluator(graph, info.kind, work, pool, criteria=criteria, dictionary=info.dictionary, progress=say)
+    with TargetPool(searched_on, workers) as runners:
+        ev = Evaluator(graph, info.kind, work, runners, criteria=criteria, dictionary=info.dictionary, progress=say)
         (as_given,) = ev.evaluate([base])
         if as_given.nonfinite:
             say(f"  the model as given returns NaN/Inf on {as_given.nonfinite} samples: locating the overflow")
-            feeds = {graph.inputs[0]: cal_part.inputs[0].tensor[0]}
-            forced = _nonfinite_layers(apply_placement(graph, base), feeds, pool, say)
+            bad = (ev.nonfinite_samples(base) or [0])[0]
+            feeds = {graph.inputs[0]: cal_part.inputs[bad].tensor[0]}
+            forced = overflow_layers(graph, base, feeds, runners, say)
             base = base.merged(dict.fromkeys(forced, FP32))
             notes.append(f"fp16 overflow: kept {len(forced)} layer(s) fp32 first ({', '.join(forced[:6])})")
         cpu: set[str] = set()
         if searched_on == "vulkan":
-            cpu = {n for n, _ in pool.sessions[0].cpu_layers(graph)}
+            cpu = {n for n, _ in runners.sessions[0].cpu_layers(graph)}
 
         def share_of(p: Placement) -> float:
             return fp16_share(macs, p, gpu=target == "vulkan", cpu_layers=cpu)
