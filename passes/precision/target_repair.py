@@ -124,6 +124,79 @@ def _next_fallback(pending: list[Point], share: float) -> Point:
     return p
 
 
+def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
+             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the first held-out samples on the search target; when it misses there, the search again
+    on calibration + those samples (walk and refinement) and the new choice on the next held-out samples,
+    stepping down the passing points while that misses. Returns (choice, its calibration verdict, held-out
+    verdict)."""
+    where = describe_target(ev.target)
+    (held,) = ev.evaluate([chosen], "confirm")
+    say(f"  held-out ({held.samples}) on {where}: {held.headline()}")
+    if held.ok or not len(confirm2):
+        return chosen, cal, held
+    say("  missed on held-out: searching again with those samples added to the calibration")
+    notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); searched "
+                 f"again on calibration + those {held.samples} samples")
+    (floor2,) = ev.evaluate([s.floor_p], "calibration+confirm")
+    if floor2.ok:
+        if not s.walk:
+            s.order()
+        chosen, cal = s.find("calibration+confirm")
+    else:
+        chosen, cal = s.floor_p, floor2
+    (held,) = ev.evaluate([chosen], "confirm-2")
+    say(f"  held-out ({held.samples} more) on {where}: {held.headline()}")
+    pending = _fallbacks(s.points, s.share(chosen))
+    while not held.ok and pending and clock.left() > 0:
+        p = _next_fallback(pending, s.share(chosen))
+        chosen, cal = p.placement, p.verdict
+        (held,) = ev.evaluate([chosen], "confirm-2")
+        say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
+    return chosen, cal, held
+
+
+def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
+                      notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the held-out verification samples on the target. When it misses, the most fp16 point of
+    the walk below it that passes there, by bisection between the floor (assumed to pass) and the choice
+    (the walk is ordered first when the model as given passed on the proxy); else the floor."""
+    where = describe_target(tev.target)
+    (on_target,) = tev.evaluate([chosen], "verify")
+    say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
+    if on_target.ok or chosen == s.floor_p:
+        return chosen, cal, on_target
+    miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
+    best: tuple[int, Verdict] | None = None
+    tries = 0
+    if not s.walk:  # the model as given passed on the proxy: order the walk, try its last point first
+        s.order()
+        s.j = len(s.walk)
+        (v,) = tev.evaluate([s.at(s.j)], "verify")
+        tries += 1
+        say(f"  walk {s.j}/{len(s.walk)} ({100 * s.share(s.at(s.j)):.1f}%) on {where}: {v.headline()}")
+        if v.ok:
+            best = (s.j, v)
+    lo, hi = (s.j, s.j) if best else (0, s.j)
+    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+        j = (lo + hi) // 2
+        tries += 1
+        (v,) = tev.evaluate([s.at(j)], "verify")
+        say(f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%) on {where}: {v.headline()}")
+        if v.ok:
+            lo, best = j, (j, v)
+        else:
+            hi = j
+    if best is not None:
+        chosen, on_target = s.at(best[0]), best[1]
+        notes.append(f"{miss}; stepped back to walk {best[0]}/{len(s.walk)} ({100 * s.share(chosen):.1f}%)")
+    else:
+        (on_target,) = tev.evaluate([s.floor_p], "verify")
+        chosen = s.floor_p
+        notes.append(f"{miss}; no walk point below it passed there: every layer fp32")
+    return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), on_target
+
+
 def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
     """The model facts when there is no ONNX: ``kind`` (else guessed from the output's shape at the default
     input), the kind's default input shape, no dictionary (strings compared as class ids)."""
@@ -253,10 +326,10 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         check = stressed(info.kind, rest if len(rest) else held_all, verify_n, "verify")
     work = {"calibration": cal_part, "confirm": confirm, "confirm-2": confirm2, "calibration+confirm": cal_part + confirm}
     unit = "pages" if info.kind == "det" else "lines"
-    data = (f"{cal_part.source}: {len(cal_part)} calibration {unit} (the most fragile of {len(parts['calibration'])}), "
-            f"held-out "
-            f"{len(confirm)} + {len(confirm2)} on {searched_on}" + (f", {len(check)} (the most fragile) on {target}"
-                                                                    if check else ""))
+    picked = f" (the most fragile of {len(parts['calibration'])})" if info.kind != "det" else ""
+    data = (f"{cal_part.source}: {len(cal_part)} calibration {unit}{picked}, held-out "
+            f"{len(confirm)} + {len(confirm2)} on {searched_on}" + (f", {len(check)}{' (the most fragile)' if picked else ''} "
+                                                                    f"on {target}" if check else ""))
     say(f"  data: {data}")
     # MACs at the model's default input (3x48x320 for rec): shares at other widths differ a little (attention)
     macs = macs_per_layer(graph, runtime.infer_shapes(graph, tuple(info.input_shape), target="isolated"))
@@ -289,60 +362,29 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                         budget=clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
                         sensitivity_samples=SENSITIVITY_SAMPLES[info.kind])
         s = state[0]
-        chosen, cal = result.chosen, result.chosen_verdict
-        held = None
+        chosen, cal, held = result.chosen, result.chosen_verdict, None
         reached = result.reached
         if reached and len(confirm):
-            (held,) = ev.evaluate([chosen], "confirm")
-            say(f"  held-out ({len(confirm)}) on {describe_target(searched_on)}: {held.headline()}")
-            if not held.ok and len(confirm2):
-                say("  missed on held-out: searching again with those samples added to the calibration")
-                notes.append(f"held-out missed at {100 * share_of(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); "
-                             f"searched again on calibration + those {len(confirm)} {unit}")
-                (floor2,) = ev.evaluate([s.floor_p], "calibration+confirm")
-                if floor2.ok:
-                    if not s.walk:
-                        s.order()
-                    chosen, cal = s.find("calibration+confirm")
-                else:
-                    chosen, cal = s.floor_p, floor2
-                (held,) = ev.evaluate([chosen], "confirm-2")
-                say(f"  held-out ({len(confirm2)} more) on {describe_target(searched_on)}: {held.headline()}")
-                fallbacks = _fallbacks(s.points, share_of(chosen))
-                while not held.ok and fallbacks and clock.left() > 0:
-                    p = _next_fallback(fallbacks, share_of(chosen))
-                    chosen, cal = p.placement, p.verdict
-                    (held,) = ev.evaluate([chosen], "confirm-2")
-                    say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
+            chosen, cal, held = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
             reached = held.ok
-        inferences, seconds_on_search = ev.inferences, ev.seconds
-        result.chosen, result.chosen_verdict, result.fp16_share = chosen, cal, share_of(chosen)
-    on_target = None
-    random_error = None
-    if check is not None and reached:
-        with TargetPool(target, workers) as tpool:
-            tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria, dictionary=info.dictionary,
-                            progress=say)
-            (on_target,) = tev.evaluate([chosen], "verify")
-            say(f"  held-out ({len(check)}) on {describe_target(target)}: {on_target.headline()}")
-            pending = _fallbacks(s.points, share_of(chosen))
-            tries = 0
-            while not on_target.ok and pending and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
-                p = _next_fallback(pending, share_of(chosen))
-                tries += 1
-                notes.append(f"{describe_target(target)} missed at {100 * share_of(chosen):.1f}% fp16 "
-                             f"({'; '.join(on_target.reasons)}); fell back to {p.label} ({100 * p.fp16_share:.1f}%)")
-                chosen, cal = p.placement, p.verdict
-                (on_target,) = tev.evaluate([chosen], "verify")
-                say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%) on {describe_target(target)}: "
-                    f"{on_target.headline()}")
-            reached = on_target.ok
+        on_target = None
+        random_error = None
+        if check is not None and reached:
+            with TargetPool(target, workers) as tpool:
+                tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria,
+                                dictionary=info.dictionary, progress=say)
+                chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say)
+                reached = on_target.ok
+                if random_check:
+                    random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
+                inferences = ev.inferences + tev.inferences
+        else:
+            inferences = ev.inferences
             if random_check:
-                random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
-            inferences += tev.inferences
-    elif random_check:
-        with TargetPool(target, 1) as tpool:
-            random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
+                with TargetPool(target, 1) as tpool:
+                    random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
+        seconds_on_search = ev.seconds
+        result.chosen, result.chosen_verdict, result.fp16_share = chosen, cal, share_of(chosen)
     repaired = apply_placement(graph, chosen)
     bad = unsafe_edges(repaired)
     if bad:  # apply_placement guarantees none; a failure here is a bug, not bad input
@@ -352,7 +394,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     cpu_now = sorted({n for n in cpu if macs.get(n, 0)} | set(chosen.names(FP32))) if target == "vulkan" else []
     out = TargetRepairResult(repaired, added, target, searched_on, reference, data, info.kind, share_of(chosen),
                              reached, cal, held, on_target, len(check) if check else 0, result, random_error,
-                             time.perf_counter() - t0, inferences, forced, list(dict.fromkeys([*notes, *result.notes, *s.notes])), cpu_now)
+                             time.perf_counter() - t0, inferences, forced, list(dict.fromkeys([*notes, *result.notes, *s.notes])),
+                             cpu_now)
     say(out.summary())
     say(f"  {inferences} inferences; {seconds_on_search:.0f} s of them on {describe_target(searched_on)}")
     return out

@@ -154,62 +154,117 @@ def cmd_search(args) -> dict:
                 n = args.before_lines or (48 if args.target.startswith("arm") else None)
                 rows["as given"] = ev.evaluate([existing_placement(g)], "held-out", n)[0].to_dict()
             eval_s = time.perf_counter() - t1
+            # the Pareto curve on these held-out lines (what the calibration curve costs on typical data)
+            k = args.curve_points if args.curve_points >= 0 else (6 if args.target == "vulkan" else 0)
+            curve = []
+            if k:
+                pts = sorted({p.placement: p for p in res.search.points}.values(), key=lambda p: p.fp16_share)
+                picks = list({id(pts[round(i * (len(pts) - 1) / max(k - 1, 1))]): pts[round(i * (len(pts) - 1)
+                              / max(k - 1, 1))] for i in range(k)}.values())
+                base = existing_placement(g)
+                verdicts = ev.evaluate([base.merged(p.placement) for p in picks], "held-out")
+                curve = [{"label": p.label, "fp16_share": p.fp16_share, "calibration": p.verdict.to_dict(),
+                          "held_out": v.to_dict()} for p, v in zip(picks, verdicts, strict=True)]
+                for c in curve:
+                    _say(f"  held-out curve: {100 * c['fp16_share']:.1f}% fp16: "
+                         f"{c['held_out']['numbers'].get('identical', c['held_out']['numbers'].get('f'))} "
+                         f"{c['held_out']['numbers'].get('max_conf_change', '')}")
     out.update({"held_out": len(part), "table_seed": TABLE_SEED, "rows": rows, "eval_seconds": eval_s,
+                "held_out_curve": curve,
                 "load_eval": load_eval.describe(), "fp16_share": res.fp16_share,
                 "placement": Placement(res.placement.items).describe()})
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1, default=str))
+    if curve and info.kind == "rec":
+        _plot_held_out(stem.with_name(stem.name + "-heldout.png"), curve, args, len(part))
     _say(json.dumps({k: v for k, v in out.items() if k != "result"}, indent=1, default=str))
     return out
 
 
+def _plot_held_out(path: Path, curve: list, args, lines: int) -> None:
+    """Strings identical and the largest confidence change on the held-out lines against the fp16 share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [100 * c["fp16_share"] for c in curve]
+    ident = [100 * c["held_out"]["numbers"]["identical_share"] for c in curve]
+    conf = [max(c["held_out"]["numbers"]["max_conf_change"], 1e-7) for c in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    ax.plot(x, ident, "o-", color="tab:blue", label="strings identical (%)")
+    ax.axhline(99.5, color="tab:blue", ls=":", lw=0.8)
+    ax.set_xlabel("MACs in fp16 (%)")
+    ax.set_ylabel("strings identical (%)", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(x, conf, "s--", color="tab:red", label="largest confidence change")
+    ax2.axhline(args.tolerance, color="tab:red", ls=":", lw=0.8)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("largest confidence change", color="tab:red")
+    ax.set_title(f"{args.model} on {args.target}: Pareto points on {lines} held-out lines", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def cmd_rank(args) -> dict:
-    """Rank agreement of proxies with the emulated A76 over the placements of a lavapipe search."""
+    """Rank agreement of proxies with the emulated A76 over the placements of a lavapipe search (the Pareto
+    points of ``search MODEL --target vulkan`` when its JSON exists, else a search run here)."""
     from ncnnpass.ir.runtime import TargetPool
     from ncnnpass.passes.precision import Criteria, repair_for_target
-    from ncnnpass.passes.precision.evaluator import Evaluator, prepare_parts, reference_outputs
+    from ncnnpass.passes.precision.evaluator import Evaluator, prepare_parts, reference_outputs, stressed
+    from ncnnpass.passes.precision.placement import Placement
     from ncnnpass.passes.precision.proxies import fp16_rounded
 
     g, onnx, info, model_dir = load_model(args.model)
     criteria = Criteria(conf_tolerance=args.tolerance)
-    cache = OUT / f"rank-search-{args.model}.json"
-    res = repair_for_target(g, "vulkan", onnx=onnx, info=info, criteria=criteria, budget=args.budget,
-                            model_dir=model_dir, random_check=False, progress=_say)
-    pts = {}
-    for p in res.search.points:
-        pts.setdefault(p.placement, p.label)
-    placements = list(pts)[: args.placements]
+    src = OUT / f"search-{args.model}-vulkan.json"
+    if src.exists():
+        pts = json.loads(src.read_text())["result"]["search"]["points"]
+        cands = [(p["fp16_share"], p["label"], Placement.of(p["placement"])) for p in pts]
+    else:
+        res = repair_for_target(g, "vulkan", onnx=onnx, info=info, criteria=criteria, budget=args.budget,
+                                model_dir=model_dir, random_check=False, progress=_say)
+        cands = [(p.fp16_share, p.label, p.placement) for p in res.search.points]
+    uniq: dict = {}
+    for share, label, pl in sorted(cands, key=lambda c: c[0]):
+        uniq.setdefault(pl, (share, label))
+    ordered = list(uniq.items())
+    k = min(args.placements, len(ordered))
+    picks = [ordered[round(i * (len(ordered) - 1) / max(k - 1, 1))] for i in range(k)]
+    picks = list(dict(picks).items())
+    placements = [p for p, _ in picks]
     n = args.lines or (2 if info.kind == "det" else 8)
-    parts = prepare_parts(info, calibration=n, held_out=1, model_dir=model_dir)
-    part = parts["calibration"]
-    part.references = reference_outputs(part.inputs, onnx=onnx)
+    pool = prepare_parts(info, calibration=max(n, 160 if info.kind != "det" else n), held_out=1,
+                         model_dir=model_dir)["calibration"]
+    pool.references = reference_outputs(pool.inputs, onnx=onnx)
+    part = stressed(info.kind, pool, n, "calibration")  # the most fragile lines: where placements differ
     table: dict[str, list] = {}
     cost: dict[str, float] = {}
+    loads: dict[str, float] = {}
     for where in ("arm", "vulkan", "x86-cast"):
-        with Load() as load, TargetPool("isolated" if where == "x86-cast" else where, 2) as pool:
-            ev = Evaluator(g, info.kind, {"calibration": part}, pool, criteria=criteria, dictionary=info.dictionary,
+        with Load() as load, TargetPool("isolated" if where == "x86-cast" else where, 2) as runners:
+            ev = Evaluator(g, info.kind, {"calibration": part}, runners, criteria=criteria, dictionary=info.dictionary,
                            transform=fp16_rounded if where == "x86-cast" else None, progress=_say)
             t0 = time.perf_counter()
             table[where] = [v.to_dict() for v in ev.evaluate(placements, "calibration")]
             cost[where] = (time.perf_counter() - t0) / (len(placements) * len(part))
-            _say(f"{where}: {cost[where]:.2f} s per inference (2 workers), load {load.describe()['mean']:.1f}")
-    key = {"rec": "mean_conf_change", "det": "flipped_share", "cls": "max_score_change"}[info.kind]
-    arm_score = [r["score"] for r in table["arm"]]
-    arm_key = [r["numbers"].get(key, np.inf) for r in table["arm"]]
+        loads[where] = load.describe()["mean"]
+        _say(f"{where}: {cost[where]:.2f} s per inference (2 workers), load {loads[where]:.1f}")
     agree = {}
     for where, rows in table.items():
-        sc = [r["score"] for r in rows]
-        kv = [r["numbers"].get(key, np.inf) for r in rows]
-        agree[where] = {"spearman_score": spearman(arm_score, sc), "kendall_score": kendall(arm_score, sc),
-                        f"spearman_{key}": spearman(arm_key, kv),
-                        "pass_agreement": sum(a["ok"] == b["ok"] for a, b in zip(table["arm"], rows, strict=True)),
-                        "seconds_per_inference": cost[where]}
+        agree[where] = {"seconds_per_inference": cost[where], "load": loads[where],
+                        "pass_agreement": sum(a["ok"] == b["ok"] for a, b in zip(table["arm"], rows, strict=True))}
+        for key in ("score", "mean_max_diff", "max_conf_change", "mean_conf_change"):
+            a = [r["score"] if key == "score" else r["numbers"].get(key, np.inf) for r in table["arm"]]
+            b = [r["score"] if key == "score" else r["numbers"].get(key, np.inf) for r in rows]
+            agree[where][f"spearman_{key}"] = spearman(a, b)
+            agree[where][f"kendall_{key}"] = kendall(a, b)
         _say(f"{where:10s} " + " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in agree[where].items()))
-    out = {"model": args.model, "lines": len(part), "placements": [pts[p] for p in placements],
-           "fp16_shares": [next(q.fp16_share for q in res.search.points if q.placement == p) for p in placements],
-           "table": table, "agreement": agree}
+    out = {"model": args.model, "lines": len(part), "placements": [lab for _, (_, lab) in picks],
+           "fp16_shares": [sh for _, (sh, _) in picks], "table": table, "agreement": agree}
     OUT.mkdir(parents=True, exist_ok=True)
-    cache.with_name(f"rank-{args.model}.json").write_text(json.dumps(out, indent=1, default=str))
+    (OUT / f"rank-{args.model}.json").write_text(json.dumps(out, indent=1, default=str))
     return out
 
 
@@ -299,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-before", action="store_true", help="skip the model as given on the held-out data")
     ap.add_argument("--before-lines", type=int, default=0,
                     help="held-out samples for the model as given (default: 48 on arm, all on vulkan)")
+    ap.add_argument("--curve-points", type=int, default=-1,
+                    help="Pareto points also measured on the held-out data (default: 6 on vulkan, 0 on arm)")
     ap.add_argument("--lines", type=int, default=0, help="rank: calibration lines (8; det: 2 pages)")
     ap.add_argument("--placements", type=int, default=10, help="rank: at most this many placements")
     args = ap.parse_args(argv)
