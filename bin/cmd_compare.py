@@ -62,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also render N text lines (default 8) and compare the decoded strings and confidences of "
                         "ncnn (x86, the --target, and after --fix) with onnxruntime's")
     p.add_argument("--repair", type=float, nargs="?", const=1e-3, metavar="TOL",
-                   help="with --text-lines and --target arm: also repair the model for the phone (the fewest layers "
-                        "kept fp32 for max |ncnn - onnxruntime| <= TOL on seeded inputs, default 1e-3; minutes "
-                        "emulated) and decode the lines with it")
+                   help="with --text-lines and --target arm: also repair the model for the phone (a quick "
+                        "repair-for-target search on a few built-in lines: strings identical, line confidence "
+                        "within TOL, default 1e-3; minutes emulated) and decode the lines with it")
     p.add_argument("--dict", metavar="FILE", help="with --text-lines: the recognizer's dictionary (default: the ONNX "
                    "metadata 'character'); without one, strings are class-id sequences")
     p.set_defaults(func=run)

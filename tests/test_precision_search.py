@@ -288,3 +288,30 @@ def test_fallbacks_skip_placements_that_failed_anywhere() -> None:
     assert [p.label for p in pending] == ["b", "c", "d"]  # "a" failed on another part; "e" is not below
     assert _next_fallback(pending, 0.995).label == "c"  # at least 5 points of share lower
     assert [p.label for p in pending] == ["d"]
+
+
+def test_target_verification_steps_back_along_the_walk(chain) -> None:
+    """The proxy passes a placement the target does not (here the target also suffers from c5 in fp16): the
+    verification bisects the walk below the choice and keeps the most fp16 point that passes there."""
+    from ncnnpass.passes.precision.search import Search
+    from ncnnpass.passes.precision.target_repair import _verify_on_target
+
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    proxy = FakeEvaluator({"c4": 2.0, "sm": 5.0})
+    state: list = []
+    res = search(proxy, g, cands, macs, groups=8, workers=2, budget=Budget(0.0), state=state)
+    s = state[0]
+    assert res.chosen.choice("c5") == FP16 and res.chosen.choice("c4") == FP32
+
+    class Target(FakeEvaluator):
+        target = "arm"
+
+    phone = Target({"c4": 2.0, "sm": 5.0, "c5": 3.0})
+    notes: list[str] = []
+    chosen, _, verdict = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    assert verdict.ok and chosen.choice("c5") != FP16  # c5 kept fp32 by stepping back
+    lowered = [n for n in CONVS if chosen.choice(n) == FP16]
+    best = max((j for j in range(len(s.walk) + 1) if phone.score(s.at(j)) <= 1.0), key=lambda j: fp16_share(macs, s.at(j)))
+    assert fp16_share(macs, chosen) == pytest.approx(fp16_share(macs, s.at(best)))  # the best walk point below
+    assert "stepped back" in notes[0] and lowered

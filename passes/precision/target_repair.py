@@ -401,13 +401,19 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     return out
 
 
+#: the quick search ``compare --repair`` runs (the full one: ``run --pipeline repair --target arm``)
+QUICK = {"calibration": 8, "pool": 32, "held_out": 4, "verify": 2, "groups": 8, "budget": 120.0,
+         "random_check": False}
+
+
 def repair_for_phone(graph: Graph, shape: Sequence[int] | None = None, tolerance: float = 5e-3,
                      target: str = "arm", reference: str | os.PathLike | None = None, workers: int = 2,
                      progress: Progress | None = None, **options: Any) -> TargetRepairResult:
-    """:func:`repair_for_target` under its former name: ``tolerance`` is the line-confidence tolerance and
-    ``reference`` the ONNX file (``shape`` is no longer needed: the data sets the shapes)."""
+    """:func:`repair_for_target` under its former name, with the small data of :data:`QUICK` unless ``options``
+    say otherwise: ``tolerance`` is the line-confidence tolerance and ``reference`` the ONNX file (``shape`` is
+    no longer needed: the data sets the shapes)."""
     return repair_for_target(graph, target, onnx=reference, criteria=Criteria(conf_tolerance=tolerance),
-                             workers=workers, progress=progress, **options)
+                             workers=workers, progress=progress, **{**QUICK, **options})
 
 
 __all__ = ["TargetRepairResult", "repair_for_target", "repair_for_phone", "guess_info", "Part", "Point"]
