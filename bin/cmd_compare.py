@@ -73,9 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "strings and confidences of ncnn (x86, the --target, and after --fix) with onnxruntime's; "
                         "the real-text section then runs only when --images, --lines or --pages ask for it")
     p.add_argument("--repair", type=float, nargs="?", const=1e-3, metavar="TOL",
-                   help="with --target arm: also repair the model for the phone (the fewest layers kept fp32 for "
-                        "max |ncnn - onnxruntime| <= TOL on seeded inputs, default 1e-3; minutes emulated) and measure "
-                        "it on the real text (and the --text-lines)")
+                   help="with --target arm: also repair the model for the phone (a quick repair-for-target search "
+                        "on a few built-in lines: strings identical, line confidence within TOL, default 1e-3; minutes "
+                        "emulated) and measure it on the real text (and the --text-lines)")
     p.add_argument("--dict", metavar="FILE", help="the recognizer's dictionary (default: inference.yml or dictionary.txt "
                    "next to the ONNX, or its metadata 'character'); without one, strings are class-id sequences")
     p.set_defaults(func=run)

@@ -11,11 +11,11 @@ from ncnnpass.ir.errors import NcnnpassError
 from .common import add_paths_option, add_target_option, check_run_args, run_input_shape, target_scope
 from .task_options import add_task_options, task_refusal
 
-HELP = ("Load an ncnn model, apply passes (none by default), and write it atomically (inputs are never overwritten "
-        "unless --overwrite). --verify runs it before and after in ncnn (fp32 options, seeded inputs, then real text) "
-        "and refuses to write on a change beyond --tolerance or in what users see. ncnn runs in a worker (--target "
-        "isolated) unless told otherwise; on --target arm, --pipeline repair/optimize ends with repair-for-target. "
-        "A model that sets featmask bits (31=) is written only when it runs correctly on every ncnn path of --paths.")
+HELP = ("Load an ncnn model, apply passes (none by default), write it atomically (inputs never overwritten unless "
+        "--overwrite). --verify runs it before and after in ncnn (fp32, seeded inputs, then real text) and refuses to "
+        "write on a change beyond --tolerance or in what users see. On --target arm or vulkan, --pipeline repair or "
+        "optimize ends with repair-for-target (most MACs in fp16 with strings, confidence within --tolerance and boxes "
+        "kept on held-out text; Pareto curve in OUT.pareto.json/.png). Files with featmask bits must run on --paths.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input shape (repeat per input); default: the Input layers' sizes, else --onnx's")
     p.add_argument("--tolerance", type=float, default=None, metavar="X",
                    help="--verify: largest output change, absolute up to magnitude 1, relative above (default "
-                        "1e-4); --pipeline repair --target arm: the phone error to reach (default 1e-3)")
+                        "1e-4); --pipeline repair --target arm|vulkan: the line-confidence change allowed (default 5e-3)")
     p.add_argument("--onnx", metavar="MODEL.onnx", help="the reference of repair-for-target; with --verify: the "
                    "model's facts (kind, dictionary) and the real-text rows against onnxruntime")
     p.add_argument("--seed", type=int, default=0, help="seed of the random [-1,1] verification inputs")
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         spec = check_run_args(args, phone, target)
         g = Graph.load(args.param, args.bin)
         shape = run_input_shape(args, g)
-        passes = (pipeline_passes(spec, target=target, tolerance=args.tolerance, reference=args.onnx)
+        passes = (pipeline_passes(spec, target=target, tolerance=args.tolerance, reference=args.onnx,
+                                  curve=args.output[0].removesuffix(".param") + ".pareto")
                   if spec in PIPELINES else resolve_passes(spec) if spec is not None else [])
         before = g.copy() if args.verify else None
         if spec is not None:

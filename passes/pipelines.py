@@ -1,8 +1,8 @@
 """Named pass pipelines. Each is a plain list of pass specs (``NAME`` or ``NAME[key=value,...]``).
 
-On a phone target (``arm``, ``arm-a57``) the precision pipelines end with ``repair-for-target``, which
-measures the model there and keeps the few layers fp32 that bring it within a tolerance
-(:func:`pipeline_passes`).
+On a phone target (``arm``, ``arm-a57``: the phone CPU; ``vulkan``: the phone GPU) the precision pipelines end
+with ``repair-for-target``, which searches the placement with the most MACs in fp16 whose task metrics (strings,
+confidence, det boxes) match the reference on held-out data there (:func:`pipeline_passes`).
 """
 
 from __future__ import annotations
@@ -66,14 +66,14 @@ PIPELINES: dict[str, Pipeline] = {p.name: p for p in (REPAIR, OPTIMIZE)}
 
 
 def targets_repair(target: str | None) -> bool:
-    """Whether ``target`` has a repair-for-target step (the phone CPU targets)."""
-    return bool(target) and str(target).lower().startswith("arm")
+    """Whether ``target`` has a repair-for-target step (the phone CPU and GPU targets)."""
+    return bool(target) and (str(target).lower().startswith("arm") or str(target).lower() == "vulkan")
 
 
 def pipeline_passes(name: str, *, target: str | None = None, tolerance: float | None = None,
-                    reference: str | None = None) -> list[Pass]:
+                    reference: str | None = None, curve: str | None = None) -> list[Pass]:
     """The passes of pipeline ``name`` for ``target``: on a phone target, ``repair``/``optimize`` end with
-    ``repair-for-target[target=..., tolerance=..., reference=...]`` (tolerance/reference when given)."""
+    ``repair-for-target[target=..., tolerance=..., reference=..., curve=...]`` (each when given)."""
     from .registry import get_pass
 
     passes = [get_pass(s) for s in PIPELINES[name].passes]
@@ -83,5 +83,7 @@ def pipeline_passes(name: str, *, target: str | None = None, tolerance: float | 
             options["tolerance"] = tolerance
         if reference:
             options["reference"] = str(reference)
+        if curve:
+            options["curve"] = str(curve)
         passes.append(get_pass("repair-for-target").configure(**options))
     return passes

@@ -226,6 +226,39 @@ def ppocrv5_rec_onnx() -> Path:
     return _cached("ppocrv5_rec_onnx", build) / "PP-OCRv5_mobile_rec.onnx"
 
 
+def _paddle_det_to_onnx(model_dir: Path, out: Path) -> None:
+    """paddle2onnx, verified against Paddle at the detector's own input size (as ``convert`` does)."""
+    from ncnnpass.passes.measure.model_info import read_model_info
+    from ncnnpass.passes.toolchain.paddle2onnx import paddle_to_onnx, verify_conversion
+
+    c, h, w = read_model_info(model_dir).input_shape
+    paddle_to_onnx(model_dir, out, verify=False)
+    verify_conversion(model_dir, out, input_shape=(1, c, h, w))
+
+
+def ppocrv4_det_onnx() -> Path:
+    """:func:`ppocrv4_det_paddle_dir` converted (validated and verified) to ONNX: the reference of the v4 det."""
+    def build(target: Path) -> None:
+        target.mkdir()
+        _paddle_det_to_onnx(ppocrv4_det_paddle_dir(), target / "ch_PP-OCRv4_det_infer.onnx")
+
+    return _cached("ppocrv4_det_onnx", build) / "ch_PP-OCRv4_det_infer.onnx"
+
+
+def ppocrv5_det_paddle_dir() -> Path:
+    """PP-OCRv5 mobile det as PaddleOCR 3.x exports it (the zoo's ``ppocrv5-det``)."""
+    return model_zoo.fetch("ppocrv5-det", cache_dir() / "zoo")[0]
+
+
+def ppocrv5_det_onnx() -> Path:
+    """:func:`ppocrv5_det_paddle_dir` converted in the paddle 3 side env, verified against paddle."""
+    def build(target: Path) -> None:
+        target.mkdir()
+        _paddle_det_to_onnx(ppocrv5_det_paddle_dir(), target / "PP-OCRv5_mobile_det.onnx")
+
+    return _cached("ppocrv5_det_onnx", build) / "PP-OCRv5_mobile_det.onnx"
+
+
 # ------------------------------------------------------------------ convert's pnnx output of every zoo model
 
 CONVERTED_SOURCES = {  # zoo name -> getter of the source convert reads (wheel members cached above)

@@ -1,59 +1,80 @@
-"""``repair-for-target``: keep the fewest layers out of fp16 that bring a target's error within a tolerance.
+"""``repair-for-target``: the placement with the most MACs in fp16 whose task metrics match the reference.
 
-The phone repair (:func:`ncnnpass.passes.precision.repair_for_phone`) as a pass: it measures the model on
-the target (``arm``: the emulated phone CPU), searches the layers to keep fp32 (featmask ``31=23``) and
-writes that placement into the graph, made safe on every path (:func:`ncnnpass.ir.featmask.make_featmask_safe`).
-It is terminal: it runs once, after the passes before it reached their fixpoint. When even every layer
-in fp32 misses the tolerance it raises (nothing is written). ``reference``: an ONNX file to measure against
-(default: the same ncnn model on this machine with fp16 off).
+The phone repair (:func:`ncnnpass.passes.precision.repair_for_target`) as a pass: on the target (``arm``: the
+emulated phone CPU, searched on lavapipe and verified on the emulator; ``vulkan``: the phone GPU on lavapipe)
+it searches per-layer precision choices (fp16, ``31=64`` no winograd, ``31=1`` fp32 arithmetic, ``31=23``
+fp32) judged on text lines or pages against the reference (``reference``: an ONNX file run by onnxruntime;
+default: this model on x86 with fp16 off) and writes the choice into the graph, safe on every path
+(:func:`ncnnpass.ir.featmask.make_featmask_safe`). Data: the built-in lines/pages, or ``images`` (a folder or
+a PaddleOCR label file), split into calibration and held-out parts. It is terminal: it runs once, after the
+passes before it reached their fixpoint. When the criteria are missed even on held-out data it raises
+(nothing is written). ``curve``: a path prefix for the Pareto curve (``PREFIX.json``, ``PREFIX.png``).
 """
 
 from __future__ import annotations
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.errors import NcnnpassError
-from ncnnpass.ir.featmask import KEEP_FP32_BITS, make_featmask_safe
 from ncnnpass.ir.runtime import describe_target
 
 from ..engine import FunctionPass, Option, PassContext
 
 
-def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", tolerance: float = 1e-3,
-                      reference: str = "", order: str = "suffix", workers: int = 2) -> int:
-    from ncnnpass.passes.precision.phone_repair import repair_for_phone
+def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", tolerance: float = 5e-3,
+                      reference: str = "", images: str = "", kind: str = "", proxy: str = "auto",
+                      budget: float = 600.0, calibration: int = 0, held_out: int = 0, verify: int = 0,
+                      seed: int = 0, curve: str = "", groups: int = 16, pool: int = 0, workers: int = 2) -> int:
+    from ncnnpass.passes.precision import Criteria, apply_placement
+    from ncnnpass.passes.precision import repair_for_target as search_and_repair
 
-    shapes = ctx.input_shapes
-    if not shapes:
-        raise NcnnpassError("repair-for-target needs the input shape (give --shape C,H,W or an Input size)")
-    if len(shapes) != 1:
-        raise NcnnpassError(f"repair-for-target needs a single-input model (this one has {', '.join(shapes)})")
-    res = repair_for_phone(graph, next(iter(shapes.values())), tolerance=tolerance, target=target,
-                           reference=reference or None, progress=ctx.say, workers=workers, order_by=order)
+    if len(graph.inputs) != 1:
+        raise NcnnpassError(f"repair-for-target needs a single-input model (this one has {', '.join(graph.inputs)})")
+    res = search_and_repair(graph, target, onnx=reference or None, kind=kind or None, images=images or None,
+                            criteria=Criteria(conf_tolerance=tolerance), proxy=proxy, budget=budget,
+                            calibration=calibration or None, held_out=held_out or None, verify=verify or None,
+                            seed=seed, groups=groups, pool=pool or None, workers=workers, progress=ctx.say)
     ctx.note(f"phone repair: {res.summary()}")
-    if res.layers_marked:
-        ctx.note("kept out of fp16: " + ", ".join(res.layers_marked))
+    if res.random_error is not None:
+        ctx.note(f"max |error| on one seeded random input (not the criterion): {res.random_error:.3g}")
+    for n in res.notes:
+        ctx.note(n)
+    if curve:
+        from ncnnpass.passes.precision.pareto import write_curve
+
+        chosen = next((p for p in res.search.points if p.placement == res.search.chosen), None)
+        js, png = write_curve(curve, res.kind, res.search.points, chosen, threshold=tolerance if res.kind == "rec" else None,
+                              title=f"{describe_target(target)}: fidelity vs fp16 share",
+                              meta={"target": res.target, "searched_on": res.searched_on, "result": res.to_dict()})
+        ctx.note(f"Pareto curve: {js}, {png}")
     if not res.reached:
-        raise NcnnpassError(f"the phone error stays above {tolerance:g} on {describe_target(target)} "
-                            f"({res.error_after:.3g}, held-out {res.heldout_error:.3g}) even with "
-                            f"{len(res.layers_marked)} layers in fp32; nothing written")
-    changed = 0
-    for name in res.layers_marked:
-        ly = graph.layer(name)
-        if ly.featmask | KEEP_FP32_BITS != ly.featmask:
-            ly.featmask = ly.featmask | KEEP_FP32_BITS
-            changed += 1
-    make_featmask_safe(graph)
-    return changed
+        judged = res.on_target or res.held_out or res.calibration
+        raise NcnnpassError(f"the model misses the criteria on {describe_target(res.target)} "
+                            f"({'; '.join(judged.reasons) or 'not confirmed'}) even at "
+                            f"{100 * res.fp16_share:.1f}% fp16; nothing written")
+    apply_placement(graph, res.placement, copy=False)  # the same choices, written into this graph
+    return len(res.placement)
 
 
 PASS = FunctionPass(
     "repair-for-target",
-    "keep the fewest layers fp32 (31=23, placed safely on every path) that bring the target's error within the tolerance "
-    "(measured there; runs once)",
+    "keep the fewest MACs out of fp16 (per layer: fp16, 31=64, 31=1, 31=23; safe on every path) so that what users "
+    "see matches the reference on held-out text (strings, confidence, det boxes; measured on the target; runs once)",
     repair_for_target, terminal=True,
-    options={"target": Option("arm", "where to measure: arm (emulated Cortex-A76) or arm-a57",
-                              choices=("arm", "arm-a76", "arm-a57")),
-             "tolerance": Option(1e-3, "largest accepted max |target - reference| on the outputs", float),
-             "reference": Option("", "an ONNX file to measure against (default: this model on x86, fp32)", str),
-             "order": Option("suffix", "search order", choices=("suffix", "sensitivity")),
+    options={"target": Option("arm", "where: arm (emulated Cortex-A76), arm-a57, or vulkan (lavapipe)",
+                              choices=("arm", "arm-a76", "arm-a57", "vulkan")),
+             "tolerance": Option(5e-3, "largest accepted line-confidence change (rec) or score change (cls)", float),
+             "reference": Option("", "an ONNX file to compare with (default: this model on x86, fp16 off)", str),
+             "images": Option("", "the data: an image folder or a PaddleOCR label file (default: built-in)", str),
+             "kind": Option("", "rec, det or cls (default: from the ONNX, else the output's shape)", str),
+             "proxy": Option("auto", "arm: search on lavapipe and verify on the emulator (auto, vulkan) or "
+                                     "search on the emulator (none)", choices=("auto", "vulkan", "none")),
+             "budget": Option(600.0, "seconds the search may take (its optional phases stop then)", float),
+             "calibration": Option(0, "calibration samples, the most fragile of the pool (0: 32 lines / 4 pages)", int),
+             "pool": Option(0, "samples drawn for the calibration set to be picked from (0: 160 lines)", int),
+             "held_out": Option(0, "held-out samples per confirmation on the search target (0: 24 lines / 2 pages)",
+                                int),
+             "verify": Option(0, "held-out samples run on the emulated phone (0: 8 lines / 2 pages)", int),
+             "seed": Option(0, "seed of the built-in data and of the split", int),
+             "curve": Option("", "path prefix for the Pareto curve (PREFIX.json, PREFIX.png)", str),
+             "groups": Option(16, "regions of the layer order the search keeps fp32 or lowers as one", int),
              "workers": Option(2, "parallel target workers", int)})

@@ -1,90 +1,328 @@
-"""Find a small set of layers to keep out of fp16 so that the target's error is within a tolerance.
+"""The mixed-precision search: the placement with the most MACs in fp16 whose task metrics pass.
 
-Polygraphy's ``debug precision`` idea, specialised for ncnn's featmask: order the layers by sensitivity
-(:func:`ncnnpass.passes.precision.sensitivity.ranking`), then search the shortest prefix of that order
-whose masking brings the verified error within the tolerance. Each probe is one run of the whole net
-on the target (the placement made ARM-safe first); ``workers`` probes run in parallel per round, so a
-round splits the interval into ``workers + 1`` parts (bisection with one worker).
+AIMET's AMP scheme adapted to ncnn's featmask (docs/phone.md, "The search"):
+
+1. **Ends**: the model as given and with every candidate layer fp32 (``31=23``: the floor). NaN/Inf in the
+   first is located and fixed first (the caller passes ``forced`` layers); a floor that fails ends the
+   search (nothing reaches the criteria).
+2. **Groups**: contiguous regions of the layer order, each closed when it holds about ``1 / groups`` of the
+   MACs (or of the MAC-carrying layers); the layers after the last MAC-carrying layer (the head's
+   Softmax, ...) form a group of their own, and so does the first layer. Regions, not tails: any union of
+   groups can be kept fp32.
+3. **Sensitivity** (AMP phase 1): each group alone lowered to fp16 in the floor, on a few calibration
+   samples; its harm is the continuous output change it adds (:attr:`.criteria.Verdict.smooth`: changed
+   strings are too rare on a few samples to rank with). A group with 3x3 stride-1 convolutions is also tried with
+   winograd off (``31=64``) and keeps whichever option harms less.
+4. **Pareto walk** (AMP phase 2): groups lowered one after another, least harm per MAC first; the walk's
+   points run from the floor to everything lowered. The last passing point is found by a search over the
+   walk (``workers`` probes per round), on every calibration sample.
+5. **Refinement** while the budget lasts: each group the walk left fp32 is tried lowered on top of the
+   choice, kept when the placement still passes; then the MAC-free groups in fp16 (fewer casts), and on
+   Vulkan the fp32 layers as ``31=1`` (fp32 arithmetic on fp16 storage: they stay on the GPU).
+
+Every evaluated placement is a point of the Pareto curve (fp16 MAC share, score, ok). The evaluator is
+anything with ``evaluate(placements, part, count) -> [Verdict]`` (:class:`.evaluator.Evaluator`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ncnnpass.ir import Graph
-from ncnnpass.ir.featmask import KEEP_FP32_BITS, make_featmask_safe  # 31=23: right on x86, ARM and Vulkan
-from ncnnpass.ir.runtime import Job, TargetPool
-from ncnnpass.passes.measure.tolerance import max_abs_error
+
+from .criteria import Verdict
+from .placement import ARITH, FP16, FP32, NOWINO, Placement, apply_placement, fp16_share, winograd_eligible
+
+Progress = Callable[[str], None]
+DEFAULT_GROUPS = 16
+SENSITIVITY_SAMPLES = 4
 
 
-def abs_error(outs: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Sequence[np.ndarray]],
-              names: Sequence[str]) -> float:
-    """max |out − ref| over samples and outputs; inf on NaN/Inf or a size mismatch."""
-    pairs = [(r, out[name]) for out, ref in zip(outs, refs, strict=True) for name, r in zip(names, ref, strict=True)]
-    return max_abs_error([r for r, _ in pairs], [g for _, g in pairs])
-
-
-def with_fp32_layers(graph: Graph, names: Sequence[str] | set[str], bits: int = KEEP_FP32_BITS) -> Graph:
-    """A copy of ``graph`` with ``names`` masked and the placement made ARM-safe."""
-    g = graph.copy()
-    for n in names:
-        ly = g.layer(n)
-        ly.featmask = ly.featmask | bits
-    make_featmask_safe(g)
-    return g
+class PlacementEvaluator(Protocol):
+    def evaluate(self, placements: Sequence[Placement], part: str = "calibration",
+                 count: int | None = None) -> list[Verdict]: ...
 
 
 @dataclass
-class Probe:
-    k: int
-    error: float
-    failure: str | None = None
+class Group:
+    """A contiguous region of the layer order."""
+
+    layers: list[str]
+    macs: int
+    winograd: list[str] = field(default_factory=list)  # 3x3 stride-1 convolutions in it
+    lowered: str = FP16  # the option the sensitivity phase chose: fp16, or nowino on its winograd convs
+    harm: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.layers[0] if len(self.layers) == 1 else f"{self.layers[0]}..{self.layers[-1]}"
+
+    def low(self) -> dict[str, str]:
+        """The choices of this group when lowered."""
+        out = dict.fromkeys(self.layers, FP16)
+        if self.lowered == NOWINO:
+            out.update(dict.fromkeys(self.winograd, NOWINO))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": self.layers, "macs": self.macs, "winograd": self.winograd, "lowered": self.lowered,
+                "harm": self.harm}
 
 
-def evaluate(graph: Graph, names_list: Sequence[Sequence[str]], samples: Sequence[Mapping[str, np.ndarray]],
-             refs: Sequence[Sequence[np.ndarray]], pool: TargetPool,
-             progress: Callable[[str], None] | None = None) -> list[tuple[float, str | None]]:
-    """(max abs error, failure) of each placement in ``names_list``, run in parallel on ``pool``."""
-    outs = list(graph.outputs)
-    jobs = [Job(with_fp32_layers(graph, names), samples, outs) for names in names_list]
-    results = pool.run(jobs, progress)
-    return [(abs_error(r.outputs, refs, outs), None) if r.ok else (float("inf"), str(r.error)) for r in results]
+def make_groups(graph: Graph, candidates: Sequence[str], macs: Mapping[str, int], groups: int = DEFAULT_GROUPS
+                ) -> list[Group]:
+    """Contiguous regions of ``candidates`` (in graph order), see the module docstring."""
+    order = [ly.name for ly in graph.layers if ly.name in set(candidates)]
+    total = sum(macs.get(n, 0) for n in order) or 1
+    carriers = [n for n in order if macs.get(n, 0) > 0]
+    if not carriers:
+        return [Group(order, 0)] if order else []
+    last = order.index(carriers[-1])
+    body, tail = order[:last + 1], order[last + 1:]
+    per_count = max(1, -(-len(carriers) // groups))
+    out: list[Group] = []
+    cur: list[str] = []
+    cur_macs = cur_count = 0
+    for i, n in enumerate(body):
+        m = macs.get(n, 0)
+        if m > 0 and cur and cur_count > 0 and (cur_macs + m > total / groups or cur_count >= per_count
+                                                 or len(out) == 0 and cur_count >= 1):
+            out.append(Group(cur, cur_macs))
+            cur, cur_macs, cur_count = [], 0, 0
+        cur.append(n)
+        cur_macs += m
+        cur_count += m > 0
+        if i == len(body) - 1:
+            out.append(Group(cur, cur_macs))
+    if tail:
+        out.append(Group(tail, 0))
+    for g in out:
+        g.winograd = [n for n in g.layers if winograd_eligible(graph.layer(n))]
+    return out
 
 
-def cut_points(order: Sequence[str], macs: Mapping[str, int]) -> list[int]:
-    """Prefix lengths worth trying: those followed by a layer with MACs (a prefix may as well take every
-    MAC-free layer after it: same fp16 MAC share, fewer fp16 blobs), plus 0 and the full length."""
-    return sorted({0, len(order), *(k for k in range(1, len(order)) if macs.get(order[k], 0) > 0)})
+@dataclass
+class Point:
+    """One evaluated placement: a point of the Pareto curve."""
+
+    label: str
+    placement: Placement
+    fp16_share: float
+    verdict: Verdict
+    part: str = "calibration"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "fp16_share": self.fp16_share, "part": self.part,
+                "layers_not_fp16": len(self.placement), "choices": self.placement.counts(),
+                "placement": self.placement.as_dict(),
+                **self.verdict.to_dict()}
 
 
-def shortest_prefix(graph: Graph, order: Sequence[str], tolerance: float,
-                    samples: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Sequence[np.ndarray]],
-                    pool: TargetPool, lo: int = 0, hi: int | None = None, cuts: Sequence[int] | None = None,
-                    progress: Callable[[str], None] | None = None) -> tuple[int, list[Probe]]:
-    """Smallest k in (lo, hi] (from ``cuts``, default every length) with error(order[:k]) <= tolerance,
-    assuming prefix k=lo fails and the error shrinks as k grows. Returns (k, probes); k = hi when nothing
-    smaller passed (hi itself is not run)."""
-    hi = len(order) if hi is None else hi
-    points = sorted({k for k in (cuts if cuts is not None else range(len(order) + 1)) if lo <= k <= hi} | {lo, hi})
-    a, b = 0, len(points) - 1  # indices into points: points[a] fails, points[b] passes (assumed)
-    probes: list[Probe] = []
-    while b - a > 1:
-        n = min(pool.workers, b - a - 1)
-        idx = sorted({a + (b - a) * (j + 1) // (n + 1) for j in range(n)} - {a, b})
-        ks = [points[i] for i in idx]
-        errs = evaluate(graph, [order[:k] for k in ks], samples, refs, pool, progress)
-        for k, (e, fail) in zip(ks, errs, strict=True):
-            probes.append(Probe(k, e, fail))
-            if progress:
-                progress(f"  {k} layers kept fp32: max error {e:.3g}{' (' + fail + ')' if fail else ''}")
-        passing = [i for i, (e, _) in zip(idx, errs, strict=True) if e <= tolerance]
-        failing = [i for i, (e, _) in zip(idx, errs, strict=True) if e > tolerance]
-        if passing:
-            b = min(passing)
-        below = [i for i in failing if i < b]
-        if below:
-            a = max(below)
-    return points[b], probes
+@dataclass
+class SearchResult:
+    chosen: Placement
+    chosen_verdict: Verdict
+    fp16_share: float
+    floor: Point
+    start: Point
+    groups: list[Group]
+    walk: list[str]  # group names, lowering order
+    walk_index: int  # how many groups of the walk are lowered in the choice (before refinement)
+    points: list[Point]
+    reached: bool
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def curve(self) -> list[Point]:
+        """The calibration points, by fp16 share."""
+        return sorted((p for p in self.points if p.part == "calibration"), key=lambda p: p.fp16_share)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.as_dict(), "chosen_verdict": self.chosen_verdict.to_dict(),
+                "fp16_share": self.fp16_share, "reached": self.reached, "walk": self.walk,
+                "walk_index": self.walk_index, "groups": [g.to_dict() for g in self.groups],
+                "points": [p.to_dict() for p in self.points], "notes": self.notes, "seconds": self.seconds}
+
+
+class Budget:
+    """Wall-clock seconds the optional phases may still use."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.deadline = None if seconds is None else time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.perf_counter()
+
+
+class Search:
+    """The search's state over one evaluator (see :func:`search`); :meth:`find` can run again on a larger
+    part (the calibration samples plus held-out ones that showed the choice too optimistic)."""
+
+    def __init__(self, evaluator: PlacementEvaluator, graph: Graph, candidates: Sequence[str],
+                 macs: Mapping[str, int], *, base: Placement | None = None, groups: int = DEFAULT_GROUPS,
+                 sensitivity_samples: int = SENSITIVITY_SAMPLES, workers: int = 2, budget: Budget | None = None,
+                 share_of: Callable[[Placement], float] | None = None, progress: Progress | None = None,
+                 arith_choices: Sequence[str] = ()) -> None:
+        self.t0 = time.perf_counter()
+        self.arith_choices = set(arith_choices)
+        self.ev = evaluator
+        self.graph = graph
+        self.base = base or Placement()
+        self.macs = macs
+        self.workers = workers
+        self.budget = budget or Budget(None)
+        self.share = share_of or (lambda p: fp16_share(macs, p))
+        self.say = progress or (lambda _m: None)
+        self.sensitivity_samples = sensitivity_samples
+        self.points: list[Point] = []
+        self.notes: list[str] = []
+        free = [n for n in candidates if self.base.choice(n) == FP16]
+        self.floor_p = self.base.merged(Placement.uniform(free, FP32))
+        self.groups = make_groups(graph, free, macs, groups)
+        self.walk: list[Group] = []
+        self.j = 0
+
+    def run(self, labelled: Sequence[tuple[str, Placement]], part: str = "calibration",
+            count: int | None = None) -> list[Point]:
+        verdicts = self.ev.evaluate([p for _, p in labelled], part, count)
+        out = [Point(lb, p, self.share(p), v, part) for (lb, p), v in zip(labelled, verdicts, strict=True)]
+        if count is None:
+            self.points.extend(out)
+        return out
+
+    def at(self, j: int, extra: Sequence[Group] = ()) -> Placement:
+        """The walk's point ``j`` (its first ``j`` groups lowered), plus ``extra`` groups lowered."""
+        low: dict[str, str] = {}
+        for g in [*self.walk[:j], *extra]:
+            low.update(g.low())
+        return self.floor_p.merged(low)
+
+    def result(self, chosen: Placement, verdict: Verdict, reached: bool, start: Point, floor: Point,
+               notes: Sequence[str] = ()) -> SearchResult:
+        return SearchResult(chosen, verdict, self.share(chosen), floor, start, self.groups, [g.name for g in self.walk],
+                            self.j, self.points, reached, [*self.notes, *notes], time.perf_counter() - self.t0)
+
+    def order(self) -> None:
+        """Phases 1 and 2: each group alone lowered in the floor on a few samples; the walk's order."""
+        weighed = [g for g in self.groups if g.macs > 0]
+        trials: list[tuple[str, Placement]] = [("floor", self.floor_p)]
+        for g in weighed:
+            trials.append((f"{g.name} fp16", self.floor_p.merged(dict.fromkeys(g.layers, FP16))))
+            if g.winograd:
+                trials.append((f"{g.name} nowino", self.floor_p.merged({**dict.fromkeys(g.layers, FP16),
+                                                                         **dict.fromkeys(g.winograd, NOWINO)})))
+        self.say(f"  sensitivity: {len(weighed)} groups lowered one at a time on {self.sensitivity_samples} samples")
+        got = self.run(trials, count=self.sensitivity_samples)
+        results = {lb: p.verdict.smooth for (lb, _), p in zip(trials, got, strict=True)}
+        for g in weighed:
+            fp = results[f"{g.name} fp16"]
+            nw = results.get(f"{g.name} nowino", float("inf"))
+            g.lowered = NOWINO if nw < fp else FP16
+            g.harm = max(min(fp, nw) - results["floor"], 0.0)
+        self.walk = sorted(weighed, key=lambda g: (g.harm / g.macs, -g.macs))
+        self.say("  walk: " + ", ".join(f"{g.name} ({g.harm:.2g})" for g in self.walk))
+
+    def find(self, part: str = "calibration") -> tuple[Placement, Verdict]:
+        """Phases 4 and 5 on ``part``: the last passing point of the walk, refined, then the MAC-free groups
+        tried in fp16. Needs :meth:`order` first; the floor must pass on ``part``."""
+        walk = self.walk
+        known: dict[int, Point] = {}
+        lo, hi = 0, len(walk)  # at(lo) passes; at(hi) unknown
+        (last,) = self.run([(f"walk {hi}/{len(walk)}", self.at(hi))], part)
+        known[hi] = last
+        if last.verdict.ok:
+            lo = hi
+        while hi - lo > 1:
+            n = min(self.workers, hi - lo - 1)
+            js = sorted({lo + (hi - lo) * (k + 1) // (n + 1) for k in range(n)} - {lo, hi})
+            got = self.run([(f"walk {j}/{len(walk)}", self.at(j)) for j in js], part)
+            for j, p in zip(js, got, strict=True):
+                known[j] = p
+            passing = [j for j in js if known[j].verdict.ok]
+            failing = [j for j in js if not known[j].verdict.ok]
+            if passing:
+                lo = max(passing)
+            below = [j for j in failing if j > lo]
+            hi = min(below) if below else hi
+        if lo not in known:
+            (known[lo],) = self.run([(f"walk {lo}/{len(walk)}", self.at(lo))], part)
+        self.j = lo
+        chosen, verdict = self.at(lo), known[lo].verdict
+        self.say(f"  walk on {part}: {lo} of {len(walk)} groups lowered, {100 * self.share(chosen):.1f}% fp16: "
+                 f"{verdict.headline()}")
+        # refinement: the groups the walk left fp32, each tried on top of the choice
+        extra: list[Group] = []
+        rest = walk[lo + 1:]
+        while rest and self.budget.left() > 0:
+            batch, rest = rest[:self.workers], rest[self.workers:]
+            got = self.run([(f"walk {lo} + {g.name}", self.at(lo, [*extra, g])) for g in batch], part)
+            good = [(g, p) for g, p in zip(batch, got, strict=True) if p.verdict.ok]
+            if len(good) > 1:
+                label = f"walk {lo} + " + " + ".join(g.name for g, _ in good)
+                (both,) = self.run([(label, self.at(lo, [*extra, *(g for g, _ in good)]))], part)
+                if both.verdict.ok:
+                    extra += [g for g, _ in good]
+                    chosen, verdict = both.placement, both.verdict
+                    continue
+            if good:
+                g, p = max(good, key=lambda gp: gp[0].macs)
+                extra.append(g)
+                chosen, verdict = p.placement, p.verdict
+        if extra:
+            self.say(f"  refined: {len(extra)} more group(s) lowered, {100 * self.share(chosen):.1f}% fp16")
+        # MAC-free groups cost no fp16 share when fp32, but each fp32 layer is a cast (and a trip off the GPU)
+        free = [g for g in self.groups if g.macs == 0]
+        if free and self.budget.left() > 0:
+            low: dict[str, str] = {}
+            for g in free:
+                low.update(g.low())
+            (tidy,) = self.run([("+ MAC-free groups fp16", chosen.merged(low))], part)
+            if tidy.verdict.ok:
+                chosen, verdict = tidy.placement, tidy.verdict
+        # on the GPU, fp32 layers run on the CPU: fp32 arithmetic on fp16 storage (31=1) keeps them on the GPU
+        if self.arith_choices and self.budget.left() > 0:
+            swap = {n: ARITH for n in chosen.names(FP32) if n in self.arith_choices and self.macs.get(n, 0) > 0
+                    and self.base.choice(n) != FP32}
+            if swap:
+                (gpu,) = self.run([(f"{len(swap)} fp32 layers as 31=1", chosen.merged(swap))], part)
+                if gpu.verdict.ok:
+                    chosen, verdict = gpu.placement, gpu.verdict
+        if self.budget.left() <= 0:
+            self.notes.append("the time budget ended the refinement")
+        return chosen, verdict
+
+
+def search(evaluator: PlacementEvaluator, graph: Graph, candidates: Sequence[str], macs: Mapping[str, int], *,
+           base: Placement | None = None, groups: int = DEFAULT_GROUPS, sensitivity_samples: int = SENSITIVITY_SAMPLES,
+           workers: int = 2, budget: Budget | None = None, share_of: Callable[[Placement], float] | None = None,
+           progress: Progress | None = None, state: list | None = None,
+           arith_choices: Sequence[str] = ()) -> SearchResult:
+    """The placement with the most fp16 MACs that passes on the calibration part (module docstring).
+
+    ``base``: choices the model already carries or that must stay (NaN fixes); ``share_of``: the fp16 share of
+    a placement (default :func:`.placement.fp16_share` over ``macs``); ``state``: a list that receives the
+    :class:`Search` (to search again on more data); ``arith_choices``: layers that may take ``31=1`` instead of
+    fp32 at the end (Vulkan: it keeps them on the GPU; same fp16 share)."""
+    s = Search(evaluator, graph, candidates, macs, base=base, groups=groups, sensitivity_samples=sensitivity_samples,
+               workers=workers, budget=budget, share_of=share_of, progress=progress, arith_choices=arith_choices)
+    if state is not None:
+        state.append(s)
+    start, floor = s.run([("as given", s.base), ("every layer fp32", s.floor_p)])
+    s.say(f"  as given: {start.verdict.headline()}")
+    s.say(f"  every layer fp32: {floor.verdict.headline()}")
+    if start.verdict.ok:
+        return s.result(s.base, start.verdict, True, start, floor, ["the model as given passes on calibration"])
+    if not floor.verdict.ok:
+        return s.result(s.floor_p, floor.verdict, False, start, floor,
+                        ["even every layer in fp32 misses the criteria: " + "; ".join(floor.verdict.reasons)])
+    s.order()
+    chosen, verdict = s.find()
+    return s.result(chosen, verdict, True, start, floor)
+
+
+def with_fp32_layers(graph: Graph, names: Sequence[str] | set[str]) -> Graph:
+    """A copy of ``graph`` with ``names`` kept fp32 (``31=23``), made safe on every path."""
+    return apply_placement(graph, Placement.uniform(names, FP32))

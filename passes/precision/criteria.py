@@ -1,0 +1,133 @@
+"""When a placement is "the same for users" as the reference, and how far from it it is.
+
+:class:`Criteria` turns a task metric's result (:mod:`ncnnpass.passes.measure.metrics`) into a
+:class:`Verdict`: ``ok`` (the acceptance test of the search) and ``score`` (a continuous badness to rank
+placements; lower is better):
+
+- rec: every string identical, no line crossing PaddleOCR's drop_score (0.5), the largest line-confidence
+  change within ``conf_tolerance`` (default 5e-3); score = changed strings + crossings + a quarter per line
+  whose frame argmax flipped + the mean frame risk (:func:`.evaluator.frame_risk`, clipped to 1) + (max +
+  mean confidence change) / ``conf_tolerance``;
+- det: F >= ``min_det_f`` (0.99) of the candidate's DB boxes against the reference's; score =
+  (1 - F) / (1 - ``min_det_f``) + share of map pixels flipping at the threshold / 1e-3;
+- cls: every label identical; score = flipped labels + largest score change / ``conf_tolerance``.
+
+A candidate with NaN/Inf on any sample fails, whatever the metric says (score += 1000 per such sample).
+
+On the calibration part the confidence tolerance is ``calibration_margin`` (default 1) times
+``conf_tolerance``: a margin below 1 keeps room for the held-out data. The search's calibration set is
+already a stress set (the most fragile lines first, :func:`.evaluator.stressed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ncnnpass.ir.errors import NcnnpassError
+
+DEFAULT_CONF_TOLERANCE = 5e-3
+DEFAULT_MIN_DET_F = 0.99
+NONFINITE_PENALTY = 1000.0
+
+
+@dataclass
+class Verdict:
+    """What one placement does on one part of the data."""
+
+    ok: bool
+    score: float
+    numbers: dict[str, Any]  # the headline numbers (strings identical, confidence change, F, ...)
+    reasons: list[str] = field(default_factory=list)  # why it is not ok
+    samples: int = 0
+    nonfinite: int = 0
+    error: str | None = None  # the candidate did not run (crash, shader failure)
+    kind: str = ""
+
+    @property
+    def smooth(self) -> float:
+        """A continuous measure of the output's change (the mean over samples of the largest probability or
+        map change), to rank placements where the pass/fail events are too rare to see; inf when it failed."""
+        if self.error or self.nonfinite:
+            return float("inf")
+        return float(self.numbers.get("mean_max_diff", self.score))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ok": self.ok, "score": self.score, "samples": self.samples, "nonfinite": self.nonfinite,
+                "numbers": self.numbers, "reasons": self.reasons, "error": self.error}
+
+    def headline(self) -> str:
+        n = self.numbers
+        if self.error:
+            return f"did not run: {self.error}"
+        if self.kind == "rec":
+            text = (f"strings identical {n['identical']}/{n['lines']}, confidence change max "
+                    f"{n['max_conf_change']:.2e} mean {n['mean_conf_change']:.2e}, drop_score crossings "
+                    f"{n['drop_score_crossings']}")
+        elif self.kind == "det":
+            text = f"det F {n['f']:.4f} ({n['pages']} pages), {n['flipped_pixels']} pixels flip"
+        elif self.kind == "cls":
+            text = f"labels agree {n['agreement']}/{n['lines']}, score change max {n['max_score_change']:.2e}"
+        else:
+            text = f"score {self.score:.3g}"
+        return text + (f", {self.nonfinite} NaN/Inf" if self.nonfinite else "")
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The acceptance test (module docstring)."""
+
+    conf_tolerance: float = DEFAULT_CONF_TOLERANCE
+    min_det_f: float = DEFAULT_MIN_DET_F
+    drop_score_crossings: int = 0
+    calibration_margin: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.conf_tolerance > 0:
+            raise NcnnpassError(f"the confidence tolerance must be positive, not {self.conf_tolerance}")
+        if not 0 < self.calibration_margin <= 1:
+            raise NcnnpassError(f"the calibration margin must be in (0, 1], not {self.calibration_margin}")
+        if not 0 < self.min_det_f <= 1:
+            raise NcnnpassError(f"the det F threshold must be in (0, 1], not {self.min_det_f}")
+
+    def failed(self, error: str, samples: int = 0) -> Verdict:
+        return Verdict(False, float("inf"), {}, [f"did not run: {error}"], samples, 0, error)
+
+    def judge(self, kind: str, numbers: dict[str, Any], samples: int, nonfinite: int = 0,
+              part: str = "held-out") -> Verdict:
+        """The verdict on a metric result's ``numbers`` (:attr:`MetricResult.numbers`) for ``part``."""
+        reasons: list[str] = []
+        tol = self.conf_tolerance * (self.calibration_margin if part.startswith("calibration") else 1.0)
+        if kind == "rec":
+            changed = numbers["lines"] - numbers["identical"]
+            crossings = numbers["drop_score_crossings"]
+            if changed:
+                reasons.append(f"{changed} of {numbers['lines']} strings change")
+            if crossings > self.drop_score_crossings:
+                reasons.append(f"{crossings} lines cross drop_score")
+            if numbers["max_conf_change"] > tol:
+                reasons.append(f"confidence changes by {numbers['max_conf_change']:.2e} > {tol:g}")
+            score = (changed + crossings + 0.25 * numbers.get("frame_flip_lines", 0)
+                     + numbers.get("mean_frame_risk", 0.0)
+                     + (numbers["max_conf_change"] + numbers["mean_conf_change"]) / self.conf_tolerance)
+            keep = ("lines", "identical", "identical_share", "max_conf_change", "mean_conf_change",
+                    "drop_score_crossings", "max_prob_diff", "frame_flip_lines", "mean_frame_risk", "mean_max_diff")
+        elif kind == "det":
+            if numbers["f"] < self.min_det_f:
+                reasons.append(f"det F {numbers['f']:.4f} < {self.min_det_f:g}")
+            score = (1.0 - numbers["f"]) / max(1.0 - self.min_det_f, 1e-9) + numbers["flipped_share"] / 1e-3
+            keep = ("pages", "pages_identical", "reference_boxes", "candidate_boxes", "precision", "recall", "f",
+                    "max_map_diff", "flipped_pixels", "flipped_share", "mean_max_diff")
+        elif kind == "cls":
+            flips = numbers["lines"] - numbers["agreement"]
+            if flips:
+                reasons.append(f"{flips} of {numbers['lines']} labels flip")
+            score = flips + numbers["max_score_change"] / self.conf_tolerance
+            keep = ("lines", "agreement", "agreement_share", "max_score_change", "rotation_flips", "max_prob_diff", "mean_max_diff")
+        else:
+            raise NcnnpassError(f"no acceptance test for model kind {kind!r} (rec, det or cls)")
+        if nonfinite:
+            reasons.insert(0, f"{nonfinite} samples return NaN/Inf")
+            score += NONFINITE_PENALTY * nonfinite
+        picked = {k: numbers[k] for k in keep if k in numbers}
+        return Verdict(not reasons, float(score), picked, reasons, samples, nonfinite, kind=kind)

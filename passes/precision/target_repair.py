@@ -1,0 +1,419 @@
+"""Repair for a phone target, judged on what users see: :func:`repair_for_target`.
+
+``target="arm"`` (the phone CPU, the emulated Cortex-A76) or ``"vulkan"`` (the phone GPU, lavapipe):
+
+1. data: the user's ``images`` or the built-in lines/pages, a seeded calibration/held-out split
+   (:mod:`.evaluator`); the reference is onnxruntime when an ONNX is given, else the same ncnn model on x86
+   with fp16 off;
+2. the search (:mod:`.search`) on the calibration part, on the target itself (``vulkan``: lavapipe is fast)
+   or on a screening proxy that ranks placements as the target does (``arm``: lavapipe by default, an
+   emulated inference costs 13-50 s per text line); NaN/Inf in the model as given are located first
+   (:mod:`.sensitivity`) and the layers that overflow kept fp32;
+3. the choice confirmed on held-out samples on the search target, and, with a proxy, on the target itself
+   (``verify`` held-out samples); a choice that misses falls back to the next passing point of the curve
+   with more fp32, while the budget lasts;
+4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
+   without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
+   error on one seeded random input (no longer the criterion), times and inference counts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncnnpass.ir import Graph, runtime
+from ncnnpass.ir.errors import NcnnpassError
+from ncnnpass.ir.featmask import unsafe_edges
+from ncnnpass.ir.runtime import Job, TargetPool, describe_target, normalize_target
+from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, ModelInfo
+
+from .criteria import Criteria, Verdict
+from .evaluator import Evaluator, Part, prepare_parts, reference_outputs, stressed
+from .macs import macs_per_layer
+from .placement import ARITH, FP32, Placement, apply_placement, choices_for, existing_placement, fp16_share
+from .search import Budget, Point, Search, SearchResult, search
+
+Progress = Callable[[str], None]
+TARGETS = ("arm", "arm-a57", "vulkan")
+PROXIES = ("auto", "none", "vulkan")
+DEFAULT_BUDGET = 600.0
+#: per kind (lines for rec and cls, pages for det): the calibration pool drawn and the calibration set the search
+#: uses from it (the most fragile samples first, :func:`.evaluator.stressed`); held-out samples to confirm on the
+#: search target (two rounds at most); the held-out pool the target's verification set is picked from, and its size
+#: a target verification that misses steps back along the curve by at least this much fp16 share per try, and
+#: tries this many times whatever the budget says
+FALLBACK_STEP = 0.05
+MIN_TARGET_FALLBACKS = 3
+SENSITIVITY_SAMPLES = {"rec": 4, "cls": 8, "det": 1}
+SIZES = {"rec": {"pool": 160, "calibration": 32, "confirm": 24, "verify_pool": 64, "verify": 8},
+         "cls": {"pool": 160, "calibration": 48, "confirm": 32, "verify_pool": 64, "verify": 16},
+         "det": {"pool": 4, "calibration": 4, "confirm": 2, "verify_pool": 2, "verify": 2}}
+
+
+@dataclass
+class TargetRepairResult:
+    graph: Graph  # the repaired model (placement written, safe on every path)
+    placement: Placement  # the choices the search added (existing masks not included)
+    target: str
+    searched_on: str
+    reference: str
+    data: str
+    kind: str
+    fp16_share: float  # share of the MACs computed in fp16 (on the GPU for vulkan)
+    reached: bool
+    calibration: Verdict
+    held_out: Verdict | None  # on the search target
+    on_target: Verdict | None  # held-out samples on the target itself (when the search used a proxy)
+    verified_samples: int
+    search: SearchResult
+    random_error: float | None  # max |target - reference| on one seeded random input, chosen placement
+    seconds: float
+    inferences: int
+    forced: list[str] = field(default_factory=list)  # layers kept fp32 because their output overflows fp16
+    notes: list[str] = field(default_factory=list)
+    cpu_layers: list[str] = field(default_factory=list)  # vulkan: layers of the choice that run on the CPU
+
+    @property
+    def layers_marked(self) -> list[str]:
+        return [n for n, _ in self.placement.items]
+
+    def summary(self) -> str:
+        judged = self.on_target or self.held_out or self.calibration
+        where = "held-out on the target" if self.on_target else "held-out" if self.held_out else "calibration"
+        return (f"{describe_target(self.target)}: {self.placement.describe()} "
+                f"({100 * self.fp16_share:.1f}% of MACs in fp16{' on the GPU' if self.target == 'vulkan' else ''}); "
+                f"{where} ({judged.samples}): {judged.headline()}; "
+                f"{'criteria met' if self.reached else 'criteria NOT met'}; searched on "
+                f"{describe_target(self.searched_on)} against {self.reference} in {self.seconds:.0f} s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "searched_on": self.searched_on, "reference": self.reference,
+                "data": self.data, "kind": self.kind, "placement": self.placement.as_dict(),
+                "fp16_share": self.fp16_share, "reached": self.reached,
+                "calibration": self.calibration.to_dict(),
+                "held_out": self.held_out.to_dict() if self.held_out else None,
+                "on_target": self.on_target.to_dict() if self.on_target else None,
+                "verified_samples": self.verified_samples, "random_error": self.random_error,
+                "seconds": self.seconds, "inferences": self.inferences, "forced": self.forced, "notes": self.notes,
+                "cpu_layers": self.cpu_layers, "search": self.search.to_dict()}
+
+
+def _fallbacks(points: Sequence[Point], below: float) -> list[Point]:
+    """Placements that passed every part they were judged on, with less fp16 than ``below``, most fp16 first."""
+    failed = {p.placement for p in points if not p.verdict.ok}
+    seen: dict[Placement, Point] = {}
+    for p in points:
+        if p.verdict.ok and p.placement not in failed and p.fp16_share < below and p.placement not in seen:
+            seen[p.placement] = p
+    return sorted(seen.values(), key=lambda p: -p.fp16_share)
+
+
+def _next_fallback(pending: list[Point], share: float) -> Point:
+    """The passing point at least :data:`FALLBACK_STEP` less fp16 than ``share`` (else the next); removes
+    it and every point above it from ``pending``."""
+    pick = next((i for i, p in enumerate(pending) if p.fp16_share <= share - FALLBACK_STEP), 0)
+    p = pending[pick]
+    del pending[:pick + 1]
+    return p
+
+
+def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
+             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the first held-out samples on the search target; when it misses there, the search again
+    on calibration + those samples (walk and refinement) and the new choice on the next held-out samples,
+    stepping down the passing points while that misses. Returns (choice, its calibration verdict, held-out
+    verdict)."""
+    where = describe_target(ev.target)
+    (held,) = ev.evaluate([chosen], "confirm")
+    say(f"  held-out ({held.samples}) on {where}: {held.headline()}")
+    if held.ok or not len(confirm2):
+        return chosen, cal, held
+    say("  missed on held-out: searching again with those samples added to the calibration")
+    notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); searched "
+                 f"again on calibration + those {held.samples} samples")
+    (floor2,) = ev.evaluate([s.floor_p], "calibration+confirm")
+    if floor2.ok:
+        if not s.walk:
+            s.order()
+        chosen, cal = s.find("calibration+confirm")
+    else:
+        chosen, cal = s.floor_p, floor2
+    (held,) = ev.evaluate([chosen], "confirm-2")
+    say(f"  held-out ({held.samples} more) on {where}: {held.headline()}")
+    pending = _fallbacks(s.points, s.share(chosen))
+    while not held.ok and pending and clock.left() > 0:
+        p = _next_fallback(pending, s.share(chosen))
+        chosen, cal = p.placement, p.verdict
+        (held,) = ev.evaluate([chosen], "confirm-2")
+        say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
+    return chosen, cal, held
+
+
+def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
+                      notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the held-out verification samples on the target. When it misses, the most fp16 point of
+    the walk below it that passes there, by bisection between the floor (assumed to pass) and the choice
+    (the walk is ordered first when the model as given passed on the proxy); else the floor."""
+    where = describe_target(tev.target)
+    (on_target,) = tev.evaluate([chosen], "verify")
+    say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
+    if on_target.ok or chosen == s.floor_p:
+        return chosen, cal, on_target
+    miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
+    best: tuple[int, Verdict] | None = None
+    tries = 0
+    if not s.walk:  # the model as given passed on the proxy: order the walk, try its last point first
+        s.order()
+        s.j = len(s.walk)
+        (v,) = tev.evaluate([s.at(s.j)], "verify")
+        tries += 1
+        say(f"  walk {s.j}/{len(s.walk)} ({100 * s.share(s.at(s.j)):.1f}%) on {where}: {v.headline()}")
+        if v.ok:
+            best = (s.j, v)
+    lo, hi = (s.j, s.j) if best else (0, s.j)
+    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+        j = (lo + hi) // 2
+        tries += 1
+        (v,) = tev.evaluate([s.at(j)], "verify")
+        say(f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%) on {where}: {v.headline()}")
+        if v.ok:
+            lo, best = j, (j, v)
+        else:
+            hi = j
+    if best is not None:
+        chosen, on_target = s.at(best[0]), best[1]
+        notes.append(f"{miss}; stepped back to walk {best[0]}/{len(s.walk)} ({100 * s.share(chosen):.1f}%)")
+    else:
+        (on_target,) = tev.evaluate([s.floor_p], "verify")
+        chosen = s.floor_p
+        notes.append(f"{miss}; no walk point below it passed there: every layer fp32")
+    return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), on_target
+
+
+def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
+    """The model facts when there is no ONNX: ``kind`` (else guessed from the output's shape at the default
+    input), the kind's default input shape, no dictionary (strings compared as class ids)."""
+    if kind is None:
+        shapes = runtime.infer_shapes(graph, DEFAULT_SHAPES[None], target="isolated")
+        out = shapes.get(graph.outputs[0], ())
+        if len(out) == 3 and out[0] == 1:
+            kind = "det"
+        elif len(out) == 2 and out[-1] > 8:
+            kind = "rec"
+        elif out and int(np.prod(out)) <= 8:
+            kind = "cls"
+        else:
+            raise NcnnpassError(f"cannot tell whether the model is rec, det or cls from its output "
+                                f"{'x'.join(map(str, out))}: give the kind (or an ONNX)")
+    if kind not in DEFAULT_SHAPES or kind is None:
+        raise NcnnpassError(f"unknown model kind {kind!r} (rec, det or cls)")
+    return ModelInfo(kind, DEFAULT_SHAPES[kind], VARIABLE_DIMS[kind], sources=["the ncnn model's output"])
+
+
+def first_nonfinite(graph: Graph, feeds: dict[str, np.ndarray], pool: TargetPool) -> str | None:
+    """The first layer (graph order) whose output is NaN/Inf when ``graph`` runs on ``pool`` (every blob kept)."""
+    (res,) = pool.run([Job(graph, [feeds], list(graph.blobs))])
+    if not res.ok:
+        raise NcnnpassError(f"{describe_target(pool.name)}: the model fails while locating NaN/Inf: {res.error}")
+    blobs = res.outputs[0]
+    for ly in graph.layers:
+        if any(o in blobs and not np.all(np.isfinite(blobs[o])) for o in ly.outputs):
+            return ly.name
+    return None
+
+
+def overflow_layers(graph: Graph, base: Placement, feeds: dict[str, np.ndarray], pool: TargetPool,
+                    say: Progress, rounds: int = 8) -> list[str]:
+    """Layers to keep fp32 because fp16 overflows there: the first layer whose output is NaN/Inf and its readers
+    (an fp32 blob read by an fp16 layer is cast back to fp16), again until the net is finite (``rounds`` at most)."""
+    forced: list[str] = []
+    for _ in range(rounds):
+        name = first_nonfinite(apply_placement(graph, base.merged(dict.fromkeys(forced, FP32))), feeds, pool)
+        if name is None or name in forced:
+            break
+        say(f"  first NaN/Inf at layer {name}")
+        forced.append(name)
+        for blob in graph.layer(name).outputs:
+            forced += [c.name for c in graph.blobs[blob].consumers if c.name not in forced]
+    return forced
+
+
+def _random_error(graph: Graph, pool: TargetPool, info: ModelInfo, onnx: str | None, reference_graph: Graph
+                  ) -> float | None:
+    from ncnnpass.passes.measure.inputs import seeded_inputs
+    from ncnnpass.passes.measure.tolerance import max_abs_error
+
+    feeds = seeded_inputs({graph.inputs[0]: info.input_shape}, 0)
+    x = feeds[graph.inputs[0]]
+    if onnx is not None:
+        from ncnnpass.passes.measure.onnx_runner import OnnxRunner
+
+        ref = OnnxRunner.cached(onnx, num_threads=1).run_list(x)[0]
+    else:
+        ref = runtime.run(reference_graph, feeds, [reference_graph.outputs[0]], options="fp32")[reference_graph.outputs[0]]
+    (res,) = pool.run([Job(graph, [feeds], [graph.outputs[0]])])
+    if not res.ok:
+        return float("inf")
+    got = next(iter(res.outputs[0].values()))
+    if got.size != ref.size:
+        return None
+    return max_abs_error([ref.reshape(-1)], [got.reshape(-1)])
+
+
+def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathLike | None = None,
+                      info: ModelInfo | None = None, kind: str | None = None, images: str | os.PathLike | None = None,
+                      criteria: Criteria | None = None, proxy: str = "auto", calibration: int | None = None,
+                      held_out: int | None = None, verify: int | None = None, seed: int = 0,
+                      groups: int | None = None, budget: float | None = DEFAULT_BUDGET, workers: int = 2,
+                      model_dir: str | os.PathLike | None = None, random_check: bool = True,
+                      pool: int | None = None, progress: Progress | None = None) -> TargetRepairResult:
+    """The placement with the most MACs in fp16 whose task metrics match the reference on held-out data
+    (module docstring). ``graph`` is not modified; featmasks it already carries are kept.
+
+    ``proxy`` (arm only): ``auto``/``vulkan`` searches on lavapipe and verifies on the emulator, ``none``
+    searches on the emulator itself. ``calibration``: samples the search judges on, the most fragile of a
+    ``pool`` drawn (default :data:`SIZES`). ``held_out``: samples per confirmation round on the search target;
+    ``verify``: held-out samples (others again) run on the target after a proxy search. ``budget``: seconds
+    for the whole repair (the optional phases stop when it is spent; the mandatory ones run anyway)."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _m: None)
+    target = normalize_target(target)
+    if target not in ("arm", "arm-a57", "vulkan"):
+        raise NcnnpassError(f"repair-for-target repairs for a phone target (arm, arm-a57, vulkan), not {target!r}")
+    if proxy not in PROXIES:
+        raise NcnnpassError(f"proxy must be one of {', '.join(PROXIES)}, not {proxy!r}")
+    if len(graph.inputs) != 1:
+        raise NcnnpassError(f"repair-for-target needs a single-input model (this one has {graph.inputs})")
+    criteria = criteria or Criteria()
+    onnx = os.fspath(onnx) if onnx is not None else None
+    if info is None:
+        if onnx is not None:
+            from ncnnpass.passes.measure.model_info import read_model_info
+
+            info = read_model_info(model_dir or onnx, onnx)
+            if kind is not None:
+                info.kind = kind
+        else:
+            info = guess_info(graph, kind)
+    searched_on = target if target == "vulkan" or proxy == "none" else "vulkan"
+    reference = f"onnxruntime ({Path(onnx).name})" if onnx else "ncnn on x86, fp16 off"
+    say(f"repair for {describe_target(target)}: searching on {describe_target(searched_on)} against {reference}")
+    size = SIZES[info.kind]
+    confirm_n = held_out or size["confirm"]
+    verify_n = (verify or size["verify"]) if searched_on != target else 0
+    cal_n = calibration or size["calibration"]
+    parts = prepare_parts(info, images=images, calibration=max(cal_n, pool or size["pool"]),
+                          held_out=2 * confirm_n + (max(verify_n, min(size["verify_pool"], pool or 10**9))
+                                                    if verify_n else 0),
+                          seed=seed, model_dir=model_dir)
+    ref_graph = graph.copy()
+    for part in parts.values():
+        part.references = reference_outputs(part.inputs, onnx=onnx, graph=None if onnx else ref_graph)
+    held_all = parts["held-out"]
+    cal_part = stressed(info.kind, parts["calibration"], cal_n, "calibration")
+    confirm = held_all.slice("confirm", 0, confirm_n)
+    confirm2 = held_all.slice("confirm-2", confirm_n, 2 * confirm_n)
+    check = None
+    if verify_n:
+        rest = held_all.slice("verify", 2 * confirm_n)
+        check = stressed(info.kind, rest if len(rest) else held_all, verify_n, "verify")
+    work = {"calibration": cal_part, "confirm": confirm, "confirm-2": confirm2, "calibration+confirm": cal_part + confirm}
+    unit = "pages" if info.kind == "det" else "lines"
+    picked = f" (the most fragile of {len(parts['calibration'])})" if info.kind != "det" else ""
+    data = (f"{cal_part.source}: {len(cal_part)} calibration {unit}{picked}, held-out "
+            f"{len(confirm)} + {len(confirm2)} on {searched_on}" + (f", {len(check)}{' (the most fragile)' if picked else ''} "
+                                                                    f"on {target}" if check else ""))
+    say(f"  data: {data}")
+    # MACs at the model's default input (3x48x320 for rec): shares at other widths differ a little (attention)
+    macs = macs_per_layer(graph, runtime.infer_shapes(graph, tuple(info.input_shape), target="isolated"))
+    base = existing_placement(graph)
+    candidates = [ly.name for ly in graph.layers if ly.type not in ("Input", "MemoryData") and ly.inputs
+                  and FP32 in choices_for(ly, target)]
+    clock = Budget(budget)
+    notes: list[str] = []
+    forced: list[str] = []
+    with TargetPool(searched_on, workers) as runners:
+        ev = Evaluator(graph, info.kind, work, runners, criteria=criteria, dictionary=info.dictionary, progress=say)
+        (as_given,) = ev.evaluate([base])
+        if as_given.nonfinite:
+            say(f"  the model as given returns NaN/Inf on {as_given.nonfinite} samples: locating the overflow")
+            bad = (ev.nonfinite_samples(base) or [0])[0]
+            feeds = {graph.inputs[0]: cal_part.inputs[bad].tensor[0]}
+            forced = overflow_layers(graph, base, feeds, runners, say)
+            base = base.merged(dict.fromkeys(forced, FP32))
+            notes.append(f"fp16 overflow: kept {len(forced)} layer(s) fp32 first ({', '.join(forced[:6])})")
+        cpu: set[str] = set()
+        if searched_on == "vulkan":
+            cpu = {n for n, _ in runners.sessions[0].cpu_layers(graph)}
+
+        def share_of(p: Placement) -> float:
+            return fp16_share(macs, p, gpu=target == "vulkan", cpu_layers=cpu)
+
+        state: list[Search] = []
+        arith = [n for n in candidates if ARITH in choices_for(graph.layer(n), target)] if target == "vulkan" else []
+        result = search(ev, graph, candidates, macs, base=base, groups=groups or 16, workers=workers,
+                        budget=clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
+                        sensitivity_samples=SENSITIVITY_SAMPLES[info.kind])
+        s = state[0]
+        chosen, cal, held = result.chosen, result.chosen_verdict, None
+        reached = result.reached
+        if reached and len(confirm):
+            chosen, cal, held = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
+            reached = held.ok
+        on_target = None
+        random_error = None
+        if check is not None and reached:
+            with TargetPool(target, workers) as tpool:
+                tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria,
+                                dictionary=info.dictionary, progress=say)
+                chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say)
+                reached = on_target.ok
+                if random_check:
+                    random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
+                inferences = ev.inferences + tev.inferences
+        else:
+            inferences = ev.inferences
+            if random_check:
+                with TargetPool(target, 1) as tpool:
+                    random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
+        seconds_on_search = ev.seconds
+        result.chosen, result.chosen_verdict, result.fp16_share = chosen, cal, share_of(chosen)
+    repaired = apply_placement(graph, chosen)
+    bad = unsafe_edges(repaired)
+    if bad:  # apply_placement guarantees none; a failure here is a bug, not bad input
+        raise NcnnpassError(f"the repair left an unsafe featmask edge at {bad[0][0].name}: {bad[0][2]}")
+    given = existing_placement(graph)
+    added = Placement(tuple((n, c) for n, c in chosen.items if given.choice(n) != c))
+    cpu_now = sorted({n for n in cpu if macs.get(n, 0)} | set(chosen.names(FP32))) if target == "vulkan" else []
+    out = TargetRepairResult(repaired, added, target, searched_on, reference, data, info.kind, share_of(chosen),
+                             reached, cal, held, on_target, len(check) if check else 0, result, random_error,
+                             time.perf_counter() - t0, inferences, forced, list(dict.fromkeys([*notes, *result.notes, *s.notes])),
+                             cpu_now)
+    say(out.summary())
+    say(f"  {inferences} inferences; {seconds_on_search:.0f} s of them on {describe_target(searched_on)}")
+    return out
+
+
+#: the quick search ``compare --repair`` runs (the full one: ``run --pipeline repair --target arm``)
+QUICK = {"calibration": 8, "pool": 32, "held_out": 4, "verify": 2, "groups": 8, "budget": 120.0,
+         "random_check": False}
+
+
+def repair_for_phone(graph: Graph, shape: Sequence[int] | None = None, tolerance: float = 5e-3,
+                     target: str = "arm", reference: str | os.PathLike | None = None, workers: int = 2,
+                     progress: Progress | None = None, **options: Any) -> TargetRepairResult:
+    """:func:`repair_for_target` under its former name, with the small data of :data:`QUICK` unless ``options``
+    say otherwise: ``tolerance`` is the line-confidence tolerance and ``reference`` the ONNX file (``shape`` is
+    no longer needed: the data sets the shapes)."""
+    return repair_for_target(graph, target, onnx=reference, criteria=Criteria(conf_tolerance=tolerance),
+                             workers=workers, progress=progress, **{**QUICK, **options})
+
+
+__all__ = ["TargetRepairResult", "repair_for_target", "repair_for_phone", "guess_info", "Part", "Point"]

@@ -1,0 +1,317 @@
+"""The mixed-precision search's logic with a fake evaluator (fast), the placement forms, the verdicts and the
+Pareto output. The real searches on the emulated phone and on lavapipe are in tests/test_target_repair.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ncnnpass.ir.featmask import unsafe_edges
+from ncnnpass.passes.engine.testing import fill_weights, model
+from ncnnpass.passes.precision.criteria import Criteria, Verdict
+from ncnnpass.passes.precision.pareto import front, write_curve
+from ncnnpass.passes.precision.placement import (
+    ARITH,
+    FP16,
+    FP32,
+    NOWINO,
+    Placement,
+    apply_placement,
+    choices_for,
+    existing_placement,
+    fp16_share,
+)
+from ncnnpass.passes.precision.search import Budget, make_groups, search
+
+# a chain of 8 convolutions; c3 and c6 are 3x3 stride 1 (winograd-eligible), the others 1x1; a Softmax head
+CHAIN = """
+Input in0 0 1 x 0=8 1=8 2=16
+Convolution c1 1 1 x a1 0=16 1=1 5=1 6=256
+Convolution c2 1 1 a1 a2 0=16 1=1 5=1 6=256
+Convolution c3 1 1 a2 a3 0=16 1=3 4=1 5=1 6=2304
+Convolution c4 1 1 a3 a4 0=16 1=1 5=1 6=256
+Convolution c5 1 1 a4 a5 0=16 1=1 5=1 6=256
+Convolution c6 1 1 a5 a6 0=16 1=3 4=1 5=1 6=2304
+Convolution c7 1 1 a6 a7 0=16 1=1 5=1 6=256
+Convolution c8 1 1 a7 a8 0=16 1=1 5=1 6=256
+Softmax sm 1 1 a8 out 0=0
+"""
+CONVS = [f"c{i}" for i in range(1, 9)]
+
+
+@pytest.fixture
+def chain():
+    g = fill_weights(model(CHAIN), seed=0)
+    macs = {ly.name: int(ly.get(6, 0)) * 64 for ly in g.layers if ly.type == "Convolution"}
+    macs.update({"in0": 0, "sm": 0})
+    return g, macs
+
+
+class FakeEvaluator:
+    """Score = the sum of the harms of the layers left in fp16 (a winograd conv harms less with ``nowino``);
+    ok when the score is at most 1. Counts evaluations."""
+
+    def __init__(self, harm: dict[str, float], nowino_harm: dict[str, float] | None = None,
+                 held_out_extra: float = 0.0) -> None:
+        self.harm = harm
+        self.nowino_harm = nowino_harm or {}
+        self.held_out_extra = held_out_extra
+        self.calls = 0
+        self.placements = 0
+
+    def score(self, p: Placement) -> float:
+        s = 0.0
+        for name, h in self.harm.items():
+            c = p.choice(name)
+            if c == FP16:
+                s += h
+            elif c == NOWINO:
+                s += self.nowino_harm.get(name, h)
+        return s
+
+    def evaluate(self, placements, part="calibration", count=None):
+        self.calls += 1
+        self.placements += len(placements)
+        out = []
+        for p in placements:
+            s = self.score(p) + (self.held_out_extra if part == "held-out" else 0.0)
+            out.append(Verdict(s <= 1.0, s, {"score": s}, [] if s <= 1.0 else ["too far"], count or 10))
+        return out
+
+
+def _search(chain, ev, **kw):
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    return search(ev, g, cands, macs, groups=8, workers=2, **kw)
+
+
+def test_groups_are_regions_with_the_head_apart(chain) -> None:
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    groups = make_groups(g, cands, macs, 4)
+    assert [x for grp in groups for x in grp.layers] == cands  # contiguous, in order, all of them
+    assert groups[-1].layers == ["sm"] and groups[-1].macs == 0  # the MAC-free head is its own group
+    assert groups[0].layers == ["c1"]  # the first layer alone
+    assert all(grp.macs > 0 for grp in groups[:-1])
+    assert any(grp.winograd == ["c3"] for grp in groups)
+
+
+def test_search_keeps_only_the_harmful_region_fp32(chain) -> None:
+    """The harm sits in c4 and the Softmax, not in a tail: the choice keeps exactly those fp32, and every
+    other convolution in fp16 (a tail search would have to keep c4..c8)."""
+    ev = FakeEvaluator({"c4": 2.0, "sm": 5.0, "c7": 0.05, "c2": 0.05})
+    res = _search(chain, ev)
+    assert res.reached and res.chosen_verdict.ok
+    assert res.chosen.names(FP32) == ["c4", "sm"]
+    _, macs = chain
+    assert res.fp16_share == pytest.approx(1 - macs["c4"] / sum(macs.values()))
+    # the curve holds the floor, the start and the walk's probes; the chosen point passes
+    assert any(p.label == "every layer fp32" and p.verdict.ok for p in res.points)
+    assert any(p.label == "as given" and not p.verdict.ok for p in res.points)
+
+
+def test_winograd_off_is_chosen_where_it_removes_the_harm(chain) -> None:
+    """c6 harms only through winograd: the search keeps it fp16 with 31=64 (still counted as fp16)."""
+    ev = FakeEvaluator({"c6": 3.0, "c1": 0.1}, nowino_harm={"c6": 0.01})
+    res = _search(chain, ev)
+    assert res.reached
+    assert res.chosen.choice("c6") == NOWINO
+    assert res.chosen.names(FP32) == []
+    assert res.fp16_share == pytest.approx(1.0)
+
+
+def test_as_given_passing_changes_nothing(chain) -> None:
+    ev = FakeEvaluator({"c1": 0.2})
+    res = _search(chain, ev)
+    assert res.reached and len(res.chosen) == 0 and res.fp16_share == 1.0
+    assert ev.calls == 1  # the start and the floor in one round, nothing else
+
+
+def test_unreachable_when_even_the_floor_fails(chain) -> None:
+    class Broken(FakeEvaluator):
+        def score(self, p):
+            return 2.0  # e.g. a reference that ncnn cannot match even in fp32
+
+    res = _search(chain, Broken({}))
+    assert not res.reached and "every layer in fp32" in res.notes[0]
+    assert res.chosen.names(FP32)  # the floor is returned
+
+
+def test_refinement_respects_the_budget(chain) -> None:
+    """Many small harms: the walk lowers the cheap groups; refinement adds more only while time is left."""
+    harms = {n: 0.3 for n in CONVS}
+    free = _search(chain, FakeEvaluator(harms), budget=Budget(None))
+    ev = FakeEvaluator(harms)
+    none = _search(chain, ev, budget=Budget(0.0))
+    assert free.reached and none.reached
+    assert free.chosen_verdict.score <= 1.0 and none.chosen_verdict.score <= 1.0
+    assert free.fp16_share >= none.fp16_share
+    assert "budget" in " ".join(none.notes)
+
+
+def test_search_cost_is_logarithmic_in_the_walk(chain) -> None:
+    """Sensitivity is one batch; the walk is a search over its points (2 probes per round), not a scan."""
+    ev = FakeEvaluator({n: 0.2 * (i + 1) for i, n in enumerate(CONVS)}, {"c3": 0.0, "c6": 0.0})
+    res = _search(chain, ev, budget=Budget(0.0))
+    assert res.reached
+    walk_probes = [p for p in res.points if p.label.startswith("walk")]
+    assert len(walk_probes) <= 1 + 2 * 3  # the last point, then at most 3 rounds of 2 over 8 groups
+
+
+def test_placement_forms_and_choices(chain) -> None:
+    g, macs = chain
+    assert choices_for(g.layer("c3"), "arm") == (FP16, NOWINO, ARITH, FP32)
+    assert choices_for(g.layer("c1"), "arm") == (FP16, ARITH, FP32)
+    assert choices_for(g.layer("sm"), "arm") == (FP16, FP32)  # ARM's Softmax ignores bit 0
+    assert choices_for(g.layer("sm"), "vulkan") == (FP16, ARITH, FP32)
+    p = Placement.of({"c2": FP32, "c3": NOWINO, "c5": ARITH, "c6": FP16})
+    placed = apply_placement(g, p)
+    assert [placed.layer(n).featmask for n in ("c2", "c3", "c5", "c6")] == [23, 64, 1, 0]
+    assert g.layer("c2").featmask == 0  # the input graph is untouched
+    assert unsafe_edges(placed) == []  # c2 reads an fp16 blob: a Dropout boundary went in front
+    assert any(ly.type == "Dropout" for ly in placed.layers)
+    assert existing_placement(placed).as_dict() == {"c2": FP32, "c3": NOWINO, "c5": ARITH}
+    total = sum(macs.values())
+    assert fp16_share(macs, p) == pytest.approx(1 - (macs["c2"] + macs["c5"]) / total)
+    # on the GPU, layers that run on the CPU (no Vulkan implementation) do not count as fp16 there
+    assert fp16_share(macs, p, gpu=True, cpu_layers=["c3"]) == pytest.approx(
+        1 - (macs["c2"] + macs["c5"] + macs["c3"]) / total)
+    with pytest.raises(ValueError):
+        Placement.of({"c1": "half"})
+
+
+def test_verdicts_per_kind() -> None:
+    c = Criteria(conf_tolerance=5e-3)
+    rec = {"lines": 10, "identical": 10, "identical_share": 1.0, "max_conf_change": 4e-3, "mean_conf_change": 1e-3,
+           "drop_score_crossings": 0, "max_prob_diff": 0.1}
+    assert c.judge("rec", rec, 10).ok
+    assert not c.judge("rec", {**rec, "identical": 9}, 10).ok
+    assert not c.judge("rec", {**rec, "drop_score_crossings": 1}, 10).ok
+    bad = c.judge("rec", {**rec, "max_conf_change": 6e-3}, 10)
+    assert not bad.ok and "6.00e-03" in bad.reasons[0]
+    assert not c.judge("rec", rec, 10, nonfinite=1).ok
+    det = {"pages": 3, "f": 0.995, "flipped_share": 1e-5, "flipped_pixels": 3, "pages_identical": 2}
+    assert c.judge("det", det, 3).ok and not c.judge("det", {**det, "f": 0.98}, 3).ok
+    cls = {"lines": 4, "agreement": 4, "agreement_share": 1.0, "max_score_change": 0.2, "rotation_flips": 0}
+    assert c.judge("cls", cls, 4).ok and not c.judge("cls", {**cls, "agreement": 3}, 4).ok
+    # the score orders: a changed string outweighs any confidence change within tolerance
+    assert c.judge("rec", {**rec, "identical": 9}, 10).score > c.judge("rec", rec, 10).score
+
+
+def test_pareto_front_and_files(chain, tmp_path) -> None:
+    ev = FakeEvaluator({"c4": 2.0, "sm": 5.0, "c7": 0.05, "c2": 0.05})
+    res = _search(chain, ev)
+    fr = front(res.curve())
+    assert fr and all(a.fp16_share <= b.fp16_share for a, b in zip(fr, fr[1:], strict=False))
+    chosen = next(p for p in res.points if p.placement == res.chosen)
+    js, png = write_curve(tmp_path / "curve", "rec", res.points, chosen, threshold=5e-3)
+    data = json.loads(js.read_text())
+    assert data["chosen"]["fp16_share"] == pytest.approx(res.fp16_share)
+    assert len(data["points"]) == len(res.curve())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+BODY = """
+Input in0 0 1 in 0=20 1=10 2=3
+Convolution c1 1 1 in a 0=8 1=3 3=2 4=1 5=1 6=216
+ConvolutionDepthWise dw 1 1 a b 0=8 1=3 4=1 5=1 6=72 7=8
+Pooling gap 1 1 b g 0=1 4=1
+InnerProduct fc 1 1 g f 0=4 1=1 2=32
+ReLU r 1 1 f out
+"""
+
+
+def test_macs_from_params_and_shapes() -> None:
+    from ncnnpass.ir import runtime
+    from ncnnpass.passes.precision import fp16_mac_share, macs_per_layer
+
+    g = fill_weights(model(BODY), seed=0)
+    macs = macs_per_layer(g, runtime.infer_shapes(g, (3, 10, 20)))
+    # c1: stride 2 -> 8x5x10 output, 216 weights per output pixel; dw: 72 per pixel at 5x10; fc: 32
+    assert macs == {"in0": 0, "c1": 216 * 50, "dw": 72 * 50, "gap": 0, "fc": 32, "r": 0}
+    total = 216 * 50 + 72 * 50 + 32
+    assert fp16_mac_share(macs, {"c1"}) == pytest.approx(1 - 216 * 50 / total)
+    assert fp16_mac_share(macs, set()) == 1.0
+
+
+def _probs(rows):
+    return np.array(rows, dtype=np.float32)
+
+
+def test_decision_margin_counts_only_frames_that_change_the_string() -> None:
+    from ncnnpass.passes.precision.evaluator import decision_margin
+
+    # a, blank(0.55 vs a 0.45), a -> "aa": turning the middle frame into 'a' merges it to "a" (margin 0.1)
+    assert decision_margin("rec", _probs([[0.1, 0.9, 0], [0.55, 0.45, 0], [0.1, 0.9, 0]])) == pytest.approx(0.1)
+    # a, a, a -> "a": the ends may turn blank without changing the string; only the middle frame counts
+    assert decision_margin("rec", _probs([[0.3, 0.7, 0], [0.1, 0.9, 0], [0.2, 0.8, 0]])) == pytest.approx(0.8)
+    assert decision_margin("cls", _probs([[0.6, 0.4]])) == pytest.approx(0.2)
+    assert decision_margin("det", _probs([[0.6, 0.4]])) == float("inf")
+
+
+def test_frame_risk_reads_consumed_margins() -> None:
+    from ncnnpass.passes.precision.evaluator import frame_risk
+
+    ref = _probs([[0.1, 0.9, 0], [0.6, 0.4, 0]])
+    assert frame_risk(ref, ref) == pytest.approx(0.0, abs=1e-6)
+    half = _probs([[0.1, 0.9, 0], [0.55, 0.45, 0]])  # the second frame lost half its margin
+    assert frame_risk(ref, half) == pytest.approx(0.5, abs=1e-6)
+    flipped = _probs([[0.1, 0.9, 0], [0.4, 0.6, 0]])
+    assert frame_risk(ref, flipped) >= 1.0
+
+
+def test_stress_set_takes_the_most_fragile_lines_but_not_what_the_goal_gives_up() -> None:
+    from ncnnpass.passes.precision.evaluator import Part, stressed
+
+    # 200 one-frame "lines" with margins 0.001 .. 0.2: the hardest 1 (0.5% of 200) is given up, then the
+    # margin floor (2e-3) drops one more; the 6 hardest after that come first, then 2 typical ones
+    margins = np.linspace(0.001, 0.2, 200)
+    refs = [_probs([[0.5 - m / 2, 0.5 + m / 2]]) for m in margins]
+    part = Part("pool", list(range(200)), refs)  # inputs stand in as indices
+    got = stressed("cls", part, 8, "calibration")
+    assert got.inputs[:6] == [2, 3, 4, 5, 6, 7]
+    assert got.inputs[6:] == [0, 1]  # the first others in pool order (typical lines)
+
+
+def test_fallbacks_skip_placements_that_failed_anywhere() -> None:
+    from ncnnpass.passes.precision.search import Point
+    from ncnnpass.passes.precision.target_repair import _fallbacks, _next_fallback
+
+    def pt(label, share, ok, names):
+        return Point(label, Placement.uniform(names, FP32), share, Verdict(ok, 0.0, {}))
+
+    pts = [pt("a", 0.99, True, ["x"]), pt("a'", 0.99, False, ["x"]), pt("b", 0.97, True, ["y"]),
+           pt("c", 0.90, True, ["z"]), pt("d", 0.50, True, ["w"]), pt("e", 0.995, True, ["v"])]
+    pending = _fallbacks(pts, 0.995)
+    assert [p.label for p in pending] == ["b", "c", "d"]  # "a" failed on another part; "e" is not below
+    assert _next_fallback(pending, 0.995).label == "c"  # at least 5 points of share lower
+    assert [p.label for p in pending] == ["d"]
+
+
+def test_target_verification_steps_back_along_the_walk(chain) -> None:
+    """The proxy passes a placement the target does not (here the target also suffers from c5 in fp16): the
+    verification bisects the walk below the choice and keeps the most fp16 point that passes there."""
+    from ncnnpass.passes.precision.search import Search
+    from ncnnpass.passes.precision.target_repair import _verify_on_target
+
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    proxy = FakeEvaluator({"c4": 2.0, "sm": 5.0})
+    state: list = []
+    res = search(proxy, g, cands, macs, groups=8, workers=2, budget=Budget(0.0), state=state)
+    s = state[0]
+    assert res.chosen.choice("c5") == FP16 and res.chosen.choice("c4") == FP32
+
+    class Target(FakeEvaluator):
+        target = "arm"
+
+    phone = Target({"c4": 2.0, "sm": 5.0, "c5": 3.0})
+    notes: list[str] = []
+    chosen, _, verdict = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    assert verdict.ok and chosen.choice("c5") != FP16  # c5 kept fp32 by stepping back
+    lowered = [n for n in CONVS if chosen.choice(n) == FP16]
+    best = max((j for j in range(len(s.walk) + 1) if phone.score(s.at(j)) <= 1.0), key=lambda j: fp16_share(macs, s.at(j)))
+    assert fp16_share(macs, chosen) == pytest.approx(fp16_share(macs, s.at(best)))  # the best walk point below
+    assert "stepped back" in notes[0] and lowered
