@@ -293,7 +293,6 @@ def test_fallbacks_skip_placements_that_failed_anywhere() -> None:
 def test_target_verification_steps_back_along_the_walk(chain) -> None:
     """The proxy passes a placement the target does not (here the target also suffers from c5 in fp16): the
     verification bisects the walk below the choice and keeps the most fp16 point that passes there."""
-    from ncnnpass.passes.precision.search import Search
     from ncnnpass.passes.precision.target_repair import _verify_on_target
 
     g, macs = chain
