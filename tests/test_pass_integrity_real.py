@@ -35,8 +35,9 @@ REC = (3, 48, 320)
 
 def every_spec(model: str) -> list[str]:
     """Every registered pass alone (with the options it needs), every pipeline, and for some models the
-    option variants."""
-    out = [s for p in list_passes() for s in SPECS_OF.get(p.name, [p.name])]
+    option variants. Terminal passes measure on a device (repair-for-target: minutes per model on the
+    emulated phone); tests/test_target_repair.py checks the graphs they write."""
+    out = [s for p in list_passes() if not p.terminal for s in SPECS_OF.get(p.name, [p.name])]
     return out + list(PIPELINES) + (VARIANTS if model in WITH_VARIANTS else [])
 
 

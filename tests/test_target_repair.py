@@ -15,6 +15,7 @@ import pytest
 from ncnnpass.ir import Graph, runtime
 from ncnnpass.ir.featmask import unsafe_edges
 from ncnnpass.ir.runtime import Job, TargetPool
+from ncnnpass.ir.verifier import verify_graph
 from ncnnpass.passes import apply_passes
 from ncnnpass.passes.measure.metrics import metric_for
 from ncnnpass.passes.measure.model_info import read_model_info
@@ -80,6 +81,9 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     assert not res.search.start.verdict.ok and any(p.label.startswith("walk") for p in res.search.points)
     print(res.summary())
     assert unsafe_edges(res.graph) == []
+    assert verify_graph(res.graph) == [] and res.graph.check() == []  # the written graph is sound
+    c = res.graph.copy()
+    assert (c.to_param_text(), c.to_bin_bytes()) == (res.graph.to_param_text(), res.graph.to_bin_bytes())
     masks = {ly.featmask for ly in res.graph.layers if ly.featmask}
     assert masks <= {1, 23, 64}  # the every-path forms only
     # the fp16 share from the written file's featmasks (GPU: no bit 0 nor bit 4, not a CPU-only type)
@@ -164,3 +168,15 @@ def test_fp16_overflow_is_located_and_kept_fp32(v3) -> None:
     assert res.calibration.nonfinite == 0
     numbers, outs = _strings(res.graph, onnx, "vulkan", 3)
     assert all(np.all(np.isfinite(o)) for o in outs)
+
+
+def test_a_model_converted_for_one_width_gets_lines_at_that_width(capsys) -> None:
+    """pnnx given one shape bakes the width into Reshapes: fed lines at their own widths, even the fp32 floor
+    would differ from the reference. The search sees it and fits the lines to the model's width (no ONNX:
+    the reference is the same file on x86 in fp32)."""
+    _vulkan()
+    pb = fixtures.require(lambda: fixtures.ppocrv3_rec_ncnn(False), "PP-OCRv3 rec, pnnx, one width")
+    g = Graph.load(*map(str, pb))
+    res = repair_for_target(g, "vulkan", random_check=False, progress=print, **SMALL)
+    assert "runs at width 320 only" in capsys.readouterr().out
+    assert res.calibration.ok and res.calibration.numbers["identical"] == res.calibration.samples

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ncnnpass.ir import Graph, runtime
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.ir.featmask import unsafe_edges
 from ncnnpass.ir.runtime import Job, TargetPool, describe_target, normalize_target
+from ncnnpass.passes.measure.dynamic_sizes import runs_at_other_widths
 from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, ModelInfo
 
 from .criteria import Criteria, Verdict
@@ -305,6 +306,10 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     searched_on = target if target == "vulkan" or proxy == "none" else "vulkan"
     reference = f"onnxruntime ({Path(onnx).name})" if onnx else "ncnn on x86, fp16 off"
     say(f"repair for {describe_target(target)}: searching on {describe_target(searched_on)} against {reference}")
+    if info.kind == "rec" and info.dynamic[1] and not runs_at_other_widths(graph, tuple(info.input_shape)):
+        info = replace(info, dynamic=(info.dynamic[0], False))
+        say(f"  the ncnn model runs at width {info.input_shape[2]} only (its Reshapes are sized for it): "
+            f"lines are fitted to that width")
     size = SIZES[info.kind]
     confirm_n = held_out or size["confirm"]
     verify_n = (verify or size["verify"]) if searched_on != target else 0
