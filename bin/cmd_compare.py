@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "strings and confidences of ncnn (x86, the --target, and after --fix) with onnxruntime's; "
                         "the real-text section then runs only when --images, --lines or --pages ask for it")
     p.add_argument("--repair", type=float, nargs="?", const=1e-3, metavar="TOL",
-                   help="with --target arm: also repair the model for the phone (a quick repair-for-target search "
+                   help="with --target arm or vulkan: also repair the model for the phone (a quick repair-for-target search "
                         "on a few built-in lines: strings identical, line confidence within TOL, default 1e-3; minutes "
                         "emulated) and measure it on the real text (and the --text-lines)")
     p.add_argument("--dict", metavar="FILE", help="the recognizer's dictionary (default: inference.yml or dictionary.txt "
@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_task and asked:
         raise NcnnpassError("--no-task skips the real-text section: --images, --lines and --pages do not apply")
     task_on = not args.no_task and (asked or not args.text_lines)
-    if args.repair is not None and not args.target.startswith("arm"):
-        raise NcnnpassError("--repair needs --target arm (or arm-a57)")
+    if args.repair is not None and not (args.target.startswith("arm") or args.target == "vulkan"):
+        raise NcnnpassError("--repair needs --target arm, arm-a57 or vulkan")
     if args.repair is not None and not (task_on or args.text_lines):
         raise NcnnpassError("--repair measures the repaired model on text: drop --no-task or add --text-lines")
     plan = _task_plan(args, asked) if task_on else None
@@ -218,6 +218,13 @@ def _task(args: argparse.Namespace, plan, report, models, notes, progress):
     request, info, folder = plan
     declared = _ncnn_input_shape(models[0].graph)
     static = declared[2] if info.kind == "rec" and declared is not None and len(declared) == 3 else None
+    if static is None and info.kind == "rec" and info.dynamic[1]:
+        from ncnnpass.passes.measure.dynamic_sizes import runs_at_other_widths
+
+        if not runs_at_other_widths(models[0].graph, tuple(info.input_shape)):
+            static = int(info.input_shape[2])  # converted for one width: the lines are fitted to it
+            progress(f"the ncnn model runs at width {static} only (its Reshapes are sized for it): "
+                     f"lines fitted to that width")
     task = request.load(info, target=args.target, model_dir=folder, static_width=static)
     progress("real text: " + "; ".join(task.describe()))
     sides = [Side.onnxruntime(args.onnx)] + [Side(m.label, graph=m.graph, target=m.target, options=m.options)

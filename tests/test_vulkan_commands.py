@@ -109,6 +109,26 @@ def test_compare_on_the_gpu_attributes_per_layer_and_names_gpu_valid_fixes(v3, t
 
 @pytest.mark.real
 @pytest.mark.slow
+def test_compare_repair_on_the_gpu_decodes_with_the_repaired_model(v3, tmp_path, capsys) -> None:
+    """``compare --repair 0.1 --target vulkan``: the quick repair-for-target search runs on lavapipe (0.1 is a
+    confidence change the model as given already meets, so it keeps every layer fp16), and the lines are decoded
+    with what it returns: exactly the GPU's numbers."""
+    _vulkan()
+    onnx, param, bin_ = v3
+    out = tmp_path / "r.json"
+    assert main(["compare", onnx, param, bin_, "--options", "fp32", "--no-isolated", "--text-lines", "2",
+                 "--target", "vulkan", "--repair", "0.1", "--json", str(out), "-q"]) == 0
+    data = json.loads(out.read_text())
+    tl = {t["label"]: t for t in data["text_lines"]["targets"]}
+    gpu, repaired = tl["vulkan"], tl["vulkan after repair"]
+    note = next(n for n in data["text_lines"]["notes"] if n.startswith("phone repair: vulkan"))
+    assert "all fp16 (as converted)" in note
+    assert [x["confidence"] for x in repaired["per_line"]] == [x["confidence"] for x in gpu["per_line"]]
+    assert repaired["max_abs"] == gpu["max_abs"] and repaired["identical"] == gpu["identical"] == 2
+
+
+@pytest.mark.real
+@pytest.mark.slow
 def test_convert_with_gpu_rows(tmp_path, capsys) -> None:
     _vulkan()
     out = tmp_path / "cls"

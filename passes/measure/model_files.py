@@ -94,6 +94,13 @@ def model_files(spec: str | os.PathLike, role: str = "model", dictionary: str | 
                        "bin file", where)
     info, folder = model_facts(onnx, dictionary)
     static = _static_width(Path(text) if Path(text).is_dir() else None, param)
+    if static is None and info.kind == "rec" and info.dynamic[1]:
+        from ncnnpass.ir import Graph
+
+        from .dynamic_sizes import runs_at_other_widths
+
+        if not runs_at_other_widths(Graph.load(param, bin_), tuple(info.input_shape)):
+            static = int(info.input_shape[2])  # Reshapes sized for one width: lines fitted to it
     if role in ("det", "rec", "cls") and info.kind not in (None, role):
         raise NcnnpassError(f"{where}: this is a {info.kind} model ({info.describe()})")
     if role in ("det", "rec", "cls") and info.kind is None:
@@ -103,7 +110,8 @@ def model_files(spec: str | os.PathLike, role: str = "model", dictionary: str | 
 
 def _static_width(outdir: Path | None, param: Path) -> int | None:
     """The width a recogniser was converted for when it runs at that width only: ``convert.json`` without a
-    second size, or an ``Input`` layer that declares its width."""
+    second size, or an ``Input`` layer that declares its width (else :func:`model_files` asks
+    :mod:`.dynamic_sizes`)."""
     import json
 
     record = outdir / "convert.json" if outdir is not None else None
