@@ -27,7 +27,8 @@ from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
 
-from .external import default_cache_dir, file_lock, run_tool
+from .external import apt_install, default_cache_dir, file_lock, installed_ncnn_version, run_tool
+from .external import say as _say
 
 Progress = Callable[[str], None] | None
 
@@ -64,14 +65,6 @@ class ArmRuntime:
 def arm_dir() -> Path:
     return default_cache_dir() / "arm"
 
-
-def installed_ncnn_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ncnn")
-    except PackageNotFoundError:
-        raise ToolError("the ncnn Python package is not installed (pip install ncnn)") from None
 
 
 def host_suite_and_mirror() -> tuple[str, str]:
@@ -142,20 +135,6 @@ def arm_runtime_status() -> str | None:
     return None
 
 
-def _say(progress: Progress, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
-
-
-def _apt_install(progress: Progress, packages: list[str]) -> None:
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise ToolError(f"the ARM runtime needs the Debian package(s) {', '.join(packages)}: install them "
-                        "(apt-get install, as root)")
-    _say(progress, f"installing {' '.join(packages)} (apt-get)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run_tool(["apt-get", "update", "-qq"], env=env, what="apt-get update", timeout=900)
-    run_tool(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env,
-             what="apt-get install", timeout=1800)
 
 
 def _build_root(root: Path, progress: Progress) -> None:
@@ -224,7 +203,7 @@ def ensure_arm_runtime(progress: Progress = None) -> ArmRuntime:
         if not (root / DONE).exists() and shutil.which("mmdebstrap") is None:
             need.append("mmdebstrap")
         if need:
-            _apt_install(progress, need)
+            apt_install(progress, need, "the ARM runtime")
         if not (root / DONE).exists():
             _build_root(root, progress)
         python = _root_python(root)

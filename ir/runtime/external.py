@@ -11,9 +11,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
@@ -73,3 +74,31 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def installed_ncnn_version() -> str:
+    """The version of the ncnn Python package (the side runtimes provision the same one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ncnn")
+    except PackageNotFoundError:
+        raise ToolError("the ncnn Python package is not installed (pip install ncnn)") from None
+
+
+def say(progress: Callable[[str], None] | None, msg: str) -> None:
+    """``progress(msg)`` when there is a progress callback."""
+    if progress is not None:
+        progress(msg)
+
+
+def apt_install(progress: Callable[[str], None] | None, packages: list[str], needed_by: str) -> None:
+    """Install Debian ``packages`` with apt-get (as root); otherwise a ToolError naming them for ``needed_by``."""
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise ToolError(f"{needed_by} needs the Debian package(s) {', '.join(packages)}: install them "
+                        "(apt-get install, as root)")
+    say(progress, f"installing {' '.join(packages)} (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run_tool(["apt-get", "update", "-qq"], env=env, what="apt-get update", timeout=900)
+    run_tool(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env,
+             what="apt-get install", timeout=1800)

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +32,8 @@ from pathlib import Path
 
 from ncnnpass.ir.errors import ToolError
 
-from .external import default_cache_dir, file_lock, run_tool
+from .external import apt_install, default_cache_dir, file_lock, installed_ncnn_version
+from .external import say as _say
 
 Progress = Callable[[str], None] | None
 
@@ -79,14 +79,6 @@ class VulkanRuntime:
 def vulkan_dir() -> Path:
     return default_cache_dir() / "vulkan"
 
-
-def installed_ncnn_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ncnn")
-    except PackageNotFoundError:
-        raise ToolError("the ncnn Python package is not installed (pip install ncnn)") from None
 
 
 def _arch_tag() -> str:
@@ -168,20 +160,6 @@ def vulkan_runtime_status() -> str | None:
     return None
 
 
-def _say(progress: Progress, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
-
-
-def _apt_install(progress: Progress, packages: list[str]) -> None:
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise ToolError(f"the Vulkan target needs the Debian package(s) {', '.join(packages)}: install them "
-                        "(apt-get install, as root)")
-    _say(progress, f"installing {' '.join(packages)} (apt-get)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run_tool(["apt-get", "update", "-qq"], env=env, what="apt-get update", timeout=900)
-    run_tool(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env,
-             what="apt-get install", timeout=1800)
 
 
 def probe(icd: Path, timeout: float = 300) -> dict:
@@ -227,7 +205,7 @@ def ensure_vulkan_runtime(progress: Progress = None) -> VulkanRuntime:
         if not vulkan_loader_present():
             need.append("libvulkan1")
         if need:
-            _apt_install(progress, need)
+            apt_install(progress, need, "the Vulkan target")
             icd = find_lavapipe_icd()
             if icd is None or icd_driver(icd) is None:
                 raise ToolError("mesa-vulkan-drivers is installed but lavapipe's manifest (lvp_icd.*.json) "
