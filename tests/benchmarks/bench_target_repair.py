@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
+from rank_agreement import kendall, spearman  # noqa: E402
 
 OUT = Path("/tmp/bench_target_repair")
 TABLE_SEED = 1  # the search draws its data with seed 0
@@ -267,48 +268,6 @@ def cmd_rank(args) -> dict:
     (OUT / f"rank-{args.model}.json").write_text(json.dumps(out, indent=1, default=str))
     return out
 
-
-def _ranks(v: list[float]) -> list[float]:
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2
-        i = j + 1
-    return r
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    fa = [min(x, 1e9) for x in a]
-    fb = [min(x, 1e9) for x in b]
-    ra, rb = np.array(_ranks(fa)), np.array(_ranks(fb))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def kendall(a: list[float], b: list[float]) -> float:
-    n = len(a)
-    conc = disc = ta = tb = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ta += 1
-            elif db == 0:
-                tb += 1
-            elif da == db:
-                conc += 1
-            else:
-                disc += 1
-    denom = np.sqrt((conc + disc + ta) * (conc + disc + tb))
-    return float((conc - disc) / denom) if denom else float("nan")
 
 
 def cmd_table(args) -> dict:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+from rank_agreement import kendall, spearman  # noqa: E402
 
 from ncnnpass.ir import Graph, RuntimeBridgeError, runtime  # noqa: E402
 from ncnnpass.ir.runtime.targets import open_target  # noqa: E402
@@ -341,45 +342,6 @@ def fp16_rounded(g: Graph) -> Graph:
             c.inputs = [back if n == blob else n for n in c.inputs]
     return h
 
-
-def _ranks(v: list[float]) -> list[float]:
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = np.array(_ranks(a)), np.array(_ranks(b))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-
-
-def kendall(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b (ties in either list counted as ties)."""
-    conc = disc = ta = tb = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ta += 1
-            elif db == 0:
-                tb += 1
-            elif da == db:
-                conc += 1
-            else:
-                disc += 1
-    n0 = conc + disc
-    return float((conc - disc) / np.sqrt((n0 + ta) * (n0 + tb))) if n0 else float("nan")
 
 
 def _finite(v: float) -> float:
