@@ -314,3 +314,37 @@ def test_target_verification_steps_back_along_the_walk(chain) -> None:
     best = max((j for j in range(len(s.walk) + 1) if phone.score(s.at(j)) <= 1.0), key=lambda j: fp16_share(macs, s.at(j)))
     assert fp16_share(macs, chosen) == pytest.approx(fp16_share(macs, s.at(best)))  # the best walk point below
     assert "stepped back" in notes[0] and lowered
+
+
+def test_target_verification_keeps_the_file_right_on_the_search_target(chain) -> None:
+    """With a check on the search target (the phone's GPU when it screens for the phone CPU), a walk point
+    the target passes but the GPU does not is not chosen, and the target never runs a point the GPU failed:
+    the file the repair writes stays right on both paths."""
+    from ncnnpass.passes.precision.target_repair import _verify_on_target
+
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    proxy = FakeEvaluator({"c4": 2.0, "sm": 5.0})
+    state: list = []
+    res = search(proxy, g, cands, macs, groups=8, workers=2, budget=Budget(0.0), state=state)
+    s = state[0]
+
+    class Target(FakeEvaluator):
+        target = "arm"
+
+        def evaluate(self, placements, part="calibration", count=None):
+            self.seen = [*getattr(self, "seen", []), *placements]
+            return super().evaluate(placements, part, count)
+
+    phone = Target({"c4": 2.0, "sm": 5.0, "c5": 3.0})
+    gpu = FakeEvaluator({"c4": 2.0, "sm": 5.0, "c1": 3.0})  # the GPU also needs c1 fp32
+    unchecked, _, _ = _verify_on_target(Target({"c4": 2.0, "sm": 5.0, "c5": 3.0}), s, res.chosen,
+                                        res.chosen_verdict, Budget(None), [], print)
+    chosen, _, verdict = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), [], print,
+                                           lambda p: gpu.evaluate([p])[0])
+    assert verdict.ok and phone.score(chosen) <= 1.0 and gpu.score(chosen) <= 1.0
+    assert all(gpu.score(p) <= 1.0 for p in phone.seen[1:])  # after the first (the choice), only GPU-passing points
+    walk = [s.at(j) for j in range(len(s.walk) + 1)]
+    both = [p for p in walk if phone.score(p) <= 1.0 and gpu.score(p) <= 1.0]
+    assert fp16_share(macs, chosen) == pytest.approx(max(fp16_share(macs, p) for p in both))
+    assert gpu.score(unchecked) > 1.0  # without the check the phone's choice would break the GPU

@@ -91,7 +91,9 @@ class TargetRepairResult:
         return (f"{describe_target(self.target)}: {self.placement.describe()} "
                 f"({100 * self.fp16_share:.1f}% of MACs in fp16{' on the GPU' if self.target == 'vulkan' else ''}); "
                 f"{where} ({judged.samples}): {judged.headline()}; "
-                f"{'criteria met' if self.reached else 'criteria NOT met'}; searched on "
+                + (f"held-out on {describe_target(self.searched_on)} ({self.held_out.samples}): "
+                   f"{self.held_out.headline()}; " if self.on_target and self.held_out else "")
+                + f"{'criteria met' if self.reached else 'criteria NOT met'}; searched on "
                 f"{describe_target(self.searched_on)} against {self.reference} in {self.seconds:.0f} s")
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,10 +160,14 @@ def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2
 
 
 def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
-                      notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict]:
+                      notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None
+                      ) -> tuple[Placement, Verdict, Verdict]:
     """The choice on the held-out verification samples on the target. When it misses, the most fp16 point of
     the walk below it that passes there, by bisection between the floor (assumed to pass) and the choice
-    (the walk is ordered first when the model as given passed on the proxy); else the floor."""
+    (the walk is ordered first when the model as given passed on the proxy); else the floor.
+
+    ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
+    (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
     where = describe_target(tev.target)
     (on_target,) = tev.evaluate([chosen], "verify")
     say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
@@ -170,20 +176,31 @@ def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict
     miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
     best: tuple[int, Verdict] | None = None
     tries = 0
+
+    def judge(j: int) -> Verdict:
+        label = f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)"
+        if search_check is not None:
+            pre = search_check(s.at(j))
+            if not pre.ok:
+                where_s = getattr(s.ev, "target", None)
+                say(f"{label} on {describe_target(where_s) if where_s else 'the search target'}: {pre.headline()}")
+                return pre
+        (v,) = tev.evaluate([s.at(j)], "verify")
+        say(f"{label} on {where}: {v.headline()}")
+        return v
+
     if not s.walk:  # the model as given passed on the proxy: order the walk, try its last point first
         s.order()
         s.j = len(s.walk)
-        (v,) = tev.evaluate([s.at(s.j)], "verify")
+        v = judge(s.j)
         tries += 1
-        say(f"  walk {s.j}/{len(s.walk)} ({100 * s.share(s.at(s.j)):.1f}%) on {where}: {v.headline()}")
         if v.ok:
             best = (s.j, v)
     lo, hi = (s.j, s.j) if best else (0, s.j)
     while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
         j = (lo + hi) // 2
         tries += 1
-        (v,) = tev.evaluate([s.at(j)], "verify")
-        say(f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%) on {where}: {v.headline()}")
+        v = judge(j)
         if v.ok:
             lo, best = j, (j, v)
         else:
@@ -378,8 +395,17 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             with TargetPool(target, workers) as tpool:
                 tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria,
                                 dictionary=info.dictionary, progress=say)
-                chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say)
+                gpu_check = None
+                if searched_on == "vulkan" and len(confirm):  # the file must stay right on the phone's GPU too
+                    def gpu_check(p: Placement) -> Verdict:
+                        return ev.evaluate([p], "confirm")[0]
+                before = chosen
+                chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check)
                 reached = on_target.ok
+                if gpu_check is not None and chosen != before:
+                    held = gpu_check(chosen)
+                    say(f"  held-out ({held.samples}) on {describe_target(searched_on)}: {held.headline()}")
+                    reached = reached and held.ok
                 if random_check:
                     random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
                 inferences = ev.inferences + tev.inferences
