@@ -108,6 +108,9 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     assert numbers["identical"] == res.held_out.numbers["identical"]
     assert numbers["max_conf_change"] == pytest.approx(res.held_out.numbers["max_conf_change"], abs=1e-6)
     assert res.reached == (res.held_out.ok and res.search.reached)
+    # the reference's own noise floor on the calibration lines is measured and reported
+    assert res.noise_floor is not None and res.noise_floor.samples == SMALL["calibration"]
+    assert res.to_dict()["noise_floor"]["rounded"]["numbers"]["lines"] == SMALL["calibration"]
 
 
 def test_arm_repair_through_the_cli_runs_right_on_every_path(v3, tmp_path: Path, capsys) -> None:

@@ -36,6 +36,8 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
     ctx.note(f"phone repair: {res.summary()}")
     if res.random_error is not None:
         ctx.note(f"max |error| on one seeded random input (not the criterion): {res.random_error:.3g}")
+    if res.noise_floor is not None:
+        ctx.note(res.noise_floor.summary())
     for n in res.notes:
         ctx.note(n)
     if curve:
@@ -50,7 +52,10 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
         judged = res.on_target or res.held_out or res.calibration
         raise NcnnpassError(f"the model misses the criteria on {describe_target(res.target)} "
                             f"({'; '.join(judged.reasons) or 'not confirmed'}) even at "
-                            f"{100 * res.fp16_share:.1f}% fp16; nothing written")
+                            f"{100 * res.fp16_share:.1f}% fp16; nothing written"
+                            + (f" (the criteria are stricter than the model's own noise floor: "
+                               f"{'; '.join(res.noise_floor.worst().reasons)} under one fp16 rounding of the input "
+                               f"alone)" if res.noise_floor is not None and not res.noise_floor.ok else ""))
     apply_placement(graph, res.placement, copy=False)  # the same choices, written into this graph
     return len(res.placement)
 

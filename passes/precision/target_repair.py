@@ -14,7 +14,9 @@
    with more fp32, while the budget lasts;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
-   error on one seeded random input (no longer the criterion), times and inference counts.
+   error on one seeded random input (no longer the criterion), times and inference counts, and the
+   reference's own noise floor on the calibration part (:mod:`.noise_floor`: what one fp16 rounding of the
+   input alone does; a criterion stricter than that is named as such).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, Mo
 from .criteria import Criteria, Verdict
 from .evaluator import Evaluator, Part, prepare_parts, reference_outputs, stressed
 from .macs import macs_per_layer
+from .noise_floor import NoiseFloor, input_noise_floor
 from .placement import ARITH, FP32, Placement, apply_placement, choices_for, existing_placement, fp16_share
 from .search import Budget, Point, Search, SearchResult, search
 
@@ -80,6 +83,7 @@ class TargetRepairResult:
     forced: list[str] = field(default_factory=list)  # layers kept fp32 because their output overflows fp16
     notes: list[str] = field(default_factory=list)
     cpu_layers: list[str] = field(default_factory=list)  # vulkan: layers of the choice that run on the CPU
+    noise_floor: NoiseFloor | None = None  # the reference under one fp16 rounding of its input (calibration part)
 
     @property
     def layers_marked(self) -> list[str]:
@@ -105,7 +109,8 @@ class TargetRepairResult:
                 "on_target": self.on_target.to_dict() if self.on_target else None,
                 "verified_samples": self.verified_samples, "random_error": self.random_error,
                 "seconds": self.seconds, "inferences": self.inferences, "forced": self.forced, "notes": self.notes,
-                "cpu_layers": self.cpu_layers, "search": self.search.to_dict()}
+                "cpu_layers": self.cpu_layers, "search": self.search.to_dict(),
+                "noise_floor": self.noise_floor.to_dict() if self.noise_floor else None}
 
 
 def _fallbacks(points: Sequence[Point], below: float) -> list[Point]:
@@ -291,7 +296,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                       held_out: int | None = None, verify: int | None = None, seed: int = 0,
                       groups: int | None = None, budget: float | None = DEFAULT_BUDGET, workers: int = 2,
                       model_dir: str | os.PathLike | None = None, random_check: bool = True,
-                      pool: int | None = None, progress: Progress | None = None) -> TargetRepairResult:
+                      noise_floor: bool = True, pool: int | None = None, progress: Progress | None = None
+                      ) -> TargetRepairResult:
     """The placement with the most MACs in fp16 whose task metrics match the reference on held-out data
     (module docstring). ``graph`` is not modified; featmasks it already carries are kept.
 
@@ -299,7 +305,9 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     searches on the emulator itself. ``calibration``: samples the search judges on, the most fragile of a
     ``pool`` drawn (default :data:`SIZES`). ``held_out``: samples per confirmation round on the search target;
     ``verify``: held-out samples (others again) run on the target after a proxy search. ``budget``: seconds
-    for the whole repair (the optional phases stop when it is spent; the mandatory ones run anyway)."""
+    for the whole repair (the optional phases stop when it is spent; the mandatory ones run anyway).
+    ``noise_floor``: also measure the reference's own noise floor on the calibration part
+    (:mod:`.noise_floor`), reported, and named when the criteria are stricter than it."""
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
     target = normalize_target(target)
@@ -416,6 +424,11 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                     random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
         seconds_on_search = ev.seconds
         result.chosen, result.chosen_verdict, result.fp16_share = chosen, cal, share_of(chosen)
+    floor = None
+    if noise_floor:
+        floor = input_noise_floor(cal_part, info.kind, onnx=onnx, graph=None if onnx else ref_graph,
+                                  criteria=criteria, dictionary=info.dictionary)
+        say(f"  {floor.summary()}")
     repaired = apply_placement(graph, chosen)
     bad = unsafe_edges(repaired)
     if bad:  # apply_placement guarantees none; a failure here is a bug, not bad input
@@ -426,7 +439,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     out = TargetRepairResult(repaired, added, target, searched_on, reference, data, info.kind, share_of(chosen),
                              reached, cal, held, on_target, len(check) if check else 0, result, random_error,
                              time.perf_counter() - t0, inferences, forced, list(dict.fromkeys([*notes, *result.notes, *s.notes])),
-                             cpu_now)
+                             cpu_now, floor)
     say(out.summary())
     say(f"  {inferences} inferences; {seconds_on_search:.0f} s of them on {describe_target(searched_on)}")
     return out
@@ -434,7 +447,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
 
 #: the quick search ``compare --repair`` runs (the full one: ``run --pipeline repair --target arm``)
 QUICK = {"calibration": 8, "pool": 32, "held_out": 4, "verify": 2, "groups": 8, "budget": 120.0,
-         "random_check": False}
+         "random_check": False, "noise_floor": False}
 
 
 def repair_for_phone(graph: Graph, shape: Sequence[int] | None = None, tolerance: float = 5e-3,
