@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_target_repair.py search MODEL --target arm|vulkan [--held-out 200]
     python tests/benchmarks/bench_target_repair.py rank MODEL [--lines 8]      # proxies vs the emulated A76
+    python tests/benchmarks/bench_target_repair.py floor MODEL                  # the reference's own noise floor
     python tests/benchmarks/bench_target_repair.py table                        # README rows from the JSONs
 
 MODEL: v3, v4, v5 (rec), v3det, v4det, v5det (det), v2cls. ``search`` runs ``repair`` (the x86 passes) and
@@ -270,6 +271,28 @@ def cmd_rank(args) -> dict:
 
 
 
+def cmd_floor(args) -> dict:
+    """The reference's own noise floor on the table's held-out data (:mod:`ncnnpass.passes.precision.noise_floor`):
+    the input rounded to fp16 and with 1 and 2 fp16 roundings of seeded relative noise (3 seeds each)."""
+    from ncnnpass.passes.precision import Criteria
+    from ncnnpass.passes.precision.evaluator import prepare_parts, reference_outputs
+    from ncnnpass.passes.precision.noise_floor import input_noise_floor
+
+    _, onnx, info, model_dir = load_model(args.model)
+    _, held = _counts(info, args)
+    part = prepare_parts(info, calibration=1, held_out=held, seed=TABLE_SEED, model_dir=model_dir)["held-out"]
+    part.references = reference_outputs(part.inputs, onnx=onnx)
+    out = {"model": args.model, "held_out": len(part), "table_seed": TABLE_SEED, "floors": {}}
+    for k in (1.0, 2.0):
+        f = input_noise_floor(part, info.kind, onnx=onnx, criteria=Criteria(conf_tolerance=args.tolerance),
+                              dictionary=info.dictionary, seeds=3, roundings=k)
+        out["floors"][f"{k:g}"] = f.to_dict()
+        _say(f"{args.model} ({len(part)} held-out): {f.summary()}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"floor-{args.model}.json").write_text(json.dumps(out, indent=1, default=str))
+    return out
+
+
 def cmd_table(args) -> dict:
     rows = []
     for target in ("arm", "vulkan"):
@@ -303,7 +326,7 @@ def cmd_table(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("search", "rank", "table"))
+    ap.add_argument("command", choices=("search", "rank", "floor", "table"))
     ap.add_argument("model", nargs="?", default="v3", choices=MODELS)
     ap.add_argument("--target", default="arm", choices=("arm", "vulkan"))
     ap.add_argument("--tolerance", type=float, default=5e-3, help="line-confidence tolerance")
@@ -318,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=0, help="rank: calibration lines (8; det: 2 pages)")
     ap.add_argument("--placements", type=int, default=10, help="rank: at most this many placements")
     args = ap.parse_args(argv)
-    fn = {"search": cmd_search, "rank": cmd_rank, "table": cmd_table}[args.command]
+    fn = {"search": cmd_search, "rank": cmd_rank, "floor": cmd_floor, "table": cmd_table}[args.command]
     fn(args)
     return 0
 
