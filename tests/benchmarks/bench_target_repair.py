@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_target_repair.py search MODEL --target arm|vulkan [--held-out 200]
     python tests/benchmarks/bench_target_repair.py rank MODEL [--lines 8]      # proxies vs the emulated A76
     python tests/benchmarks/bench_target_repair.py floor MODEL                  # the reference's own noise floor
+    python tests/benchmarks/bench_target_repair.py paths MODEL --target arm     # the chosen file on x86 and the GPU
     python tests/benchmarks/bench_target_repair.py table                        # README rows from the JSONs
 
 MODEL: v3, v4, v5 (rec), v3det, v4det, v5det (det), v2cls. ``search`` runs ``repair`` (the x86 passes) and
@@ -293,6 +294,48 @@ def cmd_floor(args) -> dict:
     return out
 
 
+def cmd_paths(args) -> dict:
+    """The placement ``search MODEL --target T`` chose, as the one file an app runs on any path: on x86 and
+    on lavapipe (the phone's GPU) on the table's held-out data (the emulated phone CPU is the search's row)."""
+    from ncnnpass.ir.runtime import TargetPool
+    from ncnnpass.passes.precision import Criteria
+    from ncnnpass.passes.precision.evaluator import Evaluator, prepare_parts, reference_outputs
+    from ncnnpass.passes.precision.placement import Placement, existing_placement
+
+    src = OUT / f"search-{args.model}-{args.target}.json"
+    d = json.loads(src.read_text())
+    g, onnx, info, model_dir = load_model(args.model)
+    chosen = existing_placement(g).merged(Placement.of(d["result"]["placement"]))
+    _, held = _counts(info, args)
+    part = prepare_parts(info, calibration=1, held_out=held, seed=TABLE_SEED, model_dir=model_dir)["held-out"]
+    part.references = reference_outputs(part.inputs, onnx=onnx)
+    rows = {}
+    for where in ("isolated", "vulkan"):
+        with TargetPool(where, 2) as pool:
+            ev = Evaluator(g, info.kind, {"held-out": part}, pool, criteria=Criteria(conf_tolerance=args.tolerance),
+                           dictionary=info.dictionary)
+            (v,) = ev.evaluate([chosen], "held-out")
+        rows[where] = v.to_dict()
+        _say(f"{args.model}, chosen for {args.target}, on {where} ({len(part)} held-out): {v.headline()}")
+    d["paths"] = rows
+    src.write_text(json.dumps(d, indent=1, default=str))
+    return rows
+
+
+def _floor(model: str) -> str:
+    """The reference's noise floor at one fp16 rounding of input noise (worst of the seeds), when measured."""
+    f = OUT / f"floor-{model}.json"
+    if not f.exists():
+        return "–"
+    one = json.loads(f.read_text())["floors"]["1"]
+    ns = [v["numbers"] for v in (one["rounded"], *one["noisy"])]
+    if "identical" in ns[0]:
+        return f"{min(n['identical'] for n in ns)}/{ns[0]['lines']}, {max(n['max_conf_change'] for n in ns):.1e}"
+    if "agreement" in ns[0]:
+        return f"{min(n['agreement'] for n in ns)}/{ns[0]['lines']}, {max(n['max_score_change'] for n in ns):.1e}"
+    return f"F {min(n['f'] for n in ns):.4f}"
+
+
 def cmd_table(args) -> dict:
     rows = []
     for target in ("arm", "vulkan"):
@@ -315,18 +358,23 @@ def cmd_table(args) -> dict:
             else:
                 fid = f"{100 * n['agreement_share']:.1f}% (labels) | {n['max_score_change']:.1e} | – | –"
                 was = f"{100 * before['agreement_share']:.1f}%" if before else "–"
+            gpu = d.get("paths", {}).get("vulkan", {}).get("numbers", {}) if target == "arm" else {}
+            on_gpu = (f"{gpu['identical']}/{gpu['lines']}, {gpu['max_conf_change']:.1e}" if "identical" in gpu
+                      else f"F {gpu['f']:.4f}" if "f" in gpu
+                      else f"{gpu['agreement']}/{gpu['lines']}" if "agreement" in gpu else "–")
             rows.append(f"| {m} | {target} | {d['held_out']} | {fid} | {100 * d['fp16_share']:.1f}% | "
-                        f"{d['search_seconds']:.0f} s (load {d['load_search']['mean']:.1f}) | {was} |")
+                        f"{d['search_seconds']:.0f} s (load {d['load_search']['mean']:.1f}) | {was} | {on_gpu} | "
+                        f"{_floor(m)} |")
     print("| model | target | held-out | strings identical | conf change max | drop_score crossings | det F | "
-          "MACs fp16 | search | as given |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "MACs fp16 | search | as given | the file on the GPU | noise floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     return {"rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("search", "rank", "floor", "table"))
+    ap.add_argument("command", choices=("search", "rank", "floor", "paths", "table"))
     ap.add_argument("model", nargs="?", default="v3", choices=MODELS)
     ap.add_argument("--target", default="arm", choices=("arm", "vulkan"))
     ap.add_argument("--tolerance", type=float, default=5e-3, help="line-confidence tolerance")
@@ -341,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=0, help="rank: calibration lines (8; det: 2 pages)")
     ap.add_argument("--placements", type=int, default=10, help="rank: at most this many placements")
     args = ap.parse_args(argv)
-    fn = {"search": cmd_search, "rank": cmd_rank, "floor": cmd_floor, "table": cmd_table}[args.command]
+    fn = {"search": cmd_search, "rank": cmd_rank, "floor": cmd_floor, "paths": cmd_paths, "table": cmd_table}[args.command]
     fn(args)
     return 0
 
