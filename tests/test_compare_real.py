@@ -122,3 +122,15 @@ def test_v3_fp16_weights_reported() -> None:
     assert len(att.fp16_weight_layers) >= 0.8 * att.weighted_layers
     assert any(a.action == "reconvert" for a in r.advice)
     assert np.isfinite(r.runs["fp32"].final_max_abs)
+
+
+def test_detector_without_shape_gets_the_detector_default() -> None:
+    """A detector's ONNX leaves H and W open and pnnx's Input layer carries no shape: the random input is the
+    detector default 3x640x640, named as such (it was the recogniser's 3x48x320)."""
+    onnx = fixtures.require(fixtures.ppocrv3_det_onnx, "PP-OCRv3 det ONNX")
+    param, bin = fixtures.require(lambda: fixtures.ppocrv3_det_ncnn_any_size(False), "PP-OCRv3 det, pnnx, any size")
+    report = compare_models(onnx, param, bin, options=["fp32"])
+    assert tuple(report.input.array.shape) == (1, 3, 640, 640)
+    assert "detection" in report.input.shape_note
+    out = next(iter(report.runs["fp32"].outputs.values()))
+    assert out.count == 640 * 640 and out.max_abs < 1e-4  # fp32 on x86 against onnxruntime at that size

@@ -36,6 +36,16 @@ def _noop(_: str) -> None:
     pass
 
 
+def _kind(onnx_path: str) -> str | None:
+    """rec, det or cls from the ONNX (its output's rank, an inference.yml next to it), else None."""
+    from ncnnpass.passes.measure.model_info import read_model_info
+
+    try:
+        return read_model_info(onnx_path).kind
+    except Exception:  # noqa: BLE001 - a model that cannot tell its kind gets the recognition default
+        return None
+
+
 def _fmt_shape(shape) -> str:
     return "×".join(map(str, shape))
 
@@ -70,7 +80,7 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     if len(ref.input_names) != 1 or len(graph.inputs) != 1:
         raise ModelMismatchError(f"only single-input models can be compared (ONNX inputs: {ref.input_names}, "
                                  f"ncnn inputs: {graph.inputs})")
-    prepared = prepare_input(input, ref.input_dims[ref.input_names[0]], graph, shape, seed)
+    prepared = prepare_input(input, ref.input_dims[ref.input_names[0]], graph, shape, seed, _kind(onnx_path))
     say(f"input: {prepared.source}, shape {_fmt_shape(prepared.array.shape)}")
     t1 = time.perf_counter()
     say(f"onnxruntime: running with all {len(ref.order)} tensors exposed (optimizations off)")

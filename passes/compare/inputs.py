@@ -58,9 +58,13 @@ def _ncnn_input_shape(graph: Graph) -> tuple[int, ...] | None:
     return None
 
 
-def resolve_shape(onnx_dims: list[int | None], graph: Graph | None, user: tuple[int, ...] | None
-                  ) -> tuple[tuple[int, ...], str]:
-    """The batch-1 ONNX input shape to use, and a note on where it came from."""
+KIND_NAMES = {"rec": "recognition", "det": "detection", "cls": "direction classification"}
+
+
+def resolve_shape(onnx_dims: list[int | None], graph: Graph | None, user: tuple[int, ...] | None,
+                  kind: str | None = None) -> tuple[tuple[int, ...], str]:
+    """The batch-1 ONNX input shape to use, and a note on where it came from. ``kind`` (rec, det, cls; from the
+    ONNX's output or the model's inference.yml) picks the family default for dims the ONNX leaves open."""
     rank = len(onnx_dims)
     if user is not None:
         dims = tuple(user)
@@ -85,18 +89,22 @@ def resolve_shape(onnx_dims: list[int | None], graph: Graph | None, user: tuple[
     if rank and all(d is not None for d in onnx_dims[1:]):
         return (1, *[int(d) for d in onnx_dims[1:]]), "ONNX input"  # type: ignore[misc]
     if rank == 4 and onnx_dims[1] in (None, 3):
-        c, h, w = REC_DEFAULT_SHAPE
+        from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES
+
+        c, h, w = DEFAULT_SHAPES.get(kind, REC_DEFAULT_SHAPE)
         dims = (1, c, onnx_dims[2] or h, onnx_dims[3] or w)
-        return dims, f"default {c}×{h}×{w} for PaddleOCR recognition (the ONNX input is {_fmt(onnx_dims)}; pass --shape)"
+        return dims, (f"default {c}×{h}×{w} for PaddleOCR {KIND_NAMES.get(kind or 'rec', 'recognition')} "
+                      f"(the ONNX input is {_fmt(onnx_dims)}; pass --shape)")
     raise InputError(f"the ONNX input is {_fmt(onnx_dims)} with dynamic dims: pass --shape")
 
 
 def prepare_input(source: str | os.PathLike | np.ndarray | None, onnx_dims: list[int | None],
-                  graph: Graph | None = None, shape: tuple[int, ...] | None = None, seed: int = 0
-                  ) -> PreparedInput:
-    """Random (``source=None``), an array, a ``.npy`` path, or an image path -> :class:`PreparedInput`."""
+                  graph: Graph | None = None, shape: tuple[int, ...] | None = None, seed: int = 0,
+                  kind: str | None = None) -> PreparedInput:
+    """Random (``source=None``), an array, a ``.npy`` path, or an image path -> :class:`PreparedInput`.
+    ``kind``: the model family's kind, for the default shape of dims the ONNX leaves open."""
     if source is None:
-        dims, note = resolve_shape(onnx_dims, graph, shape)
+        dims, note = resolve_shape(onnx_dims, graph, shape, kind)
         from ncnnpass.passes.measure.inputs import seeded_array
 
         arr = seeded_array(dims, seed)  # bounded: dims may come from a lying Input layer
