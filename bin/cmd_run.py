@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         phone = targets_repair(target) and args.pipeline in ("repair", "optimize")
         spec = check_run_args(args, phone, target)
         g = Graph.load(args.param, args.bin)
-        shape = run_input_shape(args, g)
         passes = (pipeline_passes(spec, target=target, tolerance=args.tolerance, reference=args.onnx,
                                   curve=args.output[0].removesuffix(".param") + ".pareto")
                   if spec in PIPELINES else resolve_passes(spec) if spec is not None else [])
+        shape = run_input_shape(args, g, passes)
         before = g.copy() if args.verify else None
         if spec is not None:
             print(apply_passes(g, passes, input_shape=shape, fold_storage=args.fold_storage,

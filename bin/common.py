@@ -81,19 +81,24 @@ def target_scope(args):
     return default_target(args.target)
 
 
-def run_input_shape(args, graph):
+def run_input_shape(args, graph, passes=()):
     """The input shape of a command that runs ``graph``: ``--shape`` options; else the sizes the Input layers
-    declare (None: the runtime reads them); else, with ``--onnx``, the ONNX input (its dynamic dims filled
-    with the model kind's default, as ``convert`` does)."""
+    declare (None: the runtime reads them); else the ONNX input of ``--onnx``, or of the ``reference`` of a
+    ``repair-for-target`` among ``passes`` (its dynamic dims filled with the model kind's default, as
+    ``convert`` does)."""
     from ncnnpass.ir.runtime.shapes import declared_input_shapes, shapes_from_cli
 
     shape = shapes_from_cli(getattr(args, "shape", None))
-    if shape is not None or declared_input_shapes(graph) is not None or not getattr(args, "onnx", None):
+    if shape is not None or declared_input_shapes(graph) is not None:
         return shape
+    onnx = getattr(args, "onnx", None) or next((p.options.get("reference") for p in passes
+                                                 if p.name == "repair-for-target" and p.options.get("reference")), None)
+    if not onnx:
+        return None
     from ncnnpass.passes.measure.model_info import read_model_info
 
-    require_file(args.onnx, "ONNX model")
-    return read_model_info(args.onnx, args.onnx).input_shape
+    require_file(onnx, "ONNX model")
+    return read_model_info(onnx, onnx).input_shape
 
 
 def check_run_args(args, phone: bool, target: str) -> str | None:

@@ -54,3 +54,26 @@ def test_arm_writes_only_models_that_ran_cleanly_there(tmp_path: Path, capsys) -
     assert main([*args, "--passes", "eliminate-noop"]) == 1
     assert "NaN/Inf on arm" in capsys.readouterr().err
     assert not (tmp_path / "r.param").exists()
+
+
+def test_the_shape_comes_from_repair_for_targets_reference(tmp_path: Path) -> None:
+    """``run --passes ...,repair-for-target[reference=M.onnx]`` on a pnnx file (its Input layer declares no
+    size) takes the input shape from that ONNX, as ``--pipeline repair --onnx`` does; ``--shape`` still wins."""
+    import argparse
+
+    import fixtures
+
+    from ncnnpass.cli.common import run_input_shape
+    from ncnnpass.ir import Graph
+    from ncnnpass.passes import resolve_passes
+
+    onnx = str(require(fixtures.ppocrv3_rec_onnx, "PP-OCRv3 rec ONNX"))
+    g = Graph.load(*map(str, require(lambda: fixtures.ppocrv3_rec_ncnn_any_width(False), "PP-OCRv3 rec, pnnx")))
+    passes = resolve_passes(f"gap-fc-to-conv,repair-for-target[target=arm,reference={onnx}]")
+    args = argparse.Namespace(shape=None, onnx=None)
+    assert run_input_shape(args, g, []) is None  # nothing to read it from
+    assert tuple(run_input_shape(args, g, passes)) == (3, 48, 320)
+    from ncnnpass.ir.runtime.shapes import shapes_from_cli
+
+    given = run_input_shape(argparse.Namespace(shape=["3,48,160"], onnx=None), g, passes)
+    assert given == shapes_from_cli(["3,48,160"]) and given != run_input_shape(args, g, passes)
