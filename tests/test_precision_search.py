@@ -348,3 +348,45 @@ def test_target_verification_keeps_the_file_right_on_the_search_target(chain) ->
     both = [p for p in walk if phone.score(p) <= 1.0 and gpu.score(p) <= 1.0]
     assert fp16_share(macs, chosen) == pytest.approx(max(fp16_share(macs, p) for p in both))
     assert gpu.score(unchecked) > 1.0  # without the check the phone's choice would break the GPU
+
+
+def test_no_winograd_lowers_every_winograd_conv_as_31_64(chain) -> None:
+    """The proxy cannot see the target's fp16 winograd loss (here: none of c3/c6's harm shows on it): with
+    ``no_winograd`` the search never evaluates those convolutions in plain fp16, starts from the model with
+    them as 31=64, and chooses them so."""
+    ev = FakeEvaluator({"sm": 5.0})
+    seen: list[Placement] = []
+    inner = ev.evaluate
+
+    def spy(placements, part="calibration", count=None):
+        seen.extend(placements)
+        return inner(placements, part, count)
+
+    ev.evaluate = spy
+    res = _search(chain, ev, base=Placement.uniform(["sm"], FP32), no_winograd=True)
+    assert res.start.label == "as given, winograd off" and res.reached
+    assert all(p.choice(n) in (NOWINO, FP32) for p in seen for n in ("c3", "c6"))
+    assert res.chosen.choice("c3") == NOWINO and res.chosen.choice("c6") == NOWINO
+    plain = _search(chain, FakeEvaluator({"sm": 5.0}), base=Placement.uniform(["sm"], FP32))
+    assert plain.start.label == "as given" and plain.chosen.choice("c3") == FP16  # without it: winograd kept
+
+
+def test_the_target_decides_whether_winograd_is_the_loss(chain) -> None:
+    from ncnnpass.passes.precision.target_repair import _winograd_is_the_loss
+
+    g, _ = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+
+    class Target(FakeEvaluator):
+        target = "arm"
+
+    notes: list[str] = []
+    # the target loses on c3's fp16 winograd, and 31=64 fixes it
+    assert _winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 0.0}), g, Placement(), cands, notes, print)
+    assert "31=64" in notes[0]
+    # 31=64 does not help, the model passes as given, or the A57 (no fp16 arithmetic): no
+    assert not _winograd_is_the_loss(Target({"c3": 3.0}), g, Placement(), cands, [], print)
+    assert not _winograd_is_the_loss(Target({"c3": 0.5}, nowino_harm={"c3": 0.0}), g, Placement(), cands, [], print)
+    a57 = Target({"c3": 3.0}, nowino_harm={"c3": 0.0})
+    a57.target = "arm-a57"
+    assert not _winograd_is_the_loss(a57, g, Placement(), cands, [], print) and a57.calls == 0

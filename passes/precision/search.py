@@ -165,8 +165,9 @@ class Search:
                  macs: Mapping[str, int], *, base: Placement | None = None, groups: int = DEFAULT_GROUPS,
                  sensitivity_samples: int = SENSITIVITY_SAMPLES, workers: int = 2, budget: Budget | None = None,
                  share_of: Callable[[Placement], float] | None = None, progress: Progress | None = None,
-                 arith_choices: Sequence[str] = ()) -> None:
+                 arith_choices: Sequence[str] = (), no_winograd: bool = False) -> None:
         self.t0 = time.perf_counter()
+        self.no_winograd = no_winograd
         self.arith_choices = set(arith_choices)
         self.ev = evaluator
         self.graph = graph
@@ -184,6 +185,9 @@ class Search:
         self.groups = make_groups(graph, free, macs, groups)
         self.walk: list[Group] = []
         self.j = 0
+        wino = [n for g in self.groups for n in g.winograd]
+        #: the model as given, its winograd convolutions lowered as ``31=64`` when ``no_winograd``
+        self.start_p = self.base.merged(dict.fromkeys(wino, NOWINO)) if no_winograd and wino else self.base
 
     def run(self, labelled: Sequence[tuple[str, Placement]], part: str = "calibration",
             count: int | None = None) -> list[Point]:
@@ -210,7 +214,8 @@ class Search:
         weighed = [g for g in self.groups if g.macs > 0]
         trials: list[tuple[str, Placement]] = [("floor", self.floor_p)]
         for g in weighed:
-            trials.append((f"{g.name} fp16", self.floor_p.merged(dict.fromkeys(g.layers, FP16))))
+            if not (self.no_winograd and g.winograd):
+                trials.append((f"{g.name} fp16", self.floor_p.merged(dict.fromkeys(g.layers, FP16))))
             if g.winograd:
                 trials.append((f"{g.name} nowino", self.floor_p.merged({**dict.fromkeys(g.layers, FP16),
                                                                          **dict.fromkeys(g.winograd, NOWINO)})))
@@ -218,7 +223,7 @@ class Search:
         got = self.run(trials, count=self.sensitivity_samples)
         results = {lb: p.verdict.smooth for (lb, _), p in zip(trials, got, strict=True)}
         for g in weighed:
-            fp = results[f"{g.name} fp16"]
+            fp = results.get(f"{g.name} fp16", float("inf"))
             nw = results.get(f"{g.name} nowino", float("inf"))
             g.lowered = NOWINO if nw < fp else FP16
             g.harm = max(min(fp, nw) - results["floor"], 0.0)
@@ -299,22 +304,26 @@ def search(evaluator: PlacementEvaluator, graph: Graph, candidates: Sequence[str
            base: Placement | None = None, groups: int = DEFAULT_GROUPS, sensitivity_samples: int = SENSITIVITY_SAMPLES,
            workers: int = 2, budget: Budget | None = None, share_of: Callable[[Placement], float] | None = None,
            progress: Progress | None = None, state: list | None = None,
-           arith_choices: Sequence[str] = ()) -> SearchResult:
+           arith_choices: Sequence[str] = (), no_winograd: bool = False) -> SearchResult:
     """The placement with the most fp16 MACs that passes on the calibration part (module docstring).
 
     ``base``: choices the model already carries or that must stay (NaN fixes); ``share_of``: the fp16 share of
     a placement (default :func:`.placement.fp16_share` over ``macs``); ``state``: a list that receives the
     :class:`Search` (to search again on more data); ``arith_choices``: layers that may take ``31=1`` instead of
-    fp32 at the end (Vulkan: it keeps them on the GPU; same fp16 share)."""
+    fp32 at the end (Vulkan: it keeps them on the GPU; same fp16 share); ``no_winograd``: every winograd
+    convolution that is lowered is lowered as ``31=64`` (the target showed that its fp16 winograd is the loss
+    and the proxy cannot see it), the start point included."""
     s = Search(evaluator, graph, candidates, macs, base=base, groups=groups, sensitivity_samples=sensitivity_samples,
-               workers=workers, budget=budget, share_of=share_of, progress=progress, arith_choices=arith_choices)
+               workers=workers, budget=budget, share_of=share_of, progress=progress, arith_choices=arith_choices,
+               no_winograd=no_winograd)
     if state is not None:
         state.append(s)
-    start, floor = s.run([("as given", s.base), ("every layer fp32", s.floor_p)])
-    s.say(f"  as given: {start.verdict.headline()}")
+    given = "as given" + (", winograd off" if s.start_p != s.base else "")
+    start, floor = s.run([(given, s.start_p), ("every layer fp32", s.floor_p)])
+    s.say(f"  {given}: {start.verdict.headline()}")
     s.say(f"  every layer fp32: {floor.verdict.headline()}")
     if start.verdict.ok:
-        return s.result(s.base, start.verdict, True, start, floor, ["the model as given passes on calibration"])
+        return s.result(s.start_p, start.verdict, True, start, floor, [f"the model {given} passes on calibration"])
     if not floor.verdict.ok:
         return s.result(s.floor_p, floor.verdict, False, start, floor,
                         ["even every layer in fp32 misses the criteria: " + "; ".join(floor.verdict.reasons)])

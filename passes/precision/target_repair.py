@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,18 @@ from .criteria import Criteria, Verdict
 from .evaluator import Evaluator, Part, prepare_parts, reference_outputs, stressed
 from .macs import macs_per_layer
 from .noise_floor import NoiseFloor, input_noise_floor
-from .placement import ARITH, FP32, Placement, apply_placement, choices_for, existing_placement, fp16_share
+from .placement import (
+    ARITH,
+    FP16,
+    FP32,
+    NOWINO,
+    Placement,
+    apply_placement,
+    choices_for,
+    existing_placement,
+    fp16_share,
+    winograd_eligible,
+)
 from .search import Budget, Point, Search, SearchResult, search
 
 Progress = Callable[[str], None]
@@ -220,6 +232,27 @@ def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict
     return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), on_target
 
 
+def _winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
+                          notes: list[str], say: Progress) -> bool:
+    """Whether the target's fp16 winograd is the loss a proxy cannot see: on the target's verification samples
+    the model as given misses and the same with its winograd convolutions as ``31=64`` (fp16, winograd off)
+    does better. ncnn's ARM fp16 winograd F(6,3) has no counterpart on lavapipe (docs/phone.md)."""
+    if not tev.target.startswith("arm") or tev.target == "arm-a57":  # the A57 has no fp16 arithmetic
+        return False
+    wino = [n for n in candidates if winograd_eligible(graph.layer(n)) and base.choice(n) == FP16]
+    if not wino:
+        return False
+    off = base.merged(dict.fromkeys(wino, NOWINO))
+    given, nowino = tev.evaluate([base, off], "verify")
+    where = describe_target(tev.target)
+    say(f"  on {where}: as given {given.headline()}; {len(wino)} winograd convolution(s) as 31=64: {nowino.headline()}")
+    if given.ok or not nowino.score < given.score:
+        return False
+    notes.append(f"{where}: its fp16 winograd is a loss the proxy cannot see (as given: {given.headline()}; "
+                 f"{len(wino)} winograd convolution(s) as 31=64: {nowino.headline()}); the search lowers them as 31=64")
+    return True
+
+
 def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
     """The model facts when there is no ONNX: ``kind`` (else guessed from the output's shape at the default
     input), the kind's default input shape, no dictionary (strings compared as class ids)."""
@@ -369,8 +402,14 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     clock = Budget(budget)
     notes: list[str] = []
     forced: list[str] = []
-    with TargetPool(searched_on, workers) as runners:
+    with ExitStack() as stack:
+        runners = stack.enter_context(TargetPool(searched_on, workers))
         ev = Evaluator(graph, info.kind, work, runners, criteria=criteria, dictionary=info.dictionary, progress=say)
+        tev = None
+        if check is not None:  # the target itself, for the winograd check and the verification
+            tpool = stack.enter_context(TargetPool(target, workers))
+            tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria,
+                            dictionary=info.dictionary, progress=say)
         (as_given,) = ev.evaluate([base])
         if as_given.nonfinite:
             say(f"  the model as given returns NaN/Inf on {as_given.nonfinite} samples: locating the overflow")
@@ -379,6 +418,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             forced = overflow_layers(graph, base, feeds, runners, say)
             base = base.merged(dict.fromkeys(forced, FP32))
             notes.append(f"fp16 overflow: kept {len(forced)} layer(s) fp32 first ({', '.join(forced[:6])})")
+        no_winograd = tev is not None and _winograd_is_the_loss(tev, graph, base, candidates, notes, say)
         cpu: set[str] = set()
         if searched_on == "vulkan":
             cpu = {n for n, _ in runners.sessions[0].cpu_layers(graph)}
@@ -390,7 +430,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         arith = [n for n in candidates if ARITH in choices_for(graph.layer(n), target)] if target == "vulkan" else []
         result = search(ev, graph, candidates, macs, base=base, groups=groups or 16, workers=workers,
                         budget=clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
-                        sensitivity_samples=SENSITIVITY_SAMPLES[info.kind])
+                        sensitivity_samples=SENSITIVITY_SAMPLES[info.kind], no_winograd=no_winograd)
         s = state[0]
         chosen, cal, held = result.chosen, result.chosen_verdict, None
         reached = result.reached
@@ -399,29 +439,22 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             reached = held.ok
         on_target = None
         random_error = None
-        if check is not None and reached:
-            with TargetPool(target, workers) as tpool:
-                tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria,
-                                dictionary=info.dictionary, progress=say)
-                gpu_check = None
-                if searched_on == "vulkan" and len(confirm):  # the file must stay right on the phone's GPU too
-                    def gpu_check(p: Placement) -> Verdict:
-                        return ev.evaluate([p], "confirm")[0]
-                before = chosen
-                chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check)
-                reached = on_target.ok
-                if gpu_check is not None and chosen != before:
-                    held = gpu_check(chosen)
-                    say(f"  held-out ({held.samples}) on {describe_target(searched_on)}: {held.headline()}")
-                    reached = reached and held.ok
-                if random_check:
-                    random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
-                inferences = ev.inferences + tev.inferences
-        else:
-            inferences = ev.inferences
-            if random_check:
-                with TargetPool(target, 1) as tpool:
-                    random_error = _random_error(apply_placement(graph, chosen), tpool, info, onnx, ref_graph)
+        if tev is not None and reached:
+            gpu_check = None
+            if searched_on == "vulkan" and len(confirm):  # the file must stay right on the phone's GPU too
+                def gpu_check(p: Placement) -> Verdict:
+                    return ev.evaluate([p], "confirm")[0]
+            before = chosen
+            chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check)
+            reached = on_target.ok
+            if gpu_check is not None and chosen != before:
+                held = gpu_check(chosen)
+                say(f"  held-out ({held.samples}) on {describe_target(searched_on)}: {held.headline()}")
+                reached = reached and held.ok
+        if random_check:
+            rpool = tev.pool if tev is not None else stack.enter_context(TargetPool(target, 1))
+            random_error = _random_error(apply_placement(graph, chosen), rpool, info, onnx, ref_graph)
+        inferences = ev.inferences + (tev.inferences if tev is not None else 0)
         seconds_on_search = ev.seconds
         result.chosen, result.chosen_verdict, result.fp16_share = chosen, cal, share_of(chosen)
     floor = None
