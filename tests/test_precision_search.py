@@ -386,6 +386,7 @@ def test_the_target_decides_whether_winograd_is_the_loss(chain) -> None:
     assert "31=64" in notes[0]
     # 31=64 does not help, the model passes as given, or the A57 (no fp16 arithmetic): no
     assert not _winograd_is_the_loss(Target({"c3": 3.0}), g, Placement(), cands, [], print)
+    assert not _winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 2.0}), g, Placement(), cands, [], print)
     assert not _winograd_is_the_loss(Target({"c3": 0.5}, nowino_harm={"c3": 0.0}), g, Placement(), cands, [], print)
     a57 = Target({"c3": 3.0}, nowino_harm={"c3": 0.0})
     a57.target = "arm-a57"

@@ -183,3 +183,33 @@ def test_a_model_converted_for_one_width_gets_lines_at_that_width(capsys) -> Non
     res = repair_for_target(g, "vulkan", random_check=False, progress=print, **SMALL)
     assert "runs at width 320 only" in capsys.readouterr().out
     assert res.calibration.ok and res.calibration.numbers["identical"] == res.calibration.samples
+
+
+def test_the_emulated_phone_finds_the_fp16_winograd_loss_the_proxy_cannot_see() -> None:
+    """PP-OCRv3 det on the emulated A76: as converted its boxes change (ncnn's ARM fp16 winograd F(6,3) on its
+    3x3 convolutions; lavapipe, the search's proxy, keeps F 1.0), and the same model with only those
+    convolutions as ``31=64`` (fp16, winograd off) keeps them: the repair lowers them so instead of falling
+    back to fp32 (which kept every MAC out of fp16 before)."""
+    _arm()
+    from ncnnpass.passes.precision.evaluator import Evaluator, reference_outputs
+    from ncnnpass.passes.precision.placement import Placement
+    from ncnnpass.passes.precision.target_repair import _winograd_is_the_loss
+
+    onnx = str(fixtures.require(fixtures.ppocrv3_det_onnx, "PP-OCRv3 det ONNX"))
+    pb = fixtures.require(lambda: fixtures.ppocrv3_det_ncnn_any_size(False), "PP-OCRv3 det, pnnx, any size")
+    g = Graph.load(*map(str, pb))
+    info = read_model_info(onnx)
+    apply_passes(g, "repair", input_shape=info.input_shape)
+    part = prepare_parts(info, calibration=1, held_out=1, seed=0)["held-out"]  # one page, ~900x700
+    part.name = "verify"
+    part.references = reference_outputs(part.inputs, onnx=onnx)
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    notes: list[str] = []
+    with TargetPool("arm", 2) as pool:
+        tev = Evaluator(g, "det", {"verify": part}, pool)
+        assert _winograd_is_the_loss(tev, g, Placement(), cands, notes, print)
+        given, off = tev.cache.values()  # the two placements it ran: as given, winograd convolutions as 31=64
+    print(notes[0])
+    assert given.numbers["f"] < 0.99 <= off.numbers["f"]
+    assert off.numbers["flipped_pixels"] < given.numbers["flipped_pixels"] / 4
+    assert "31=64" in notes[0]
