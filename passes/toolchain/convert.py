@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +128,7 @@ def _source_to_onnx(src: str, outdir: Path, stage: Stage, shape: tuple[int, int,
         if p.suffix.lower() != ".onnx":
             raise NcnnpassError(f"{src}: expected an .onnx file, a Paddle inference directory or one of "
                                 f"{', '.join(model_zoo.ZOO)}")
-        shutil.copyfile(p, target)
+        atomic_write(target, p.read_bytes())  # an interrupted convert leaves no half-written model.onnx
     else:
         raise NcnnpassError(f"{src}: not a file or a directory")
     return target, p, dictionary
