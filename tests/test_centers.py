@@ -375,6 +375,31 @@ def test_sums_and_pickle_units():
         write_centers("/tmp/never.pkl", CenterSums.zeros(5, 3), {}, {})
 
 
+def test_the_pickle_and_its_sidecar_are_written_together(tmp_path, monkeypatch) -> None:
+    """The centers pickle and its JSON sidecar are renamed as one step: when the sidecar cannot be written, the
+    previous pickle stays (never a new pickle beside a stale sidecar), and no temporary file is left."""
+    from ncnnpass.passes.paddle import center_files
+    from ncnnpass.passes.paddle.centers import write_centers
+
+    sums = CenterSums.zeros(5, 3)
+    sums.add(np.ones((2, 3), dtype=np.float32), np.array([1, 3]))
+    out = tmp_path / "centers.pkl"
+    side = write_centers(out, sums, {"model": "m"}, {"samples": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["centers.pkl", "centers.pkl.json"]
+    assert list(pickle.loads(out.read_bytes())) == [1, 3]
+    before = (out.read_bytes(), side.read_bytes())
+    sums.add(np.ones((1, 3), dtype=np.float32), np.array([4]))
+
+    def broken(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(center_files.json, "dumps", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_centers(out, sums, {"model": "m"}, {"samples": 3})
+    assert (out.read_bytes(), side.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["centers.pkl", "centers.pkl.json"]
+
+
 @pytest.mark.real
 @pytest.mark.slow
 def test_ppocrv4_paddle_dir_end_to_end(ppocrv4_rec_paddle_dir, ppocr_keys_v1, ppocrv4_rec_onnx, data, tmp_path):

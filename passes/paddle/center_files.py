@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ncnnpass.ir.fileio import atomic_write
+from ncnnpass.ir.fileio import atomic_files
 
 from .center_sums import CenterDataError, CenterSums
 
@@ -98,6 +98,7 @@ def write_centers(out: str | os.PathLike, sums: CenterSums, info: dict[str, Any]
     out = Path(out)
     side_path = Path(str(out) + ".json")
     side = _sidecar(sums, info, stats, out, unreadable or [], problems or [], characters)
-    atomic_write(out, dumps_centers(sums.centers()))
-    atomic_write(side_path, json.dumps(side, ensure_ascii=False, indent=1) + "\n")
+    with atomic_files([out, side_path]) as (pkl, meta):  # renamed together: never a pickle with a stale sidecar
+        pkl.write(dumps_centers(sums.centers()))
+        meta.write((json.dumps(side, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
     return side_path
