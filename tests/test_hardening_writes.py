@@ -222,12 +222,12 @@ def centers_setup(tmp_path_factory, ppocrv3_rec_onnx):
             "ref_side": ref / "c.pkl.json"}
 
 
-# The pickle and its sidecar are two separate writes (the pickle first): stopped between them, the new
-# pickle sits next to the previous sidecar (passes/paddle/center_files.py).
+# The pickle and its sidecar are renamed together (passes/paddle/center_files.py): stopped before the renames
+# both are the previous ones, after them both are new; never a new pickle next to the previous sidecar.
 CENTER_FAULTS = {
     "temps-created@c.pkl:SIGKILL": ("old", "old"),
     "temps-synced@c.pkl:wait": ("old", "old"),
-    "committed@c.pkl:wait": ("new", "old"),
+    "committed@c.pkl:wait": ("new", "new"),
 }
 
 
