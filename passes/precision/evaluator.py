@@ -261,27 +261,36 @@ class Evaluator:
         return self.nonfinite.get((placement, part, n), [])
 
     def _judge(self, data: Part, n: int, outs: list[np.ndarray | None], error: str | None) -> Verdict:
-        refs = data.references[:n]
-        keep = [k for k in range(n) if outs[k] is not None]
-        if len(keep) < n:
-            return self.criteria.failed(error or "no output", n)
-        cands = []
-        for k in keep:
-            got = np.asarray(outs[k])
-            if got.size != refs[k].size:
-                return self.criteria.failed(f"output has {got.size} values, the reference {refs[k].size}", n)
-            cands.append(got.reshape(refs[k].shape))
-        nonfinite = sum(not np.all(np.isfinite(c)) for c in cands)
-        safe = [np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in cands]
-        result = self.metric.evaluate([refs[k] for k in keep], safe, [data.inputs[k] for k in keep])
-        numbers = dict(result.numbers)
-        diffs = [x.get("max_prob_diff", x.get("max_map_diff", 0.0)) for x in result.per_sample]
-        numbers["mean_max_diff"] = float(np.mean(diffs)) if diffs else 0.0
-        if self.kind == "rec":
-            risks = [frame_risk(refs[k], c) for k, c in zip(keep, safe, strict=True)]
-            numbers["frame_flip_lines"] = sum(r >= 1.0 for r in risks)
-            numbers["mean_frame_risk"] = float(np.mean(np.minimum(risks, 1.0)))
-        return self.criteria.judge(self.kind, numbers, n, nonfinite, part=data.name)
+        return judge_outputs(self.kind, self.metric, self.criteria, data.slice(data.name, 0, n), outs, error)
+
+
+def judge_outputs(kind: str, metric, criteria: Criteria, data: Part, outs: Sequence[np.ndarray | None],
+                  error: str | None = None) -> Verdict:
+    """The verdict on ``outs`` (one candidate output per sample of ``data``, None where it did not run) against
+    ``data.references``: the task metric's numbers, the mean largest change, for rec the frame risks, and the
+    criteria of the part ``data.name``; NaN/Inf count against it."""
+    refs = data.references
+    n = len(refs)
+    keep = [k for k in range(n) if outs[k] is not None]
+    if len(keep) < n:
+        return criteria.failed(error or "no output", n)
+    cands = []
+    for k in keep:
+        got = np.asarray(outs[k])
+        if got.size != refs[k].size:
+            return criteria.failed(f"output has {got.size} values, the reference {refs[k].size}", n)
+        cands.append(got.reshape(refs[k].shape))
+    nonfinite = sum(not np.all(np.isfinite(c)) for c in cands)
+    safe = [np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in cands]
+    result = metric.evaluate([refs[k] for k in keep], safe, [data.inputs[k] for k in keep])
+    numbers = dict(result.numbers)
+    diffs = [x.get("max_prob_diff", x.get("max_map_diff", 0.0)) for x in result.per_sample]
+    numbers["mean_max_diff"] = float(np.mean(diffs)) if diffs else 0.0
+    if kind == "rec":
+        risks = [frame_risk(refs[k], c) for k, c in zip(keep, safe, strict=True)]
+        numbers["frame_flip_lines"] = sum(r >= 1.0 for r in risks)
+        numbers["mean_frame_risk"] = float(np.mean(np.minimum(risks, 1.0)))
+    return criteria.judge(kind, numbers, n, nonfinite, part=data.name)
 
 
 def frame_risk(reference: np.ndarray, candidate: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 from ncnnpass.ir import Graph
 
 from .criteria import Criteria, Verdict
-from .evaluator import Part, reference_outputs
+from .evaluator import Part, judge_outputs, reference_outputs
 
 #: fp16's unit roundoff: the largest relative error of one rounding to nearest
 FP16_UNIT_ROUNDOFF = 2.0 ** -11
@@ -94,15 +94,12 @@ def input_noise_floor(part: Part, kind: str, *, onnx: str | os.PathLike | None =
 
     criteria = criteria or Criteria()
     metric = metric_for(kind, **({"dictionary": list(dictionary)} if kind == "rec" and dictionary else {}))
-    refs = part.references or reference_outputs(part.inputs, onnx=onnx, graph=graph)
+    # judged as the search judges a held-out part (the full tolerance, no calibration margin)
+    judged = Part("held-out", part.inputs, part.references or reference_outputs(part.inputs, onnx=onnx, graph=graph),
+                  part.source)
 
     def judge(inputs: list) -> Verdict:
-        outs = reference_outputs(inputs, onnx=onnx, graph=graph)
-        outs = [np.asarray(o).reshape(np.shape(r)) for o, r in zip(outs, refs, strict=True)]
-        nonfinite = sum(not np.all(np.isfinite(o)) for o in outs)
-        safe = [np.nan_to_num(o, nan=0.0, posinf=0.0, neginf=0.0) for o in outs]
-        numbers = dict(metric.evaluate(refs, safe, part.inputs).numbers)
-        return criteria.judge(kind, numbers, len(inputs), nonfinite, part="held-out")
+        return judge_outputs(kind, metric, criteria, judged, reference_outputs(inputs, onnx=onnx, graph=graph))
 
     rounded = judge([replace(i, tensor=perturbed(i.tensor, "round")) for i in part.inputs])
     noisy = []
