@@ -80,7 +80,10 @@ def compare_models(onnx_path: str | os.PathLike, param: str | os.PathLike, bin: 
     if len(ref.input_names) != 1 or len(graph.inputs) != 1:
         raise ModelMismatchError(f"only single-input models can be compared (ONNX inputs: {ref.input_names}, "
                                  f"ncnn inputs: {graph.inputs})")
-    prepared = prepare_input(input, ref.input_dims[ref.input_names[0]], graph, shape, seed, _kind(onnx_path))
+    dims = ref.input_dims[ref.input_names[0]]
+    # the family default fills open dims of a random input only: the ONNX is read for its kind just then
+    kind = _kind(onnx_path) if input is None and shape is None and None in dims[1:] else None
+    prepared = prepare_input(input, dims, graph, shape, seed, kind)
     say(f"input: {prepared.source}, shape {_fmt_shape(prepared.array.shape)}")
     t1 = time.perf_counter()
     say(f"onnxruntime: running with all {len(ref.order)} tensors exposed (optimizations off)")
