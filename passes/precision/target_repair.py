@@ -195,14 +195,15 @@ def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict
     miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
     best: tuple[int, Verdict] | None = None
     tries = 0
+    searched = getattr(s.ev, "target", None)
+    searched = describe_target(searched) if searched else "the search target"
 
     def judge(j: int) -> Verdict:
         label = f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)"
         if search_check is not None:
             pre = search_check(s.at(j))
             if not pre.ok:
-                where_s = getattr(s.ev, "target", None)
-                say(f"{label} on {describe_target(where_s) if where_s else 'the search target'}: {pre.headline()}")
+                say(f"{label} on {searched}: {pre.headline()}")
                 return pre
         (v,) = tev.evaluate([s.at(j)], "verify")
         say(f"{label} on {where}: {v.headline()}")
