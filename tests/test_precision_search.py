@@ -290,17 +290,23 @@ def test_fallbacks_skip_placements_that_failed_anywhere() -> None:
     assert [p.label for p in pending] == ["d"]
 
 
+def _proxy_search(chain):
+    """A search on a proxy that sees c4's and the head's harm only: its result and its state."""
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    state: list = []
+    res = search(FakeEvaluator({"c4": 2.0, "sm": 5.0}), g, cands, macs, groups=8, workers=2, budget=Budget(0.0),
+                 state=state)
+    return res, state[0]
+
+
 def test_target_verification_steps_back_along_the_walk(chain) -> None:
     """The proxy passes a placement the target does not (here the target also suffers from c5 in fp16): the
     verification bisects the walk below the choice and keeps the most fp16 point that passes there."""
     from ncnnpass.passes.precision.target_repair import _verify_on_target
 
-    g, macs = chain
-    cands = [ly.name for ly in g.layers if ly.type != "Input"]
-    proxy = FakeEvaluator({"c4": 2.0, "sm": 5.0})
-    state: list = []
-    res = search(proxy, g, cands, macs, groups=8, workers=2, budget=Budget(0.0), state=state)
-    s = state[0]
+    _, macs = chain
+    res, s = _proxy_search(chain)
     assert res.chosen.choice("c5") == FP16 and res.chosen.choice("c4") == FP32
 
     class Target(FakeEvaluator):
@@ -322,12 +328,8 @@ def test_target_verification_keeps_the_file_right_on_the_search_target(chain) ->
     the file the repair writes stays right on both paths."""
     from ncnnpass.passes.precision.target_repair import _verify_on_target
 
-    g, macs = chain
-    cands = [ly.name for ly in g.layers if ly.type != "Input"]
-    proxy = FakeEvaluator({"c4": 2.0, "sm": 5.0})
-    state: list = []
-    res = search(proxy, g, cands, macs, groups=8, workers=2, budget=Budget(0.0), state=state)
-    s = state[0]
+    _, macs = chain
+    res, s = _proxy_search(chain)
 
     class Target(FakeEvaluator):
         target = "arm"
