@@ -28,7 +28,7 @@ from ncnnpass.passes.precision.placement import FP16_ARITHMETIC, existing_placem
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 # small enough for CI: a few lines, few groups, a short budget (the defaults are in target_repair.SIZES)
-SMALL = {"calibration": 4, "pool": 24, "held_out": 2, "groups": 3, "budget": 10.0}
+SMALL = {"calibration": 4, "pool": 24, "held_out": 2, "gate": 12, "groups": 3, "budget": 10.0}
 
 
 def _vulkan() -> None:
@@ -72,8 +72,8 @@ def _strings(graph: Graph, onnx: str, target: str, count: int, seed: int = 7) ->
 
 def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     """Searched on lavapipe (a confidence tolerance of 1e-3, so the model as given misses and the walk runs):
-    the written placement is safe on every path, its fp16 share is what the featmasks say, and its verdict on
-    the held-out lines is what an independent run of the repaired file gives."""
+    the written placement is safe on every path, its fp16 share is what the featmasks say, and its verdicts on
+    the held-out lines and on the gate are what an independent run of the repaired file gives."""
     _vulkan()
     g, onnx, _ = v3
     res = repair_for_target(g, "vulkan", onnx=onnx, random_check=False, progress=print,
@@ -95,19 +95,32 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     # the reported held-out verdict, recomputed from a fresh run of the repaired graph
     assert res.held_out is not None and res.held_out.samples == SMALL["held_out"]
     info = read_model_info(onnx)
-    parts = prepare_parts(info, calibration=SMALL["pool"], held_out=2 * SMALL["held_out"])
-    n = SMALL["held_out"]
+    n, gate = SMALL["held_out"], SMALL["gate"]
+    parts = prepare_parts(info, calibration=SMALL["pool"], held_out=2 * n + gate)
     again = "searched again" in " ".join(res.notes)  # then the verdict is on the next held-out lines
     confirm = parts["held-out"].inputs[n:2 * n] if again else parts["held-out"].inputs[:n]
     ref = OnnxRunner.cached(onnx)
-    refs = [ref.run_list(i.tensor)[0] for i in confirm]
-    with TargetPool("vulkan", 1) as pool:
-        runs = pool.run([Job(res.graph, [i.tensor[0] for i in confirm], [res.graph.outputs[0]])])
-    outs = [next(iter(o.values())).reshape(r.shape) for o, r in zip(runs[0].outputs, refs, strict=True)]
-    numbers = metric_for("rec", dictionary=info.dictionary).evaluate(refs, outs, confirm).numbers
+    metric = metric_for("rec", dictionary=info.dictionary)
+
+    def fresh(lines):
+        refs = [ref.run_list(i.tensor)[0] for i in lines]
+        with TargetPool("vulkan", 1) as pool:
+            runs = pool.run([Job(res.graph, [i.tensor[0] for i in lines], [res.graph.outputs[0]])])
+        outs = [next(iter(o.values())).reshape(r.shape) for o, r in zip(runs[0].outputs, refs, strict=True)]
+        return metric.evaluate(refs, outs, lines)
+
+    numbers = fresh(confirm).numbers
     assert numbers["identical"] == res.held_out.numbers["identical"]
     assert numbers["max_conf_change"] == pytest.approx(res.held_out.numbers["max_conf_change"], abs=1e-6)
-    assert res.reached == (res.held_out.ok and res.search.reached)
+    # the gate: the next held-out lines, a line off when its string changes, it crosses drop_score or its
+    # confidence moves more than the tolerance (1e-3); of 12 lines none is allowed
+    per = fresh(parts["held-out"].inputs[2 * n:2 * n + gate]).per_sample
+    off = sum(x["differs"] or x["crosses_drop_score"] or x["conf_change"] > 1e-3 for x in per)
+    if res.gate is None:  # judged only when the search and the held-out lines passed
+        assert not (res.search.reached and res.held_out.ok) and not res.reached
+    else:
+        assert res.gate.samples == gate and res.gate.numbers["lines_off"] == off and res.gate.ok == (off == 0)
+        assert res.reached == (res.held_out.ok and res.gate.ok and res.search.reached)
     # the reference's own noise floor on the calibration lines is measured and reported
     assert res.noise_floor is not None and res.noise_floor.samples == SMALL["calibration"]
     assert res.to_dict()["noise_floor"]["rounded"]["numbers"]["lines"] == SMALL["calibration"]

@@ -23,15 +23,16 @@ from ..engine import FunctionPass, Option, PassContext
 def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", tolerance: float = 5e-3,
                       reference: str = "", images: str = "", kind: str = "", proxy: str = "auto",
                       budget: float = 600.0, calibration: int = 0, held_out: int = 0, verify: int = 0,
-                      seed: int = 0, curve: str = "", groups: int = 16, pool: int = 0, workers: int = 2) -> int:
+                      gate: int = -1, gate_share: float = 0.005, seed: int = 0, curve: str = "", groups: int = 16, pool: int = 0, workers: int = 2) -> int:
     from ncnnpass.passes.precision import Criteria, apply_placement
     from ncnnpass.passes.precision import repair_for_target as search_and_repair
 
     if len(graph.inputs) != 1:
         raise NcnnpassError(f"repair-for-target needs a single-input model (this one has {', '.join(graph.inputs)})")
     res = search_and_repair(graph, target, onnx=reference or None, kind=kind or None, images=images or None,
-                            criteria=Criteria(conf_tolerance=tolerance), proxy=proxy, budget=budget,
-                            calibration=calibration or None, held_out=held_out or None, verify=verify or None,
+                            criteria=Criteria(conf_tolerance=tolerance, gate_share=gate_share), proxy=proxy,
+                            budget=budget, calibration=calibration or None, held_out=held_out or None,
+                            verify=verify or None, gate=None if gate < 0 else gate,
                             seed=seed, groups=groups, pool=pool or None, workers=workers, progress=ctx.say)
     ctx.note(f"phone repair: {res.summary()}")
     if res.random_error is not None:
@@ -49,7 +50,7 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
                               meta={"target": res.target, "searched_on": res.searched_on, "result": res.to_dict()})
         ctx.note(f"Pareto curve: {js}, {png}")
     if not res.reached:
-        judged = res.on_target or res.held_out or res.calibration
+        judged = res.deciding
         raise NcnnpassError(f"the model misses the criteria on {describe_target(res.target)} "
                             f"({'; '.join(judged.reasons) or 'not confirmed'}) even at "
                             f"{100 * res.fp16_share:.1f}% fp16; nothing written"
@@ -79,6 +80,10 @@ PASS = FunctionPass(
              "held_out": Option(0, "held-out samples per confirmation on the search target (0: 24 lines / 2 pages)",
                                 int),
              "verify": Option(0, "held-out samples run on the emulated phone (0: 8 lines / 2 pages)", int),
+             "gate": Option(-1, "held-out lines the choice must pass on the search target, judged as a share "
+                                "(-1: 200 lines, det none; 0: no gate)", int),
+             "gate_share": Option(0.005, "share of the gate's lines allowed to change for users (string, "
+                                         "drop_score or confidence)", float),
              "seed": Option(0, "seed of the built-in data and of the split", int),
              "curve": Option("", "path prefix for the Pareto curve (PREFIX.json, PREFIX.png)", str),
              "groups": Option(16, "regions of the layer order the search keeps fp32 or lowers as one", int),

@@ -10,19 +10,29 @@ placements; lower is better):
   mean confidence change) / ``conf_tolerance``;
 - det: F >= ``min_det_f`` (0.99) of the candidate's DB boxes against the reference's; score =
   (1 - F) / (1 - ``min_det_f``) + share of map pixels flipping at the threshold / 1e-3;
-- cls: every label identical; score = flipped labels + largest score change / ``conf_tolerance``.
+- cls: every label identical and no rotation decision flipped (label 180 with a score above PaddleOCR's
+  cls_thresh 0.9: the crop is turned); score = flipped labels and decisions + largest score change /
+  ``conf_tolerance``.
 
 A candidate with NaN/Inf on any sample fails, whatever the metric says (score += 1000 per such sample).
 
 On the calibration part the confidence tolerance is ``calibration_margin`` (default 1) times
 ``conf_tolerance``: a margin below 1 keeps room for the held-out data. The search's calibration set is
 already a stress set (the most fragile lines first, :func:`.evaluator.stressed`).
+
+On a *gate* (a part named ``gate*``: hundreds of held-out lines, where a largest-change test only measures the
+reference's own noise floor, :mod:`.noise_floor`) rec and cls are judged per line, as a share: a rec line is
+off when its string changes, it crosses drop_score, or its confidence changes by more than ``conf_tolerance``,
+a cls line when its label or rotation decision flips; ok when at most ``gate_share`` (default 0.5%, the goal's) of the lines are off, rounded down
+(none of 100 lines, one of 200). det is judged as elsewhere.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ncnnpass.ir.errors import NcnnpassError
 
@@ -70,6 +80,8 @@ class Verdict:
             text = f"labels agree {n['agreement']}/{n['lines']}, score change max {n['max_score_change']:.2e}"
         else:
             text = f"score {self.score:.3g}"
+        if "lines_off" in n:
+            text += f"; lines off {n['lines_off']} ({n['lines_off_allowed']} allowed)"
         return text + (f", {self.nonfinite} NaN/Inf" if self.nonfinite else "")
 
 
@@ -81,6 +93,7 @@ class Criteria:
     min_det_f: float = DEFAULT_MIN_DET_F
     drop_score_crossings: int = 0
     calibration_margin: float = 1.0
+    gate_share: float = 0.005
 
     def __post_init__(self) -> None:
         if not self.conf_tolerance > 0:
@@ -89,15 +102,21 @@ class Criteria:
             raise NcnnpassError(f"the calibration margin must be in (0, 1], not {self.calibration_margin}")
         if not 0 < self.min_det_f <= 1:
             raise NcnnpassError(f"the det F threshold must be in (0, 1], not {self.min_det_f}")
+        if not 0 <= self.gate_share < 1:
+            raise NcnnpassError(f"the gate's share of lines allowed off must be in [0, 1), not {self.gate_share}")
 
     def failed(self, error: str, samples: int = 0) -> Verdict:
         return Verdict(False, float("inf"), {}, [f"did not run: {error}"], samples, 0, error)
 
     def judge(self, kind: str, numbers: dict[str, Any], samples: int, nonfinite: int = 0,
               part: str = "held-out") -> Verdict:
-        """The verdict on a metric result's ``numbers`` (:attr:`MetricResult.numbers`) for ``part``."""
+        """The verdict on a metric result's ``numbers`` (:attr:`MetricResult.numbers`) for ``part``; a gate
+        (module docstring) needs ``numbers["per_line"]``: (string/label changed or drop_score crossed,
+        confidence/score change) per line."""
         reasons: list[str] = []
         tol = self.conf_tolerance * (self.calibration_margin if part.startswith("calibration") else 1.0)
+        if part.startswith("gate") and kind in ("rec", "cls"):
+            return self._judge_gate(kind, numbers, samples, nonfinite)
         if kind == "rec":
             changed = numbers["lines"] - numbers["identical"]
             crossings = numbers["drop_score_crossings"]
@@ -120,9 +139,12 @@ class Criteria:
                     "max_map_diff", "flipped_pixels", "flipped_share", "mean_max_diff")
         elif kind == "cls":
             flips = numbers["lines"] - numbers["agreement"]
+            turns = numbers.get("rotation_flips", 0)
             if flips:
                 reasons.append(f"{flips} of {numbers['lines']} labels flip")
-            score = flips + numbers["max_score_change"] / self.conf_tolerance
+            if turns:
+                reasons.append(f"{turns} rotation decisions flip")
+            score = flips + turns + numbers["max_score_change"] / self.conf_tolerance
             keep = ("lines", "agreement", "agreement_share", "max_score_change", "rotation_flips", "max_prob_diff", "mean_max_diff")
         else:
             raise NcnnpassError(f"no acceptance test for model kind {kind!r} (rec, det or cls)")
@@ -131,3 +153,19 @@ class Criteria:
             score += NONFINITE_PENALTY * nonfinite
         picked = {k: numbers[k] for k in keep if k in numbers}
         return Verdict(not reasons, float(score), picked, reasons, samples, nonfinite, kind=kind)
+
+    def _judge_gate(self, kind: str, numbers: dict[str, Any], samples: int, nonfinite: int) -> Verdict:
+        per = numbers["per_line"]
+        off = sum(bool(changed) or (kind == "rec" and change > self.conf_tolerance) for changed, change in per)
+        allowed = int(self.gate_share * len(per) + 1e-9)
+        reasons = []
+        if off > allowed:
+            what = f"string, drop_score or confidence > {self.conf_tolerance:g}" if kind == "rec" else "label or rotation"
+            reasons.append(f"{off} of {len(per)} lines change for users ({what}); "
+                           f"{allowed} ({self.gate_share:.1%}) allowed")
+        if nonfinite:
+            reasons.insert(0, f"{nonfinite} samples return NaN/Inf")
+        score = off + NONFINITE_PENALTY * nonfinite + float(np.mean([c for _, c in per])) / self.conf_tolerance
+        keep = {k: v for k, v in numbers.items() if k != "per_line"}
+        keep.update({"lines_off": off, "lines_off_allowed": allowed})
+        return Verdict(not reasons, float(score), keep, reasons, samples, nonfinite, kind=kind)

@@ -9,9 +9,11 @@
    or on a screening proxy that ranks placements as the target does (``arm``: lavapipe by default, an
    emulated inference costs 13-50 s per text line); NaN/Inf in the model as given are located first
    (:mod:`.sensitivity`) and the layers that overflow kept fp32;
-3. the choice confirmed on held-out samples on the search target, and, with a proxy, on the target itself
-   (``verify`` held-out samples); a choice that misses falls back to the next passing point of the curve
-   with more fp32, while the budget lasts;
+3. the choice confirmed on held-out samples on the search target, then on its gate (200 more held-out lines,
+   judged as a share: at most the goal's 0.5% of lines off, :class:`.criteria.Criteria`; a rate of changed
+   lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
+   samples); a choice that misses falls back to the next passing point of the curve with more fp32, while
+   the budget lasts;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
    error on one seeded random input (no longer the criterion), times and inference counts, and the
@@ -62,7 +64,9 @@ PROXIES = ("auto", "none", "vulkan")
 DEFAULT_BUDGET = 600.0
 #: per kind (lines for rec and cls, pages for det): the calibration pool drawn and the calibration set the search
 #: uses from it (the most fragile samples first, :func:`.evaluator.stressed`); held-out samples to confirm on the
-#: search target (two rounds at most); the held-out pool the target's verification set is picked from, and its size
+#: search target (two rounds at most); the held-out pool the target's verification set is picked from, and its size;
+#: the gate: held-out samples on the search target judged as a share (:class:`.criteria.Criteria`; det: none, its
+#: pages cost seconds each and F is already a share of boxes)
 #: a target verification that misses steps back along the curve by at least this much fp16 share per try, and
 #: tries this many times whatever the budget says
 FALLBACK_STEP = 0.05
@@ -70,9 +74,9 @@ FALLBACK_STEP = 0.05
 WINOGRAD_GAIN = 0.5
 MIN_TARGET_FALLBACKS = 3
 SENSITIVITY_SAMPLES = {"rec": 4, "cls": 8, "det": 1}
-SIZES = {"rec": {"pool": 160, "calibration": 32, "confirm": 24, "verify_pool": 64, "verify": 8},
-         "cls": {"pool": 160, "calibration": 48, "confirm": 32, "verify_pool": 64, "verify": 16},
-         "det": {"pool": 4, "calibration": 4, "confirm": 2, "verify_pool": 2, "verify": 2}}
+SIZES = {"rec": {"pool": 160, "calibration": 32, "confirm": 24, "verify_pool": 64, "verify": 8, "gate": 200},
+         "cls": {"pool": 160, "calibration": 48, "confirm": 32, "verify_pool": 64, "verify": 16, "gate": 200},
+         "det": {"pool": 4, "calibration": 4, "confirm": 2, "verify_pool": 2, "verify": 2, "gate": 0}}
 
 
 @dataclass
@@ -88,6 +92,7 @@ class TargetRepairResult:
     reached: bool
     calibration: Verdict
     held_out: Verdict | None  # on the search target
+    gate: Verdict | None  # the gate on the search target (hundreds of held-out samples, judged as a share)
     on_target: Verdict | None  # held-out samples on the target itself (when the search used a proxy)
     verified_samples: int
     search: SearchResult
@@ -103,6 +108,13 @@ class TargetRepairResult:
     def layers_marked(self) -> list[str]:
         return [n for n, _ in self.placement.items]
 
+    @property
+    def deciding(self) -> Verdict:
+        """The verdict that decided: the first that failed, from the target down to the calibration; else the
+        target's (or the last judged)."""
+        order = [v for v in (self.on_target, self.gate, self.held_out, self.calibration) if v is not None]
+        return next((v for v in order if not v.ok), order[0])
+
     def summary(self) -> str:
         judged = self.on_target or self.held_out or self.calibration
         where = "held-out on the target" if self.on_target else "held-out" if self.held_out else "calibration"
@@ -111,6 +123,8 @@ class TargetRepairResult:
                 f"{where} ({judged.samples}): {judged.headline()}; "
                 + (f"held-out on {describe_target(self.searched_on)} ({self.held_out.samples}): "
                    f"{self.held_out.headline()}; " if self.on_target and self.held_out else "")
+                + (f"gate on {describe_target(self.searched_on)} ({self.gate.samples}): {self.gate.headline()}; "
+                   if self.gate else "")
                 + f"{'criteria met' if self.reached else 'criteria NOT met'}; searched on "
                 f"{describe_target(self.searched_on)} against {self.reference} in {self.seconds:.0f} s")
 
@@ -120,6 +134,7 @@ class TargetRepairResult:
                 "fp16_share": self.fp16_share, "reached": self.reached,
                 "calibration": self.calibration.to_dict(),
                 "held_out": self.held_out.to_dict() if self.held_out else None,
+                "gate": self.gate.to_dict() if self.gate else None,
                 "on_target": self.on_target.to_dict() if self.on_target else None,
                 "verified_samples": self.verified_samples, "random_error": self.random_error,
                 "seconds": self.seconds, "inferences": self.inferences, "forced": self.forced, "notes": self.notes,
@@ -147,16 +162,16 @@ def _next_fallback(pending: list[Point], share: float) -> Point:
 
 
 def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
-             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict]:
+             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, str]:
     """The choice on the first held-out samples on the search target; when it misses there, the search again
     on calibration + those samples (walk and refinement) and the new choice on the next held-out samples,
     stepping down the passing points while that misses. Returns (choice, its calibration verdict, held-out
-    verdict)."""
+    verdict, the part that verdict is on)."""
     where = describe_target(ev.target)
     (held,) = ev.evaluate([chosen], "confirm")
     say(f"  held-out ({held.samples}) on {where}: {held.headline()}")
     if held.ok or not len(confirm2):
-        return chosen, cal, held
+        return chosen, cal, held, "confirm"
     say("  missed on held-out: searching again with those samples added to the calibration")
     notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); searched "
                  f"again on calibration + those {held.samples} samples")
@@ -175,15 +190,76 @@ def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2
         chosen, cal = p.placement, p.verdict
         (held,) = ev.evaluate([chosen], "confirm-2")
         say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
-    return chosen, cal, held
+    return chosen, cal, held, "confirm-2"
+
+
+def _step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],
+               clock: Budget, notes: list[str], say: Progress, miss: str) -> tuple[Placement, Verdict, Verdict]:
+    """``chosen`` missed (``miss`` says how) where ``judge`` looks: the most fp16 point of the walk below it that
+    passes ``judge``, by bisection between the floor (assumed to pass) and the choice (the walk is ordered
+    first when the model as given passed the search); else the floor. ``judge(placement, label)`` says its
+    verdict. Returns (choice, its calibration verdict, its ``judge`` verdict)."""
+    best: tuple[int, Verdict] | None = None
+    tries = 0
+
+    def at(j: int) -> Verdict:
+        return judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
+
+    if not s.walk:  # the model as given passed the search: order the walk, try its last point first
+        s.order()
+        s.j = len(s.walk)
+        v = at(s.j)
+        tries += 1
+        if v.ok:
+            best = (s.j, v)
+    lo, hi = (s.j, s.j) if best else (0, s.j)
+    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+        j = (lo + hi) // 2
+        tries += 1
+        v = at(j)
+        if v.ok:
+            lo, best = j, (j, v)
+        else:
+            hi = j
+    if best is not None:
+        s.j = best[0]  # a later step back starts below this point
+        chosen, verdict = s.at(best[0]), best[1]
+        notes.append(f"{miss}; stepped back to walk {best[0]}/{len(s.walk)} ({100 * s.share(chosen):.1f}%)")
+    else:
+        s.j, chosen = 0, s.floor_p
+        verdict = judge(chosen, "  every layer fp32")
+        notes.append(f"{miss}; no walk point below it passed there: every layer fp32")
+    return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), verdict
+
+
+def _gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget, notes: list[str],
+          say: Progress, held_part: str = "confirm") -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the gate (hundreds of held-out lines on the search target, judged per line as a share:
+    :class:`.criteria.Criteria`); when it misses, the most fp16 walk point below it that passes the held-out
+    samples the choice was confirmed on (``held_part``) and the gate. A rate of changed lines a few dozen samples cannot see (one in a hundred)
+    shows here. Returns (choice, its calibration verdict, its gate verdict)."""
+    where = describe_target(ev.target)
+    (gated,) = ev.evaluate([chosen], "gate")
+    say(f"  gate ({gated.samples} held-out) on {where}: {gated.headline()}")
+    if gated.ok or chosen == s.floor_p:
+        return chosen, cal, gated
+
+    def judge(p: Placement, label: str) -> Verdict:
+        (v,) = ev.evaluate([p], held_part)
+        if v.ok:
+            (v,) = ev.evaluate([p], "gate")
+        say(f"{label} on {where} ({v.samples}): {v.headline()}")
+        return v
+
+    miss = f"the gate on {where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(gated.reasons)})"
+    return _step_back(s, chosen, cal, judge, clock, notes, say, miss)
 
 
 def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
                       notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None
                       ) -> tuple[Placement, Verdict, Verdict]:
-    """The choice on the held-out verification samples on the target. When it misses, the most fp16 point of
-    the walk below it that passes there, by bisection between the floor (assumed to pass) and the choice
-    (the walk is ordered first when the model as given passed on the proxy); else the floor.
+    """The choice on the held-out verification samples on the target; when it misses, :func:`_step_back`
+    with the target as the judge.
 
     ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
     (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
@@ -192,47 +268,21 @@ def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict
     say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
     if on_target.ok or chosen == s.floor_p:
         return chosen, cal, on_target
-    miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
-    best: tuple[int, Verdict] | None = None
-    tries = 0
     searched = getattr(s.ev, "target", None)
     searched = describe_target(searched) if searched else "the search target"
 
-    def judge(j: int) -> Verdict:
-        label = f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)"
+    def judge(p: Placement, label: str) -> Verdict:
         if search_check is not None:
-            pre = search_check(s.at(j))
+            pre = search_check(p)
             if not pre.ok:
                 say(f"{label} on {searched}: {pre.headline()}")
                 return pre
-        (v,) = tev.evaluate([s.at(j)], "verify")
+        (v,) = tev.evaluate([p], "verify")
         say(f"{label} on {where}: {v.headline()}")
         return v
 
-    if not s.walk:  # the model as given passed on the proxy: order the walk, try its last point first
-        s.order()
-        s.j = len(s.walk)
-        v = judge(s.j)
-        tries += 1
-        if v.ok:
-            best = (s.j, v)
-    lo, hi = (s.j, s.j) if best else (0, s.j)
-    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
-        j = (lo + hi) // 2
-        tries += 1
-        v = judge(j)
-        if v.ok:
-            lo, best = j, (j, v)
-        else:
-            hi = j
-    if best is not None:
-        chosen, on_target = s.at(best[0]), best[1]
-        notes.append(f"{miss}; stepped back to walk {best[0]}/{len(s.walk)} ({100 * s.share(chosen):.1f}%)")
-    else:
-        (on_target,) = tev.evaluate([s.floor_p], "verify")
-        chosen = s.floor_p
-        notes.append(f"{miss}; no walk point below it passed there: every layer fp32")
-    return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), on_target
+    miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
+    return _step_back(s, chosen, cal, judge, clock, notes, say, miss)
 
 
 def _winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
@@ -330,7 +380,7 @@ def _random_error(graph: Graph, pool: TargetPool, info: ModelInfo, onnx: str | N
 def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathLike | None = None,
                       info: ModelInfo | None = None, kind: str | None = None, images: str | os.PathLike | None = None,
                       criteria: Criteria | None = None, proxy: str = "auto", calibration: int | None = None,
-                      held_out: int | None = None, verify: int | None = None, seed: int = 0,
+                      held_out: int | None = None, verify: int | None = None, gate: int | None = None, seed: int = 0,
                       groups: int | None = None, budget: float | None = DEFAULT_BUDGET, workers: int = 2,
                       model_dir: str | os.PathLike | None = None, random_check: bool = True,
                       noise_floor: bool = True, pool: int | None = None, progress: Progress | None = None
@@ -341,7 +391,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     ``proxy`` (arm only): ``auto``/``vulkan`` searches on lavapipe and verifies on the emulator, ``none``
     searches on the emulator itself. ``calibration``: samples the search judges on, the most fragile of a
     ``pool`` drawn (default :data:`SIZES`). ``held_out``: samples per confirmation round on the search target;
-    ``verify``: held-out samples (others again) run on the target after a proxy search. ``budget``: seconds
+    ``verify``: held-out samples (others again) run on the target after a proxy search; ``gate``: held-out samples
+    (others again) the choice must pass on the search target, judged as a share (0: none). ``budget``: seconds
     for the whole repair (the optional phases stop when it is spent; the mandatory ones run anyway).
     ``noise_floor``: also measure the reference's own noise floor on the calibration part
     (:mod:`.noise_floor`), reported, and named when the criteria are stricter than it."""
@@ -376,10 +427,10 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     confirm_n = held_out or size["confirm"]
     verify_n = (verify or size["verify"]) if searched_on != target else 0
     cal_n = calibration or size["calibration"]
+    gate_n = size["gate"] if gate is None else gate
+    verify_pool = max(verify_n, min(size["verify_pool"], pool or 10**9)) if verify_n else 0
     parts = prepare_parts(info, images=images, calibration=max(cal_n, pool or size["pool"]),
-                          held_out=2 * confirm_n + (max(verify_n, min(size["verify_pool"], pool or 10**9))
-                                                    if verify_n else 0),
-                          seed=seed, model_dir=model_dir)
+                          held_out=2 * confirm_n + verify_pool + gate_n, seed=seed, model_dir=model_dir)
     ref_graph = graph.copy()
     for part in parts.values():
         part.references = reference_outputs(part.inputs, onnx=onnx, graph=None if onnx else ref_graph)
@@ -389,14 +440,17 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     confirm2 = held_all.slice("confirm-2", confirm_n, 2 * confirm_n)
     check = None
     if verify_n:
-        rest = held_all.slice("verify", 2 * confirm_n)
+        rest = held_all.slice("verify", 2 * confirm_n, 2 * confirm_n + verify_pool)
         check = stressed(info.kind, rest if len(rest) else held_all, verify_n, "verify")
-    work = {"calibration": cal_part, "confirm": confirm, "confirm-2": confirm2, "calibration+confirm": cal_part + confirm}
+    gate_part = held_all.slice("gate", 2 * confirm_n + verify_pool)
+    work = {"calibration": cal_part, "confirm": confirm, "confirm-2": confirm2, "calibration+confirm": cal_part + confirm,
+            "gate": gate_part}
     unit = "pages" if info.kind == "det" else "lines"
     picked = f" (the most fragile of {len(parts['calibration'])})" if info.kind != "det" else ""
     data = (f"{cal_part.source}: {len(cal_part)} calibration {unit}{picked}, held-out "
-            f"{len(confirm)} + {len(confirm2)} on {searched_on}" + (f", {len(check)}{' (the most fragile)' if picked else ''} "
-                                                                    f"on {target}" if check else ""))
+            f"{len(confirm)} + {len(confirm2)}" + (f" + a gate of {len(gate_part)}" if len(gate_part) else "")
+            + f" on {searched_on}" + (f", {len(check)}{' (the most fragile)' if picked else ''} on {target}"
+                                      if check else ""))
     say(f"  data: {data}")
     # MACs at the model's default input (3x48x320 for rec): shares at other widths differ a little (attention)
     macs = macs_per_layer(graph, runtime.infer_shapes(graph, tuple(info.input_shape), target="isolated"))
@@ -436,25 +490,37 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                         budget=clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
                         sensitivity_samples=SENSITIVITY_SAMPLES[info.kind], no_winograd=no_winograd)
         s = state[0]
-        chosen, cal, held = result.chosen, result.chosen_verdict, None
+        chosen, cal, held, gated = result.chosen, result.chosen_verdict, None, None
+        held_part = "confirm"
         reached = result.reached
         if reached and len(confirm):
-            chosen, cal, held = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
+            chosen, cal, held, held_part = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
             reached = held.ok
+        if reached and len(gate_part):
+            before = chosen
+            chosen, cal, gated = _gate(ev, s, chosen, cal, clock, notes, say, held_part)
+            reached = gated.ok
+            if chosen != before:
+                (held,) = ev.evaluate([chosen], held_part)
+                reached = reached and held.ok
         on_target = None
         random_error = None
         if tev is not None and reached:
             gpu_check = None
             if searched_on == "vulkan" and len(confirm):  # the file must stay right on the phone's GPU too
                 def gpu_check(p: Placement) -> Verdict:
-                    return ev.evaluate([p], "confirm")[0]
+                    (v,) = ev.evaluate([p], held_part)
+                    return ev.evaluate([p], "gate")[0] if v.ok and len(gate_part) else v
             before = chosen
             chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check)
             reached = on_target.ok
             if gpu_check is not None and chosen != before:
-                held = gpu_check(chosen)
+                (held,) = ev.evaluate([chosen], held_part)
                 say(f"  held-out ({held.samples}) on {describe_target(searched_on)}: {held.headline()}")
                 reached = reached and held.ok
+                if len(gate_part):
+                    (gated,) = ev.evaluate([chosen], "gate")
+                    reached = reached and gated.ok
         if random_check:
             rpool = tev.pool if tev is not None else stack.enter_context(TargetPool(target, 1))
             random_error = _random_error(apply_placement(graph, chosen), rpool, info, onnx, ref_graph)
@@ -474,7 +540,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     added = Placement(tuple((n, c) for n, c in chosen.items if given.choice(n) != c))
     cpu_now = sorted({n for n in cpu if macs.get(n, 0)} | set(chosen.names(FP32))) if target == "vulkan" else []
     out = TargetRepairResult(repaired, added, target, searched_on, reference, data, info.kind, share_of(chosen),
-                             reached, cal, held, on_target, len(check) if check else 0, result, random_error,
+                             reached, cal, held, gated, on_target, len(check) if check else 0, result, random_error,
                              time.perf_counter() - t0, inferences, forced, list(dict.fromkeys([*notes, *result.notes, *s.notes])),
                              cpu_now, floor)
     say(out.summary())
@@ -483,7 +549,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
 
 
 #: the quick search ``compare --repair`` runs (the full one: ``run --pipeline repair --target arm``)
-QUICK = {"calibration": 8, "pool": 32, "held_out": 4, "verify": 2, "groups": 8, "budget": 120.0,
+QUICK = {"calibration": 8, "pool": 32, "held_out": 4, "verify": 2, "gate": 0, "groups": 8, "budget": 120.0,
          "random_check": False, "noise_floor": False}
 
 
