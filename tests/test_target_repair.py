@@ -112,10 +112,10 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     numbers = fresh(confirm).numbers
     assert numbers["identical"] == res.held_out.numbers["identical"]
     assert numbers["max_conf_change"] == pytest.approx(res.held_out.numbers["max_conf_change"], abs=1e-6)
-    # the gate: the next held-out lines, a line off when its string changes, it crosses drop_score or its
-    # confidence moves more than the tolerance (1e-3); of 12 lines none is allowed
+    # the gate: the next held-out lines, a line off when its string changes or it crosses drop_score; of 12
+    # lines none is allowed
     per = fresh(parts["held-out"].inputs[2 * n:2 * n + gate]).per_sample
-    off = sum(x["differs"] or x["crosses_drop_score"] or x["conf_change"] > 1e-3 for x in per)
+    off = sum(x["differs"] or x["crosses_drop_score"] for x in per)
     if res.gate is None:  # judged only when the search and the held-out lines passed
         assert not (res.search.reached and res.held_out.ok) and not res.reached
     else:
