@@ -17,7 +17,7 @@ a copy of the graph; :func:`fp16_share` says how much of the compute stays in fp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ncnnpass.ir import Graph, Layer
@@ -50,6 +50,12 @@ def winograd_eligible(layer: Layer) -> bool:
     dw = int(layer.get(2, 1))
     dh = int(layer.get(12, dw))
     return (kw, kh, sw, sh, dw, dh) == (3, 3, 1, 1, 1, 1)
+
+
+def winograd_in_fp16(graph: Graph, names: Sequence[str], base: Placement) -> list[str]:
+    """The winograd-eligible layers among ``names`` that ``base`` leaves in plain fp16: what "winograd off"
+    (``31=64``) changes."""
+    return [n for n in names if base.choice(n) == FP16 and winograd_eligible(graph.layer(n))]
 
 
 def choices_for(layer: Layer, target: str) -> tuple[str, ...]:

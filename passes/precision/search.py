@@ -34,7 +34,17 @@ from typing import Any, Protocol
 from ncnnpass.ir import Graph
 
 from .criteria import Verdict
-from .placement import ARITH, FP16, FP32, NOWINO, Placement, apply_placement, fp16_share, winograd_eligible
+from .placement import (
+    ARITH,
+    FP16,
+    FP32,
+    NOWINO,
+    Placement,
+    apply_placement,
+    fp16_share,
+    winograd_eligible,
+    winograd_in_fp16,
+)
 
 Progress = Callable[[str], None]
 DEFAULT_GROUPS = 16
@@ -185,7 +195,7 @@ class Search:
         self.groups = make_groups(graph, free, macs, groups)
         self.walk: list[Group] = []
         self.j = 0
-        wino = [n for g in self.groups for n in g.winograd]
+        wino = winograd_in_fp16(graph, free, self.base)
         #: the model as given, its winograd convolutions lowered as ``31=64`` when ``no_winograd``
         self.start_p = self.base.merged(dict.fromkeys(wino, NOWINO)) if no_winograd and wino else self.base
 

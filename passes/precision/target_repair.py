@@ -46,7 +46,6 @@ from .macs import macs_per_layer
 from .noise_floor import NoiseFloor, input_noise_floor
 from .placement import (
     ARITH,
-    FP16,
     FP32,
     NOWINO,
     Placement,
@@ -54,7 +53,7 @@ from .placement import (
     choices_for,
     existing_placement,
     fp16_share,
-    winograd_eligible,
+    winograd_in_fp16,
 )
 from .search import Budget, Point, Search, SearchResult, search
 
@@ -293,7 +292,7 @@ def _winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candida
     off costs the phone speed). ncnn's ARM fp16 winograd F(6,3) has no counterpart on lavapipe (docs/phone.md)."""
     if not tev.target.startswith("arm") or tev.target == "arm-a57":  # the A57 has no fp16 arithmetic
         return False
-    wino = [n for n in candidates if winograd_eligible(graph.layer(n)) and base.choice(n) == FP16]
+    wino = winograd_in_fp16(graph, candidates, base)
     if not wino:
         return False
     off = base.merged(dict.fromkeys(wino, NOWINO))
