@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .label_files import Sample
+from .label_files import LabelLine
 from .rec_preprocess import ImageReadError, read_image, resize_norm_img
 
 __all__ = ["load_sample", "ordered_loads"]
@@ -17,7 +17,7 @@ __all__ = ["load_sample", "ordered_loads"]
 T = TypeVar("T")
 
 
-def load_sample(sample: Sample, image_shape: tuple[int, int, int], eval_mode: bool
+def load_sample(sample: LabelLine, image_shape: tuple[int, int, int], eval_mode: bool
                 ) -> tuple[np.ndarray | None, str | None]:
     """``(CHW float32 array, None)``, or ``(None, reason)`` when the image cannot be read or resized."""
     try:

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 
 from ncnnpass.ir.errors import NcnnpassError
 
-__all__ = ["LabelProblem", "LabelSet", "Sample", "read_label_files"]
+__all__ = ["LabelLine", "LabelProblem", "LabelSet", "read_label_files"]
 
 
 @dataclass(frozen=True)
-class Sample:
+class LabelLine:
+    """One usable line of a label file (not a measurement sample: that is :class:`.samples.Sample`)."""
+
     path: str  #: data_dir joined with the label file's path
     label: str  #: the label text as written
     where: str  #: ``label_file:line``
@@ -44,7 +46,7 @@ class LabelProblem:
 
 @dataclass
 class LabelSet:
-    samples: list[Sample]
+    samples: list[LabelLine]
     problems: list[LabelProblem] = field(default_factory=list)
     lines: int = 0  #: non-blank lines read
     sha256: str = ""  #: digest of the label files' bytes, in order (identifies the sample list)
@@ -108,6 +110,6 @@ def read_label_files(label_files: list[str], data_dir: str, allow_outside: bool 
                         + (" (followed: allow_outside)" if allow_outside else " (skipped)")))
                     if not allow_outside:
                         continue
-                out.samples.append(Sample(path=path, label=label, where=where))
+                out.samples.append(LabelLine(path=path, label=label, where=where))
     out.sha256 = digest.hexdigest()
     return out

@@ -49,7 +49,7 @@ import onnx
 
 from ncnnpass.ir.errors import NcnnpassError
 from ncnnpass.passes.measure.image_loading import load_sample, ordered_loads
-from ncnnpass.passes.measure.label_files import LabelProblem, Sample, read_label_files
+from ncnnpass.passes.measure.label_files import LabelLine, LabelProblem, read_label_files
 from ncnnpass.passes.measure.onnx_runner import onnx_session
 
 from .center_files import dumps_centers, load_centers, write_centers
@@ -128,7 +128,7 @@ def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Seq
 
     labels = read_label_files([str(f) for f in label_files], str(data_dir), opts.allow_outside_data_dir)
     problems = list(labels.problems)
-    usable: list[tuple[Sample, str]] = []
+    usable: list[tuple[LabelLine, str]] = []
     unknown = 0
     for s in labels.samples:
         if opts.max_text_length is not None and len(s.label) > opts.max_text_length:
@@ -169,7 +169,7 @@ def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Seq
     run.characters = charset.characters
 
     # Missing files are found up front (cheap stat calls), so an all-missing set fails before inference.
-    present: list[tuple[Sample, str]] = []
+    present: list[tuple[LabelLine, str]] = []
     for s, text in mine:
         if os.path.isfile(s.path):
             present.append((s, text))
@@ -203,7 +203,7 @@ def compute_centers(model: str | os.PathLike | onnx.ModelProto, label_files: Seq
         run.misrecognized += int((~ok).sum())
         bar.update(len(items))
 
-    def load(item: tuple[Sample, str]) -> tuple[np.ndarray | None, str | None]:
+    def load(item: tuple[LabelLine, str]) -> tuple[np.ndarray | None, str | None]:
         return load_sample(item[0], image_shape, opts.eval_mode)
 
     window = max(2 * opts.batch_size, 8)
