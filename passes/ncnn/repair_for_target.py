@@ -82,8 +82,9 @@ PASS = FunctionPass(
              "verify": Option(0, "held-out samples run on the emulated phone (0: 8 lines / 2 pages)", int),
              "gate": Option(-1, "held-out lines the choice must pass on the search target, judged as a share "
                                 "(-1: 200 lines, det none; 0: no gate)", int),
-             "gate_share": Option(0.005, "share of the gate's lines allowed to change for users (string, "
-                                         "drop_score or confidence)", float),
+             "gate_share": Option(0.005, "the rate of lines changed for users (string or drop_score) the gate "
+                                         "tests against: it fails a placement shown above it at 90% confidence",
+                                  float),
              "seed": Option(0, "seed of the built-in data and of the split", int),
              "curve": Option("", "path prefix for the Pareto curve (PREFIX.json, PREFIX.png)", str),
              "groups": Option(16, "regions of the layer order the search keeps fp32 or lowers as one", int),

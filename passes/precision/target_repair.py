@@ -231,11 +231,22 @@ def _step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Plac
     return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), verdict
 
 
+def _judge_parts(ev: Evaluator, p: Placement, parts: Sequence[str]) -> Verdict:
+    """``p``'s verdict on each of ``parts`` in turn: the first that fails, else the last."""
+    v = None
+    for part in parts:
+        (v,) = ev.evaluate([p], part)
+        if not v.ok:
+            return v
+    assert v is not None
+    return v
+
+
 def _gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget, notes: list[str],
-          say: Progress, held_part: str = "confirm") -> tuple[Placement, Verdict, Verdict]:
+          say: Progress, before: Sequence[str] = ("calibration", "confirm")) -> tuple[Placement, Verdict, Verdict]:
     """The choice on the gate (hundreds of held-out lines on the search target, judged per line as a share:
-    :class:`.criteria.Criteria`); when it misses, the most fp16 walk point below it that passes the held-out
-    samples the choice was confirmed on (``held_part``) and the gate. A rate of changed lines a few dozen samples cannot see (one in a hundred)
+    :class:`.criteria.Criteria`); when it misses, the most fp16 walk point below it that passes the parts the
+    choice passed (``before``: its calibration and held-out samples; a walk point need not) and the gate. A rate of changed lines a few dozen samples cannot see (one in a hundred)
     shows here. Returns (choice, its calibration verdict, its gate verdict)."""
     where = describe_target(ev.target)
     (gated,) = ev.evaluate([chosen], "gate")
@@ -244,9 +255,7 @@ def _gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budg
         return chosen, cal, gated
 
     def judge(p: Placement, label: str) -> Verdict:
-        (v,) = ev.evaluate([p], held_part)
-        if v.ok:
-            (v,) = ev.evaluate([p], "gate")
+        v = _judge_parts(ev, p, [*before, "gate"])
         say(f"{label} on {where} ({v.samples}): {v.headline()}")
         return v
 
@@ -495,11 +504,14 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         if reached and len(confirm):
             chosen, cal, held, held_part = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
             reached = held.ok
+        # what a step back must pass on the search target: the search's calibration and held-out parts, the gate
+        passed = ["calibration" if held_part == "confirm" else "calibration+confirm",
+                  *([held_part] if len(confirm) else [])]
         if reached and len(gate_part):
             before = chosen
-            chosen, cal, gated = _gate(ev, s, chosen, cal, clock, notes, say, held_part)
+            chosen, cal, gated = _gate(ev, s, chosen, cal, clock, notes, say, passed)
             reached = gated.ok
-            if chosen != before:
+            if chosen != before and len(confirm):
                 (held,) = ev.evaluate([chosen], held_part)
                 reached = reached and held.ok
         on_target = None
@@ -508,8 +520,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             gpu_check = None
             if searched_on == "vulkan" and len(confirm):  # the file must stay right on the phone's GPU too
                 def gpu_check(p: Placement) -> Verdict:
-                    (v,) = ev.evaluate([p], held_part)
-                    return ev.evaluate([p], "gate")[0] if v.ok and len(gate_part) else v
+                    return _judge_parts(ev, p, [*passed, *(["gate"] if len(gate_part) else [])])
             before = chosen
             chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check)
             reached = on_target.ok
