@@ -23,7 +23,8 @@ from ..engine import FunctionPass, Option, PassContext
 def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", tolerance: float = 5e-3,
                       reference: str = "", images: str = "", kind: str = "", proxy: str = "auto",
                       budget: float = 600.0, calibration: int = 0, held_out: int = 0, verify: int = 0,
-                      gate: int = -1, gate_share: float = 0.005, seed: int = 0, curve: str = "", groups: int = 16, pool: int = 0, workers: int = 2) -> int:
+                      gate: int = -1, gate_share: float = 0.005, seed: int = 0, curve: str = "", groups: int = 16,
+                      pool: int = 0, workers: int = 2) -> int:
     from ncnnpass.passes.precision import Criteria, apply_placement
     from ncnnpass.passes.precision import repair_for_target as search_and_repair
 

@@ -26,10 +26,11 @@ decision flips. The gate fails a placement when its lines off show, at ``gate_co
 it changes more than ``gate_share`` (default 0.5%, the goal's) of the lines: a one-sided binomial test,
 P(at least that many off | n lines at rate ``gate_share``) < 10%. 200 lines allow 2 off (3 has P = 8%), 100
 allow 1, 12 none; 200 lines cannot tell 0.5% from 1% (the standard error is itself 0.5%), so the gate
-rejects what is clearly worse, not what is marginally at the goal. The confidence tolerance is not applied there: over hundreds of lines the
-largest change, and even the count of lines beyond 5e-3, measure the model's own noise floor
-(:mod:`.noise_floor`; PP-OCRv4's fp32 network moves 1.1e-2 under one fp16 rounding of its input alone), so it
-would reject every placement with fp16 in it; the confirmation lines keep it. det is judged as elsewhere.
+rejects what is clearly worse, not what is marginally at the goal. The confidence tolerance is not applied
+there: over hundreds of lines the largest change, and even the count of lines beyond 5e-3, measure the model's
+own noise floor (:mod:`.noise_floor`; PP-OCRv4's fp32 network moves 1.1e-2 under one fp16 rounding of its
+input alone), so it would reject every placement with fp16 in it; the confirmation lines keep it. det is
+judged as elsewhere.
 """
 
 from __future__ import annotations
@@ -137,8 +138,17 @@ class Criteria:
         reasons: list[str] = []
         tol = self.conf_tolerance * (self.calibration_margin if part.startswith("calibration") else 1.0)
         if part.startswith("gate") and kind in ("rec", "cls"):
-            return self._judge_gate(kind, numbers, samples, nonfinite)
-        if kind == "rec":
+            per = numbers["per_line"]
+            off = sum(bool(changed) for changed, _ in per)
+            allowed = self.gate_allows(len(per))
+            if off > allowed:
+                what = "string or drop_score" if kind == "rec" else "label or rotation"
+                reasons.append(f"{off} of {len(per)} lines change for users ({what}); {allowed} allowed (more "
+                               f"shows a rate above {self.gate_share:.1%} at {self.gate_confidence:.0%} confidence)")
+            score = off + float(np.mean([c for _, c in per])) / self.conf_tolerance
+            numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed}
+            keep = tuple(k for k in numbers if k != "per_line")  # every number of the metric, and the count
+        elif kind == "rec":
             changed = numbers["lines"] - numbers["identical"]
             crossings = numbers["drop_score_crossings"]
             if changed:
@@ -174,19 +184,3 @@ class Criteria:
             score += NONFINITE_PENALTY * nonfinite
         picked = {k: numbers[k] for k in keep if k in numbers}
         return Verdict(not reasons, float(score), picked, reasons, samples, nonfinite, kind=kind)
-
-    def _judge_gate(self, kind: str, numbers: dict[str, Any], samples: int, nonfinite: int) -> Verdict:
-        per = numbers["per_line"]
-        off = sum(bool(changed) for changed, _ in per)
-        allowed = self.gate_allows(len(per))
-        reasons = []
-        if off > allowed:
-            what = "string or drop_score" if kind == "rec" else "label or rotation"
-            reasons.append(f"{off} of {len(per)} lines change for users ({what}); {allowed} allowed (more shows "
-                           f"a rate above {self.gate_share:.1%} at {self.gate_confidence:.0%} confidence)")
-        if nonfinite:
-            reasons.insert(0, f"{nonfinite} samples return NaN/Inf")
-        score = off + NONFINITE_PENALTY * nonfinite + float(np.mean([c for _, c in per])) / self.conf_tolerance
-        keep = {k: v for k, v in numbers.items() if k != "per_line"}
-        keep.update({"lines_off": off, "lines_off_allowed": allowed})
-        return Verdict(not reasons, float(score), keep, reasons, samples, nonfinite, kind=kind)

@@ -286,11 +286,10 @@ def judge_outputs(kind: str, metric, criteria: Criteria, data: Part, outs: Seque
     numbers = dict(result.numbers)
     diffs = [x.get("max_prob_diff", x.get("max_map_diff", 0.0)) for x in result.per_sample]
     numbers["mean_max_diff"] = float(np.mean(diffs)) if diffs else 0.0
-    if kind == "rec":
-        numbers["per_line"] = [(x["differs"] or x["crosses_drop_score"], x["conf_change"]) for x in result.per_sample]
-    elif kind == "cls":
+    if kind == "cls":
         numbers["per_line"] = [(x["differs"] or x["rotation_flip"], x["score_change"]) for x in result.per_sample]
     if kind == "rec":
+        numbers["per_line"] = [(x["differs"] or x["crosses_drop_score"], x["conf_change"]) for x in result.per_sample]
         risks = [frame_risk(refs[k], c) for k, c in zip(keep, safe, strict=True)]
         numbers["frame_flip_lines"] = sum(r >= 1.0 for r in risks)
         numbers["mean_frame_risk"] = float(np.mean(np.minimum(risks, 1.0)))
