@@ -477,3 +477,139 @@ def test_the_gate_steps_back_to_a_point_that_passes_it(chain) -> None:
     # a choice that passes the gate is kept as it is
     same, _, v = _gate(Gated({"c4": 2.0, "sm": 5.0}), s, chosen, res.chosen_verdict, Budget(None), [], print)
     assert same == chosen and v.ok
+
+
+class LineEvaluator(FakeEvaluator):
+    """Per-sample judging over real :class:`Part` objects (samples are their indices): sample ``i`` of a part
+    is off when the harms in ``lines[part][i]`` of the layers left in fp16 (``"!name"``: of a layer *not* in
+    fp16; raising a layer can move other lines) sum to more than 0.5. A gate part (name ``gate*``) passes with
+    as many lines off as :meth:`Criteria.gate_allows` permits, others with none; the verdict names the samples
+    off, as the real evaluator's does."""
+
+    def __init__(self, harm, parts, lines, target="vulkan"):
+        super().__init__(harm)
+        from ncnnpass.passes.precision.evaluator import Part
+
+        self.parts = {name: Part(name, list(range(n)), list(range(n))) for name, n in parts.items()}
+        self.lines = lines
+        self.target = target
+        self.seen: list[tuple[Placement, str]] = []
+
+    def line_harm(self, p, part, i):
+        harms = self.lines.get(part.split("-")[0], {}).get(i, {})
+        return sum(h for name, h in harms.items()
+                   if (p.choice(name[1:]) != FP16 if name.startswith("!") else p.choice(name) == FP16))
+
+    def evaluate(self, placements, part="calibration", count=None):
+        out = []
+        ids = self.parts[part].inputs
+        for p in placements:
+            self.seen.append((p, part))
+            harms = [self.line_harm(p, part, i) for i in ids]
+            off = tuple(k for k, h in enumerate(harms) if h > 0.5)
+            allowed = Criteria().gate_allows(len(ids)) if part.startswith("gate") else 0
+            ok = self.score(p) <= 1.0 and len(off) <= allowed
+            out.append(Verdict(ok, self.score(p) + sum(harms), {}, [] if ok else ["off"], len(ids), failing=off))
+        return out
+
+
+def test_a_gate_miss_on_a_few_lines_is_mended_not_stepped_back(chain) -> None:
+    """Three of the gate's 200 lines change only while c5 is fp16: the mend keeps c5's group fp32 (found on those
+    3 lines alone), and judges the result on the gate's other 197 lines, which it was not chosen on. The choice
+    keeps every other group the search lowered, more fp16 than any walk point the step back could reach."""
+    from ncnnpass.passes.precision.target_repair import _gate
+
+    _, macs = chain
+    res, s = _proxy_search(chain)
+    assert res.chosen.choice("c5") == FP16
+    off = {5: {"c5": 1.0}, 17: {"c5": 1.0}, 100: {"c5": 1.0}}
+    ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200}, {"gate": off})
+    notes: list[str] = []
+    chosen, cal, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    assert gated.ok and gated.samples == 197 and "mended" in notes[0]
+    assert chosen == res.chosen.merged({"c5": FP32})  # exactly the one group raised
+    walk = [s.at(j) for j in range(len(s.walk) + 1)]
+    stepped = max(fp16_share(macs, p) for p in walk if p.choice("c5") != FP16 and p.choice("c4") != FP16
+                  and p.choice("sm") != FP16)
+    assert fp16_share(macs, chosen) > stepped
+    mend_parts = {part for _, part in ev.seen if "-mend" in part}
+    assert mend_parts and all(len(ev.parts[q]) == 3 for q in mend_parts)  # chosen on the 3 lines off only
+    assert cal.ok and any(p.label.startswith("mended") and p.placement == chosen for p in s.points)
+    # everything the choice passed is judged again on the mended placement
+    assert {part for p, part in ev.seen if p == chosen} >= {"calibration", "confirm"}
+
+
+def test_a_mend_may_leave_a_line_off_that_then_counts_against_it(chain) -> None:
+    """PP-OCRv5's case: of 3 gate lines off, two come back with c5 fp32 and one (a near tie) only with most of
+    the network fp32. The mend takes c5; the line still off stays in the judged lines (it counts against the
+    mend), the two brought back leave: 1 off of 198, within the 2 allowed."""
+    from ncnnpass.passes.precision.target_repair import _gate
+
+    res, s = _proxy_search(chain)
+    stubborn = {n: 0.2 for n in ("c1", "c2", "c3", "c5", "c6", "c7", "c8")}
+    ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200},
+                       {"gate": {7: stubborn, 30: {"c5": 1.0}, 31: {"c5": 1.0}}})
+    notes: list[str] = []
+    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    assert chosen == res.chosen.merged({"c5": FP32}) and gated.ok and gated.samples == 198
+    assert len(gated.failing) == 1 and "mended" in notes[0]
+
+
+def test_a_mend_needing_two_groups_takes_the_two_closest(chain) -> None:
+    """A line that changes while c5 *or* c7 is fp16: no single group brings it back, the two that came closest
+    together do."""
+    from ncnnpass.passes.precision.target_repair import _gate
+
+    res, s = _proxy_search(chain)
+    ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200},
+                       {"gate": {i: {"c5": 0.6, "c7": 0.6} for i in (3, 9, 40)}})
+    notes: list[str] = []
+    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    assert gated.ok and chosen == res.chosen.merged({"c5": FP32, "c7": FP32}) and "c5 + c7" in notes[0]
+
+
+def test_too_many_lines_off_steps_back_and_rounds_use_at_most_max_samples(chain) -> None:
+    """Mending is for a few samples: with 6 gate lines off the step back bisects the walk as before. Three lines
+    off through c5, and three more that change once c5 is fp32 while c7 is fp16, need two rounds: with room
+    for 5 samples the mend gives up (the second round would use 6), with room for 6 it raises c5 then c7 and
+    judges on the 194 lines left."""
+    from ncnnpass.passes.precision.mend import mend
+    from ncnnpass.passes.precision.target_repair import _gate
+
+    res, s = _proxy_search(chain)
+    sizes = {"calibration": 32, "confirm": 24, "gate": 200}
+    many = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes, {"gate": {i: {"c5": 1.0} for i in range(6)}})
+    notes: list[str] = []
+    s.j = len(s.walk)
+    _, _, gated = _gate(many, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    assert gated.ok and "stepped back" in notes[0] and not any("-mend" in q for _, q in many.seen)
+    two = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes,
+                        {"gate": {i: {"c5": 1.0} for i in (1, 2, 3)} | {i: {"!c5": 0.3, "c7": 0.3} for i in (50, 60, 70)}})
+    (first,) = two.evaluate([res.chosen], "gate")
+    assert first.failing == (1, 2, 3) and not first.ok
+    assert mend(s, res.chosen, first, two, "gate", print, max_samples=5) is None
+    fixed = mend(s, res.chosen, first, two, "gate", print, max_samples=6)
+    assert fixed is not None and fixed.placement == res.chosen.merged({"c5": FP32, "c7": FP32})
+    assert fixed.verdict.samples == 194 and fixed.used == 6 and fixed.raised == ["c5", "c7"]
+
+
+def test_the_emulated_phone_miss_is_mended_with_the_gpu_check(chain) -> None:
+    """The phone changes one verification line while c5 is fp16: the mend raises c5's group, found on that one
+    line on the phone; the mended file must pass the GPU's check before the phone runs the rest, and does."""
+    from ncnnpass.passes.precision.target_repair import _verify_on_target
+
+    _, macs = chain
+    res, s = _proxy_search(chain)
+    phone = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"verify": 8}, {"verify": {2: {"c5": 1.0}}}, target="arm")
+    gpu_seen: list[Placement] = []
+
+    def gpu(p):
+        gpu_seen.append(p)
+        return FakeEvaluator({"c4": 2.0, "sm": 5.0}).evaluate([p])[0]
+
+    notes: list[str] = []
+    chosen, _, v = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, gpu)
+    assert v.ok and v.samples == 7 and chosen == res.chosen.merged({"c5": FP32}) and "mended" in notes[0]
+    assert gpu_seen == [chosen]
+    assert [len(phone.parts[q]) for p, q in phone.seen if "-mend" in q] == [1] * len(
+        [q for _, q in phone.seen if "-mend" in q])

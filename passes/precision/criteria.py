@@ -60,6 +60,7 @@ class Verdict:
     nonfinite: int = 0
     error: str | None = None  # the candidate did not run (crash, shader failure)
     kind: str = ""
+    failing: tuple[int, ...] = ()  # rec/cls: the samples off (indices in the part), for mending a choice
 
     @property
     def smooth(self) -> float:
@@ -71,7 +72,7 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "ok": self.ok, "score": self.score, "samples": self.samples, "nonfinite": self.nonfinite,
-                "numbers": self.numbers, "reasons": self.reasons, "error": self.error}
+                "numbers": self.numbers, "reasons": self.reasons, "error": self.error, "failing": list(self.failing)}
 
     def headline(self) -> str:
         n = self.numbers
@@ -137,9 +138,11 @@ class Criteria:
         confidence/score change) per line."""
         reasons: list[str] = []
         tol = self.conf_tolerance * (self.calibration_margin if part.startswith("calibration") else 1.0)
-        if part.startswith("gate") and kind in ("rec", "cls"):
-            per = numbers["per_line"]
-            off = sum(bool(changed) for changed, _ in per)
+        gate = part.startswith("gate") and kind in ("rec", "cls")
+        per = numbers["per_line"] if gate else numbers.get("per_line", ())
+        failing = tuple(i for i, (changed, conf) in enumerate(per) if changed or not gate and conf > tol)
+        if gate:
+            off = len(failing)
             allowed = self.gate_allows(len(per))
             if off > allowed:
                 what = "string or drop_score" if kind == "rec" else "label or rotation"
@@ -183,4 +186,4 @@ class Criteria:
             reasons.insert(0, f"{nonfinite} samples return NaN/Inf")
             score += NONFINITE_PENALTY * nonfinite
         picked = {k: numbers[k] for k in keep if k in numbers}
-        return Verdict(not reasons, float(score), picked, reasons, samples, nonfinite, kind=kind)
+        return Verdict(not reasons, float(score), picked, reasons, samples, nonfinite, kind=kind, failing=failing)

@@ -12,8 +12,9 @@
 3. the choice confirmed on held-out samples on the search target, then on its gate (200 more held-out lines,
    judged as a share: at most the goal's 0.5% of lines off, :class:`.criteria.Criteria`; a rate of changed
    lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
-   samples); a choice that misses falls back to the next passing point of the curve with more fp32, while
-   the budget lasts;
+   samples); a choice that misses there on a few samples is first mended (:mod:`.mend`: the group or two kept
+   fp32 that bring those samples back, judged on the others), else falls back to the next passing point of the
+   walk with more fp32;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
    error on one seeded random input (no longer the criterion), times and inference counts, and the
@@ -43,6 +44,7 @@ from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, Mo
 from .criteria import Criteria, Verdict
 from .evaluator import Evaluator, Part, prepare_parts, reference_outputs, stressed
 from .macs import macs_per_layer
+from .mend import Mended, mend
 from .noise_floor import NoiseFloor, input_noise_floor
 from .placement import (
     ARITH,
@@ -193,11 +195,18 @@ def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2
 
 
 def _step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],
-               clock: Budget, notes: list[str], say: Progress, miss: str) -> tuple[Placement, Verdict, Verdict]:
-    """``chosen`` missed (``miss`` says how) where ``judge`` looks: the most fp16 point of the walk below it that
+               clock: Budget, notes: list[str], say: Progress, miss: str,
+               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
+    """``chosen`` missed (``miss`` says how) where ``judge`` looks: first ``mended()`` (:mod:`.mend`: a group or
+    two kept fp32 that bring the failing samples back), else the most fp16 point of the walk below it that
     passes ``judge``, by bisection between the floor (assumed to pass) and the choice (the walk is ordered
     first when the model as given passed the search); else the floor. ``judge(placement, label)`` says its
     verdict. Returns (choice, its calibration verdict, its ``judge`` verdict)."""
+    fixed = mended() if mended is not None else None
+    if fixed is not None:
+        notes.append(f"{miss}; {fixed.describe(s.share(fixed.placement))}")
+        (point,) = s.run([(f"mended: {' + '.join(fixed.raised)} fp32", fixed.placement)])
+        return fixed.placement, point.verdict, fixed.verdict
     best: tuple[int, Verdict] | None = None
     tries = 0
 
@@ -260,7 +269,8 @@ def _gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budg
         return v
 
     miss = f"the gate on {where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(gated.reasons)})"
-    return _step_back(s, chosen, cal, judge, clock, notes, say, miss)
+    return _step_back(s, chosen, cal, judge, clock, notes, say, miss,
+                      lambda: mend(s, chosen, gated, ev, "gate", say, lambda p: _judge_parts(ev, p, before)))
 
 
 def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
@@ -290,7 +300,8 @@ def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict
         return v
 
     miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
-    return _step_back(s, chosen, cal, judge, clock, notes, say, miss)
+    return _step_back(s, chosen, cal, judge, clock, notes, say, miss,
+                      lambda: mend(s, chosen, on_target, tev, "verify", say, search_check))
 
 
 def _winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
