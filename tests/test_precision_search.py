@@ -613,3 +613,18 @@ def test_the_emulated_phone_miss_is_mended_with_the_gpu_check(chain) -> None:
     assert gpu_seen == [chosen]
     assert [len(phone.parts[q]) for p, q in phone.seen if "-mend" in q] == [1] * len(
         [q for _, q in phone.seen if "-mend" in q])
+
+
+def test_a_gate_on_a_proxy_steps_back_instead_of_mending(chain) -> None:
+    """When the gate runs on a proxy for another target (lavapipe for the phone CPU, which changes more lines),
+    a miss steps back along the walk: a mend that just passes the proxy's gate leaves the target short."""
+    from ncnnpass.passes.precision.target_repair import _gate
+
+    res, s = _proxy_search(chain)
+    ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200},
+                       {"gate": {i: {"c5": 1.0} for i in (5, 17, 100)}})
+    notes: list[str] = []
+    s.j = len(s.walk)
+    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, mendable=False)
+    assert gated.ok and gated.samples == 200 and "stepped back" in notes[0]
+    assert not any("-mend" in q for _, q in ev.seen) and chosen != res.chosen.merged({"c5": FP32})
