@@ -628,3 +628,21 @@ def test_a_gate_on_a_proxy_steps_back_instead_of_mending(chain) -> None:
     chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, mendable=False)
     assert gated.ok and gated.samples == 200 and "stepped back" in notes[0]
     assert not any("-mend" in q for _, q in ev.seen) and chosen != res.chosen.merged({"c5": FP32})
+
+
+def test_a_mend_that_breaks_what_the_choice_passed_takes_the_next_candidate(chain) -> None:
+    """Raising a group moves other samples too (PP-OCRv3 on the emulated A76: the group that brought the phone's
+    line back changed 2 of lavapipe's 56 lines). The line here comes back with c5 or c6 fp32; c5 is cheaper but
+    the GPU's check fails with it fp32, so the mend takes c6."""
+    from ncnnpass.passes.precision.target_repair import _verify_on_target
+
+    res, s = _proxy_search(chain)
+    phone = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"verify": 8}, {"verify": {2: {"c5": 0.3, "c6": 0.3}}}, target="arm")
+
+    def gpu(p):
+        ok = p.choice("c5") != FP32
+        return Verdict(ok, 0.0 if ok else 2.0, {}, [] if ok else ["c5 fp32 moves 2 lines"], 56)
+
+    notes: list[str] = []
+    chosen, _, v = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, gpu)
+    assert v.ok and chosen == res.chosen.merged({"c6": FP32}) and "mended" in notes[0]

@@ -5,7 +5,9 @@ changes) often fails through one small region of the network. Stepping back alon
 group lowered after the cut, often most of the fp16 compute (PP-OCRv5 on the gate: 66.6% -> 21.9%). Mending
 raises each group the choice lowered back to fp32, one at a time, on the failing samples only (a few
 inferences per group), and keeps the one that brings back the most of them, the fewest MACs among equals
-(MAC-free groups cost no fp16 share); when no group brings one back, the two that came closest together.
+(MAC-free groups cost no fp16 share), that still passes what the choice passed (``pre``; raising a group moves
+other samples too, the net is not monotone: the next candidates are tried); when no group brings one back,
+the two that came closest together.
 
 The failing samples were used to choose, so the ones the mend brought back leave the part: the mended choice
 must pass what the choice passed before (``pre``) and the part without them — its other samples, which it was
@@ -28,6 +30,8 @@ Progress = Callable[[str], None]
 #: samples (over all rounds) a mend may be chosen on; more off than that is not "a few"
 MAX_SAMPLES = 4
 ROUNDS = 3
+#: per round, the candidates (best first) tried against what the choice passed
+CANDIDATES = 3
 
 
 @dataclass
@@ -89,16 +93,22 @@ def mend(s: Search, chosen: Placement, failed: Verdict, ev: Evaluator, part: str
         if not good:
             say(f"  mend {r}: no group kept fp32 brings back any of the {len(used)} sample(s) off: stepping back")
             return None
-        name, current, v = min(good, key=lambda x: len(x[2].failing))  # groups come cheapest first
-        raised.append(name)
-        back = set(used) - {used[i] for i in v.failing}
-        say(f"  mend {r}: {name} fp32 brings back {len(back)} of the {len(used)} sample(s) off "
-            f"({100 * s.share(current):.1f}% fp16)")
-        if pre is not None:
-            p = pre(current)
-            if not p.ok:
-                say(f"  mend {r}: misses what the choice passed: {p.headline()}")
+        # most samples brought back first, the cheapest among equals (groups come cheapest first); the first that
+        # passes what the choice passed (raising a group moves other samples too: the net is not monotone)
+        ranked = sorted(good, key=lambda x: len(x[2].failing))[:CANDIDATES]
+        for k, (name, trial, v) in enumerate(ranked):
+            back = set(used) - {used[i] for i in v.failing}
+            say(f"  mend {r}: {name} fp32 brings back {len(back)} of the {len(used)} sample(s) off "
+                f"({100 * s.share(trial):.1f}% fp16)")
+            p = pre(trial) if pre is not None else None
+            if p is None or p.ok:
+                break
+            say(f"  mend {r}: misses what the choice passed: {p.headline()}")
+            if k == len(ranked) - 1:
+                say(f"  mend {r}: none of the {len(ranked)} best passes it: stepping back")
                 return None
+        raised.append(name)
+        current = trial
         judged = [i for i in range(len(ev.parts[part])) if i not in back]
         (verdict,) = ev.evaluate([current], _sub(ev, part, "rest", judged))
         say(f"  mend {r}: without the {len(back)} brought back ({verdict.samples}): {verdict.headline()}")
@@ -107,4 +117,4 @@ def mend(s: Search, chosen: Placement, failed: Verdict, ev: Evaluator, part: str
     return None
 
 
-__all__ = ["MAX_SAMPLES", "Mended", "ROUNDS", "lowered_groups", "mend"]
+__all__ = ["CANDIDATES", "MAX_SAMPLES", "Mended", "ROUNDS", "lowered_groups", "mend"]
