@@ -11,6 +11,7 @@ the two sides may run different numpy majors.
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
 import sys
@@ -159,6 +160,9 @@ def _handle(ncnn, nets: OrderedDict, header: dict, arrays: dict) -> tuple[dict, 
             nets[key] = (net, header.get("graph_outputs", []))
             while len(nets) > MAX_CACHED_NETS:
                 _, (old, _) = nets.popitem(last=False)
+                # a Mat of the evicted net kept by a reference cycle would outlive its pool allocator (ncnn:
+                # "pool allocator destroyed too early"; seen once in CI on an eviction, not reproduced)
+                gc.collect()
                 old.clear()
         nets.move_to_end(key)
         reply = {"ok": True}
