@@ -24,6 +24,7 @@ from ncnnpass.passes.precision import Criteria, repair_for_target
 from ncnnpass.passes.precision.evaluator import prepare_parts
 from ncnnpass.passes.precision.macs import macs_per_layer
 from ncnnpass.passes.precision.placement import FP16_ARITHMETIC, existing_placement
+from ncnnpass.passes.precision.target_repair import PHASES
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -80,6 +81,10 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
                             criteria=Criteria(conf_tolerance=1e-3), **SMALL)
     assert not res.search.start.verdict.ok and any(p.label.startswith("walk") for p in res.search.points)
     print(res.summary())
+    # the phases it reports add up to its time, in the order they ran
+    assert list(res.phases) == [k for k in PHASES if k in res.phases]
+    assert {"data", "search", "confirm", "gate"} <= set(res.phases) and min(res.phases.values()) >= 0
+    assert 0 <= res.seconds - sum(res.phases.values()) < 0.05 * res.seconds + 2, (res.seconds, res.phases)
     assert unsafe_edges(res.graph) == []
     assert verify_graph(res.graph) == [] and res.graph.check() == []  # the written graph is sound
     c = res.graph.copy()

@@ -42,6 +42,7 @@ def repair_for_target(graph: Graph, ctx: PassContext, target: str = "arm", toler
         ctx.note(res.noise_floor.summary())
     for n in res.notes:
         ctx.note(n)
+    ctx.note(f"time: {res.timing()}")
     if curve:
         from ncnnpass.passes.precision.pareto import write_curve
 

@@ -104,6 +104,7 @@ class TargetRepairResult:
     notes: list[str] = field(default_factory=list)
     cpu_layers: list[str] = field(default_factory=list)  # vulkan: layers of the choice that run on the CPU
     noise_floor: NoiseFloor | None = None  # the reference under one fp16 rounding of its input (calibration part)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (:class:`Laps`), in order
 
     @property
     def layers_marked(self) -> list[str]:
@@ -140,7 +141,31 @@ class TargetRepairResult:
                 "verified_samples": self.verified_samples, "random_error": self.random_error,
                 "seconds": self.seconds, "inferences": self.inferences, "forced": self.forced, "notes": self.notes,
                 "cpu_layers": self.cpu_layers, "search": self.search.to_dict(),
-                "noise_floor": self.noise_floor.to_dict() if self.noise_floor else None}
+                "noise_floor": self.noise_floor.to_dict() if self.noise_floor else None, "phases": self.phases}
+
+    def timing(self) -> str:
+        """Where the time went: ``data 14 s, search 191 s, ...`` (phases of a second or more)."""
+        return ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items() if v >= 1) or "under a second"
+
+
+#: the phases of :func:`repair_for_target`, in order: the samples and their references; the workers started, the
+#: model as given judged and NaN/Inf located; the target's winograd check; the search; the held-out confirmation;
+#: the gate; the verification on the target (mending and steps back included); the random-input check; the floor
+PHASES = ("data", "as given", "winograd check", "search", "confirm", "gate", "on target", "random check",
+          "noise floor")
+
+
+class Laps:
+    """Seconds per phase (:data:`PHASES`), each lap ending at the call that names it."""
+
+    def __init__(self, start: float) -> None:
+        self.last = start
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def _fallbacks(points: Sequence[Point], below: float) -> list[Point]:
@@ -467,6 +492,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         rest = held_all.slice("verify", 2 * confirm_n, 2 * confirm_n + verify_pool)
         check = stressed(info.kind, rest if len(rest) else held_all, verify_n, "verify")
     gate_part = held_all.slice("gate", 2 * confirm_n + verify_pool)
+    lap = Laps(t0)
+    lap("data")
     work = {"calibration": cal_part, "confirm": confirm, "confirm-2": confirm2, "calibration+confirm": cal_part + confirm,
             "gate": gate_part}
     unit = "pages" if info.kind == "det" else "lines"
@@ -500,7 +527,9 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             forced = overflow_layers(graph, base, feeds, runners, say)
             base = base.merged(dict.fromkeys(forced, FP32))
             notes.append(f"fp16 overflow: kept {len(forced)} layer(s) fp32 first ({', '.join(forced[:6])})")
+        lap("as given")
         no_winograd = tev is not None and _winograd_is_the_loss(tev, graph, base, candidates, notes, say)
+        lap("winograd check")
         cpu: set[str] = set()
         if searched_on == "vulkan":
             cpu = {n for n, _ in runners.sessions[0].cpu_layers(graph)}
@@ -514,12 +543,14 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                         budget=clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
                         sensitivity_samples=SENSITIVITY_SAMPLES[info.kind], no_winograd=no_winograd)
         s = state[0]
+        lap("search")
         chosen, cal, held, gated = result.chosen, result.chosen_verdict, None, None
         held_part = "confirm"
         reached = result.reached
         if reached and len(confirm):
             chosen, cal, held, held_part = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
             reached = held.ok
+        lap("confirm")
         # what a step back must pass on the search target: the search's calibration and held-out parts, the gate
         passed = ["calibration" if held_part == "confirm" else "calibration+confirm",
                   *([held_part] if len(confirm) else [])]
@@ -530,6 +561,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             if chosen != before and len(confirm):
                 (held,) = ev.evaluate([chosen], held_part)
                 reached = reached and held.ok
+        lap("gate")
         on_target = None
         random_error = None
         if tev is not None and reached:
@@ -547,9 +579,11 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                 if len(gate_part):
                     (gated,) = ev.evaluate([chosen], "gate")
                     reached = reached and gated.ok
+            lap("on target")
         if random_check:
             rpool = tev.pool if tev is not None else stack.enter_context(TargetPool(target, 1))
             random_error = _random_error(apply_placement(graph, chosen), rpool, info, onnx, ref_graph)
+            lap("random check")
         inferences = ev.inferences + (tev.inferences if tev is not None else 0)
         seconds_on_search = ev.seconds
         result.chosen, result.chosen_verdict, result.fp16_share = chosen, cal, share_of(chosen)
@@ -558,6 +592,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         floor = input_noise_floor(cal_part, info.kind, onnx=onnx, graph=None if onnx else ref_graph,
                                   criteria=criteria, dictionary=info.dictionary)
         say(f"  {floor.summary()}")
+        lap("noise floor")
     repaired = apply_placement(graph, chosen)
     bad = unsafe_edges(repaired)
     if bad:  # apply_placement guarantees none; a failure here is a bug, not bad input
@@ -568,9 +603,10 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     out = TargetRepairResult(repaired, added, target, searched_on, reference, data, info.kind, share_of(chosen),
                              reached, cal, held, gated, on_target, len(check) if check else 0, result, random_error,
                              time.perf_counter() - t0, inferences, forced, list(dict.fromkeys([*notes, *result.notes, *s.notes])),
-                             cpu_now, floor)
+                             cpu_now, floor, dict(lap.phases))
     say(out.summary())
-    say(f"  {inferences} inferences; {seconds_on_search:.0f} s of them on {describe_target(searched_on)}")
+    say(f"  {inferences} inferences; {seconds_on_search:.0f} s of them on {describe_target(searched_on)}; "
+        f"time: {out.timing()}")
     return out
 
 
