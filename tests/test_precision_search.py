@@ -277,17 +277,17 @@ def test_stress_set_takes_the_most_fragile_lines_but_not_what_the_goal_gives_up(
 
 
 def test_fallbacks_skip_placements_that_failed_anywhere() -> None:
+    from ncnnpass.passes.precision.checks import fallbacks, next_fallback
     from ncnnpass.passes.precision.search import Point
-    from ncnnpass.passes.precision.target_repair import _fallbacks, _next_fallback
 
     def pt(label, share, ok, names):
         return Point(label, Placement.uniform(names, FP32), share, Verdict(ok, 0.0, {}))
 
     pts = [pt("a", 0.99, True, ["x"]), pt("a'", 0.99, False, ["x"]), pt("b", 0.97, True, ["y"]),
            pt("c", 0.90, True, ["z"]), pt("d", 0.50, True, ["w"]), pt("e", 0.995, True, ["v"])]
-    pending = _fallbacks(pts, 0.995)
+    pending = fallbacks(pts, 0.995)
     assert [p.label for p in pending] == ["b", "c", "d"]  # "a" failed on another part; "e" is not below
-    assert _next_fallback(pending, 0.995).label == "c"  # at least 5 points of share lower
+    assert next_fallback(pending, 0.995).label == "c"  # at least 5 points of share lower
     assert [p.label for p in pending] == ["d"]
 
 
@@ -304,7 +304,7 @@ def _proxy_search(chain):
 def test_target_verification_steps_back_along_the_walk(chain) -> None:
     """The proxy passes a placement the target does not (here the target also suffers from c5 in fp16): the
     verification bisects the walk below the choice and keeps the most fp16 point that passes there."""
-    from ncnnpass.passes.precision.target_repair import _verify_on_target
+    from ncnnpass.passes.precision.checks import verify_on_target
 
     _, macs = chain
     res, s = _proxy_search(chain)
@@ -315,7 +315,7 @@ def test_target_verification_steps_back_along_the_walk(chain) -> None:
 
     phone = Target({"c4": 2.0, "sm": 5.0, "c5": 3.0})
     notes: list[str] = []
-    chosen, _, verdict = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    chosen, _, verdict = verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
     assert verdict.ok and chosen.choice("c5") != FP16  # c5 kept fp32 by stepping back
     lowered = [n for n in CONVS if chosen.choice(n) == FP16]
     best = max((j for j in range(len(s.walk) + 1) if phone.score(s.at(j)) <= 1.0), key=lambda j: fp16_share(macs, s.at(j)))
@@ -327,7 +327,7 @@ def test_target_verification_keeps_the_file_right_on_the_search_target(chain) ->
     """With a check on the search target (the phone's GPU when it screens for the phone CPU), a walk point
     the target passes but the GPU does not is not chosen, and the target never runs a point the GPU failed:
     the file the repair writes stays right on both paths."""
-    from ncnnpass.passes.precision.target_repair import _verify_on_target
+    from ncnnpass.passes.precision.checks import verify_on_target
 
     _, macs = chain
     res, s = _proxy_search(chain)
@@ -341,9 +341,9 @@ def test_target_verification_keeps_the_file_right_on_the_search_target(chain) ->
 
     phone = Target({"c4": 2.0, "sm": 5.0, "c5": 3.0})
     gpu = FakeEvaluator({"c4": 2.0, "sm": 5.0, "c1": 3.0})  # the GPU also needs c1 fp32
-    unchecked, _, _ = _verify_on_target(Target({"c4": 2.0, "sm": 5.0, "c5": 3.0}), s, res.chosen,
+    unchecked, _, _ = verify_on_target(Target({"c4": 2.0, "sm": 5.0, "c5": 3.0}), s, res.chosen,
                                         res.chosen_verdict, Budget(None), [], print)
-    chosen, _, verdict = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), [], print,
+    chosen, _, verdict = verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), [], print,
                                            lambda p: gpu.evaluate([p])[0])
     assert verdict.ok and phone.score(chosen) <= 1.0 and gpu.score(chosen) <= 1.0
     assert all(gpu.score(p) <= 1.0 for p in phone.seen[1:])  # after the first (the choice), only GPU-passing points
@@ -375,7 +375,7 @@ def test_no_winograd_lowers_every_winograd_conv_as_31_64(chain) -> None:
 
 
 def test_the_target_decides_whether_winograd_is_the_loss(chain) -> None:
-    from ncnnpass.passes.precision.target_repair import _winograd_is_the_loss
+    from ncnnpass.passes.precision.checks import winograd_is_the_loss
 
     g, _ = chain
     cands = [ly.name for ly in g.layers if ly.type != "Input"]
@@ -385,15 +385,15 @@ def test_the_target_decides_whether_winograd_is_the_loss(chain) -> None:
 
     notes: list[str] = []
     # the target loses on c3's fp16 winograd, and 31=64 fixes it
-    assert _winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 0.0}), g, Placement(), cands, notes, print)
+    assert winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 0.0}), g, Placement(), cands, notes, print)
     assert "31=64" in notes[0]
     # 31=64 does not help, the model passes as given, or the A57 (no fp16 arithmetic): no
-    assert not _winograd_is_the_loss(Target({"c3": 3.0}), g, Placement(), cands, [], print)
-    assert not _winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 2.0}), g, Placement(), cands, [], print)
-    assert not _winograd_is_the_loss(Target({"c3": 0.5}, nowino_harm={"c3": 0.0}), g, Placement(), cands, [], print)
+    assert not winograd_is_the_loss(Target({"c3": 3.0}), g, Placement(), cands, [], print)
+    assert not winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 2.0}), g, Placement(), cands, [], print)
+    assert not winograd_is_the_loss(Target({"c3": 0.5}, nowino_harm={"c3": 0.0}), g, Placement(), cands, [], print)
     a57 = Target({"c3": 3.0}, nowino_harm={"c3": 0.0})
     a57.target = "arm-a57"
-    assert not _winograd_is_the_loss(a57, g, Placement(), cands, [], print) and a57.calls == 0
+    assert not winograd_is_the_loss(a57, g, Placement(), cands, [], print) and a57.calls == 0
 
 
 def test_the_gate_judges_lines_as_a_share() -> None:
@@ -440,7 +440,7 @@ def test_the_gate_steps_back_to_a_point_that_passes_it(chain) -> None:
     """The choice passes the first held-out samples but not the gate (a harm that shows on hundreds of lines
     only, here c5's): the most fp16 walk point below it that passes both is chosen, and a later step back on the
     target starts below it."""
-    from ncnnpass.passes.precision.target_repair import _gate
+    from ncnnpass.passes.precision.checks import pass_gate
 
     _, macs = chain
     res, s = _proxy_search(chain)
@@ -458,7 +458,7 @@ def test_the_gate_steps_back_to_a_point_that_passes_it(chain) -> None:
 
     ev = Gated({"c4": 2.0, "sm": 5.0})
     notes: list[str] = []
-    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    chosen, _, gated = pass_gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
     assert gated.ok and chosen.choice("c5") != FP16 and "the gate" in notes[0]
     walk = [s.at(j) for j in range(len(s.walk) + 1)]
     passing = [p for p in walk if p.choice("c5") != FP16 and p.choice("c4") != FP16 and p.choice("sm") != FP16]
@@ -470,12 +470,12 @@ def test_the_gate_steps_back_to_a_point_that_passes_it(chain) -> None:
             return super().score(q) + (3.0 if self._part == "calibration" and q == chosen else 0.0)
 
     s.j = len(s.walk)
-    lower, _, v2 = _gate(CalibrationToo({"c4": 2.0, "sm": 5.0}), s, res.chosen, res.chosen_verdict, Budget(None),
+    lower, _, v2 = pass_gate(CalibrationToo({"c4": 2.0, "sm": 5.0}), s, res.chosen, res.chosen_verdict, Budget(None),
                          [], print)
     assert v2.ok and lower != chosen and fp16_share(macs, lower) < fp16_share(macs, chosen)
     s.j = next(j for j in range(len(s.walk) + 1) if s.at(j) == chosen)
     # a choice that passes the gate is kept as it is
-    same, _, v = _gate(Gated({"c4": 2.0, "sm": 5.0}), s, chosen, res.chosen_verdict, Budget(None), [], print)
+    same, _, v = pass_gate(Gated({"c4": 2.0, "sm": 5.0}), s, chosen, res.chosen_verdict, Budget(None), [], print)
     assert same == chosen and v.ok
 
 
@@ -517,7 +517,7 @@ def test_a_gate_miss_on_a_few_lines_is_mended_not_stepped_back(chain) -> None:
     """Three of the gate's 200 lines change only while c5 is fp16: the mend keeps c5's group fp32 (found on those
     3 lines alone), and judges the result on the gate's other 197 lines, which it was not chosen on. The choice
     keeps every other group the search lowered, more fp16 than any walk point the step back could reach."""
-    from ncnnpass.passes.precision.target_repair import _gate
+    from ncnnpass.passes.precision.checks import pass_gate
 
     _, macs = chain
     res, s = _proxy_search(chain)
@@ -525,7 +525,7 @@ def test_a_gate_miss_on_a_few_lines_is_mended_not_stepped_back(chain) -> None:
     off = {5: {"c5": 1.0}, 17: {"c5": 1.0}, 100: {"c5": 1.0}}
     ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200}, {"gate": off})
     notes: list[str] = []
-    chosen, cal, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    chosen, cal, gated = pass_gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
     assert gated.ok and gated.samples == 197 and "mended" in notes[0]
     assert chosen == res.chosen.merged({"c5": FP32})  # exactly the one group raised
     walk = [s.at(j) for j in range(len(s.walk) + 1)]
@@ -543,14 +543,14 @@ def test_a_mend_may_leave_a_line_off_that_then_counts_against_it(chain) -> None:
     """PP-OCRv5's case: of 3 gate lines off, two come back with c5 fp32 and one (a near tie) only with most of
     the network fp32. The mend takes c5; the line still off stays in the judged lines (it counts against the
     mend), the two brought back leave: 1 off of 198, within the 2 allowed."""
-    from ncnnpass.passes.precision.target_repair import _gate
+    from ncnnpass.passes.precision.checks import pass_gate
 
     res, s = _proxy_search(chain)
     stubborn = {n: 0.2 for n in ("c1", "c2", "c3", "c5", "c6", "c7", "c8")}
     ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200},
                        {"gate": {7: stubborn, 30: {"c5": 1.0}, 31: {"c5": 1.0}}})
     notes: list[str] = []
-    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    chosen, _, gated = pass_gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
     assert chosen == res.chosen.merged({"c5": FP32}) and gated.ok and gated.samples == 198
     assert len(gated.failing) == 1 and "mended" in notes[0]
 
@@ -558,13 +558,13 @@ def test_a_mend_may_leave_a_line_off_that_then_counts_against_it(chain) -> None:
 def test_a_mend_needing_two_groups_takes_the_two_closest(chain) -> None:
     """A line that changes while c5 *or* c7 is fp16: no single group brings it back, the two that came closest
     together do."""
-    from ncnnpass.passes.precision.target_repair import _gate
+    from ncnnpass.passes.precision.checks import pass_gate
 
     res, s = _proxy_search(chain)
     ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200},
                        {"gate": {i: {"c5": 0.6, "c7": 0.6} for i in (3, 9, 40)}})
     notes: list[str] = []
-    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    chosen, _, gated = pass_gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
     assert gated.ok and chosen == res.chosen.merged({"c5": FP32, "c7": FP32}) and "c5 + c7" in notes[0]
 
 
@@ -573,15 +573,15 @@ def test_too_many_lines_off_steps_back_and_rounds_use_at_most_max_samples(chain)
     off through c5, and three more that change once c5 is fp32 while c7 is fp16, need two rounds: with room
     for 5 samples the mend gives up (the second round would use 6), with room for 6 it raises c5 then c7 and
     judges on the 194 lines left."""
+    from ncnnpass.passes.precision.checks import pass_gate
     from ncnnpass.passes.precision.mend import mend
-    from ncnnpass.passes.precision.target_repair import _gate
 
     res, s = _proxy_search(chain)
     sizes = {"calibration": 32, "confirm": 24, "gate": 200}
     many = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes, {"gate": {i: {"c5": 1.0} for i in range(6)}})
     notes: list[str] = []
     s.j = len(s.walk)
-    _, _, gated = _gate(many, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+    _, _, gated = pass_gate(many, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
     assert gated.ok and "stepped back" in notes[0] and not any("-mend" in q for _, q in many.seen)
     two = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes,
                         {"gate": {i: {"c5": 1.0} for i in (1, 2, 3)} | {i: {"!c5": 0.3, "c7": 0.3} for i in (50, 60, 70)}})
@@ -596,7 +596,7 @@ def test_too_many_lines_off_steps_back_and_rounds_use_at_most_max_samples(chain)
 def test_the_emulated_phone_miss_is_mended_with_the_gpu_check(chain) -> None:
     """The phone changes one verification line while c5 is fp16: the mend raises c5's group, found on that one
     line on the phone; the mended file must pass the GPU's check before the phone runs the rest, and does."""
-    from ncnnpass.passes.precision.target_repair import _verify_on_target
+    from ncnnpass.passes.precision.checks import verify_on_target
 
     _, macs = chain
     res, s = _proxy_search(chain)
@@ -608,7 +608,7 @@ def test_the_emulated_phone_miss_is_mended_with_the_gpu_check(chain) -> None:
         return FakeEvaluator({"c4": 2.0, "sm": 5.0}).evaluate([p])[0]
 
     notes: list[str] = []
-    chosen, _, v = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, gpu)
+    chosen, _, v = verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, gpu)
     assert v.ok and v.samples == 7 and chosen == res.chosen.merged({"c5": FP32}) and "mended" in notes[0]
     assert gpu_seen == [chosen]
     assert [len(phone.parts[q]) for p, q in phone.seen if "-mend" in q] == [1] * len(
@@ -616,16 +616,16 @@ def test_the_emulated_phone_miss_is_mended_with_the_gpu_check(chain) -> None:
 
 
 def test_a_gate_on_a_proxy_steps_back_instead_of_mending(chain) -> None:
-    """When the gate runs on a proxy for another target (lavapipe for the phone CPU, which changes more lines),
-    a miss steps back along the walk: a mend that just passes the proxy's gate leaves the target short."""
-    from ncnnpass.passes.precision.target_repair import _gate
+    """``mendable=False`` (a gate on a proxy whose target does not then verify on the gate's riskiest lines): a
+    miss steps back along the walk, as a mend that just passes the proxy's gate may leave the target short."""
+    from ncnnpass.passes.precision.checks import pass_gate
 
     res, s = _proxy_search(chain)
     ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"calibration": 32, "confirm": 24, "gate": 200},
                        {"gate": {i: {"c5": 1.0} for i in (5, 17, 100)}})
     notes: list[str] = []
     s.j = len(s.walk)
-    chosen, _, gated = _gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, mendable=False)
+    chosen, _, gated = pass_gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, mendable=False)
     assert gated.ok and gated.samples == 200 and "stepped back" in notes[0]
     assert not any("-mend" in q for _, q in ev.seen) and chosen != res.chosen.merged({"c5": FP32})
 
@@ -634,7 +634,7 @@ def test_a_mend_that_breaks_what_the_choice_passed_takes_the_next_candidate(chai
     """Raising a group moves other samples too (PP-OCRv3 on the emulated A76: the group that brought the phone's
     line back changed 2 of lavapipe's 56 lines). The line here comes back with c5 or c6 fp32; c5 is cheaper but
     the GPU's check fails with it fp32, so the mend takes c6."""
-    from ncnnpass.passes.precision.target_repair import _verify_on_target
+    from ncnnpass.passes.precision.checks import verify_on_target
 
     res, s = _proxy_search(chain)
     phone = LineEvaluator({"c4": 2.0, "sm": 5.0}, {"verify": 8}, {"verify": {2: {"c5": 0.3, "c6": 0.3}}}, target="arm")
@@ -644,5 +644,37 @@ def test_a_mend_that_breaks_what_the_choice_passed_takes_the_next_candidate(chai
         return Verdict(ok, 0.0 if ok else 2.0, {}, [] if ok else ["c5 fp32 moves 2 lines"], 56)
 
     notes: list[str] = []
-    chosen, _, v = _verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, gpu)
+    chosen, _, v = verify_on_target(phone, s, res.chosen, res.chosen_verdict, Budget(None), notes, print, gpu)
     assert v.ok and chosen == res.chosen.merged({"c6": FP32}) and "mended" in notes[0]
+
+
+def test_verdicts_carry_per_line_risks_and_at_risk_picks_the_closest_to_changing() -> None:
+    """A rec verdict carries each line's frame risk (as :func:`frame_risk` computes it); :func:`at_risk` picks
+    the lines a candidate came closest to changing, riskiest first, without the lines it changed (its verdict
+    counts them already) and with the reference's ties (margin below the floor) last."""
+    from types import SimpleNamespace
+
+    from ncnnpass.passes.measure.metrics import metric_for
+    from ncnnpass.passes.precision.evaluator import Part, at_risk, frame_risk, judge_outputs
+
+    def line(margin: float) -> np.ndarray:  # "a" then blank: the first frame decides, its margin as given
+        return _probs([[0.5 - margin / 2, 0.5 + margin / 2, 0.0], [0.9, 0.1, 0.0]])
+
+    refs = [line(m) for m in (0.4, 0.4, 0.4, 0.4, 0.001, 0.4)]
+    # the candidate consumes 10%, 60%, 30%, all (the string changes), 50% of a tie, 90% of the margin
+    used = (0.1, 0.6, 0.3, 1.5, 0.5, 0.9)
+    cands = [line(m * (1 - u)) for m, u in zip((0.4, 0.4, 0.4, 0.4, 0.001, 0.4), used, strict=True)]
+    inputs = [SimpleNamespace(sample=SimpleNamespace(text=None, provenance=f"line {i}")) for i in range(len(refs))]
+    part = Part("gate", inputs, refs)
+    v = judge_outputs("rec", metric_for("rec"), Criteria(), part, cands)
+    assert v.risks == pytest.approx([frame_risk(r, c) for r, c in zip(refs, cands, strict=True)])
+    assert v.risks == pytest.approx(used, abs=1e-3)
+    assert v.failing == (3,)  # the one line whose string changed
+    picked = at_risk("rec", part, v, 4, "at-risk")
+    assert picked.name == "at-risk"
+    order = [next(i for i, r in enumerate(refs) if r is x) for x in picked.references]
+    assert order == [5, 1, 2, 0]  # 90%, 60%, 30%, 10%; the changed line out, the tie after them
+    assert [next(i for i, r in enumerate(refs) if r is x) for x in at_risk("rec", part, v, 9, "a").references] \
+        == [5, 1, 2, 0, 4]
+    with pytest.raises(ValueError):
+        at_risk("rec", part.slice("gate", 0, 3), v, 2, "a")

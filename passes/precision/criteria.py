@@ -61,6 +61,9 @@ class Verdict:
     error: str | None = None  # the candidate did not run (crash, shader failure)
     kind: str = ""
     failing: tuple[int, ...] = ()  # rec/cls: the samples off (indices in the part), for mending a choice
+    # rec/cls: per sample, how close the candidate came to changing it (rec: the frame risk, >= 1 a frame flipped;
+    # cls: the score change), in the part's order; for picking the samples a noisier target is likeliest to change
+    risks: tuple[float, ...] = ()
 
     @property
     def smooth(self) -> float:

@@ -168,6 +168,21 @@ def stressed(kind: str, part: Part, count: int, name: str, hard_share: float = 0
     return part.pick(name, hard + rest)
 
 
+def at_risk(kind: str, part: Part, verdict: Verdict, count: int, name: str, floor: float = MARGIN_FLOOR) -> Part:
+    """The ``count`` samples of ``part`` a candidate came closest to changing without changing them
+    (``verdict``: its verdict on ``part``, with per-sample risks; rec: the frame risk, cls: the score change),
+    riskiest first. The samples it changed are left out (its verdict on ``part`` counts them already), and the
+    reference's ties (decision margin below ``floor``, flipped by any rounding) come last. A noisier target than
+    the one ``verdict`` ran on changes these first: of the 9 lines (of 200) the emulated A76 got wrong with
+    PP-OCRv5 at 66% fp16, 6 were among lavapipe's 7 riskiest there (4 among the reference's 8 most fragile)."""
+    if len(verdict.risks) != len(part):
+        raise ValueError(f"{len(verdict.risks)} risks for a part of {len(part)} samples")
+    off = set(verdict.failing)
+    tie = {i for i, r in enumerate(part.references) if decision_margin(kind, r) < floor}
+    order = sorted((i for i in range(len(part)) if i not in off), key=lambda i: (i in tie, -verdict.risks[i]))
+    return part.pick(name, order[:count])
+
+
 def reference_outputs(inputs: Sequence[ModelInput], *, onnx: str | os.PathLike | None = None,
                       graph: Graph | None = None) -> list[np.ndarray]:
     """The reference's first output per input: onnxruntime on ``onnx``, else ``graph`` on x86 in fp32."""
@@ -288,12 +303,17 @@ def judge_outputs(kind: str, metric, criteria: Criteria, data: Part, outs: Seque
     numbers["mean_max_diff"] = float(np.mean(diffs)) if diffs else 0.0
     if kind == "cls":
         numbers["per_line"] = [(x["differs"] or x["rotation_flip"], x["score_change"]) for x in result.per_sample]
+    risks: list[float] = []
+    if kind == "cls":
+        risks = [float(x["score_change"]) for x in result.per_sample]
     if kind == "rec":
         numbers["per_line"] = [(x["differs"] or x["crosses_drop_score"], x["conf_change"]) for x in result.per_sample]
         risks = [frame_risk(refs[k], c) for k, c in zip(keep, safe, strict=True)]
         numbers["frame_flip_lines"] = sum(r >= 1.0 for r in risks)
         numbers["mean_frame_risk"] = float(np.mean(np.minimum(risks, 1.0)))
-    return criteria.judge(kind, numbers, n, nonfinite, part=data.name)
+    verdict = criteria.judge(kind, numbers, n, nonfinite, part=data.name)
+    verdict.risks = tuple(risks)
+    return verdict
 
 
 def frame_risk(reference: np.ndarray, candidate: np.ndarray) -> float:

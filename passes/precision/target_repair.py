@@ -41,21 +41,19 @@ from ncnnpass.ir.runtime import Job, TargetPool, describe_target, normalize_targ
 from ncnnpass.passes.measure.dynamic_sizes import runs_at_other_widths
 from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, ModelInfo
 
+from .checks import confirm_held_out, judge_parts, pass_gate, verify_on_target, winograd_is_the_loss
 from .criteria import Criteria, Verdict
-from .evaluator import Evaluator, Part, prepare_parts, reference_outputs, stressed
+from .evaluator import Evaluator, Part, at_risk, prepare_parts, reference_outputs, stressed
 from .macs import macs_per_layer
-from .mend import Mended, mend
 from .noise_floor import NoiseFloor, input_noise_floor
 from .placement import (
     ARITH,
     FP32,
-    NOWINO,
     Placement,
     apply_placement,
     choices_for,
     existing_placement,
     fp16_share,
-    winograd_in_fp16,
 )
 from .search import Budget, Point, Search, SearchResult, search
 
@@ -65,15 +63,11 @@ PROXIES = ("auto", "none", "vulkan")
 DEFAULT_BUDGET = 600.0
 #: per kind (lines for rec and cls, pages for det): the calibration pool drawn and the calibration set the search
 #: uses from it (the most fragile samples first, :func:`.evaluator.stressed`); held-out samples to confirm on the
-#: search target (two rounds at most); the held-out pool the target's verification set is picked from, and its size;
+#: search target (two rounds at most); the held-out pool the target's first lines are picked from (the winograd
+#: check; det: also the verification pages), and the size of the target's verification set (rec, cls: the gate lines
+#: the choice comes closest to changing on the proxy, :func:`.evaluator.at_risk`);
 #: the gate: held-out samples on the search target judged as a share (:class:`.criteria.Criteria`; det: none, its
 #: pages cost seconds each and F is already a share of boxes)
-#: a target verification that misses steps back along the curve by at least this much fp16 share per try, and
-#: tries this many times whatever the budget says
-FALLBACK_STEP = 0.05
-#: winograd off for the whole search when it at least halves the target's score of the model as given
-WINOGRAD_GAIN = 0.5
-MIN_TARGET_FALLBACKS = 3
 SENSITIVITY_SAMPLES = {"rec": 4, "cls": 8, "det": 1}
 SIZES = {"rec": {"pool": 160, "calibration": 32, "confirm": 24, "verify_pool": 64, "verify": 8, "gate": 200},
          "cls": {"pool": 160, "calibration": 48, "confirm": 32, "verify_pool": 64, "verify": 16, "gate": 200},
@@ -166,194 +160,6 @@ class Laps:
         now = time.perf_counter()
         self.phases[name] = self.phases.get(name, 0.0) + now - self.last
         self.last = now
-
-
-def _fallbacks(points: Sequence[Point], below: float) -> list[Point]:
-    """Placements that passed every part they were judged on, with less fp16 than ``below``, most fp16 first."""
-    failed = {p.placement for p in points if not p.verdict.ok}
-    seen: dict[Placement, Point] = {}
-    for p in points:
-        if p.verdict.ok and p.placement not in failed and p.fp16_share < below and p.placement not in seen:
-            seen[p.placement] = p
-    return sorted(seen.values(), key=lambda p: -p.fp16_share)
-
-
-def _next_fallback(pending: list[Point], share: float) -> Point:
-    """The passing point at least :data:`FALLBACK_STEP` less fp16 than ``share`` (else the next); removes
-    it and every point above it from ``pending``."""
-    pick = next((i for i, p in enumerate(pending) if p.fp16_share <= share - FALLBACK_STEP), 0)
-    p = pending[pick]
-    del pending[:pick + 1]
-    return p
-
-
-def _confirm(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
-             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, str]:
-    """The choice on the first held-out samples on the search target; when it misses there, the search again
-    on calibration + those samples (walk and refinement) and the new choice on the next held-out samples,
-    stepping down the passing points while that misses. Returns (choice, its calibration verdict, held-out
-    verdict, the part that verdict is on)."""
-    where = describe_target(ev.target)
-    (held,) = ev.evaluate([chosen], "confirm")
-    say(f"  held-out ({held.samples}) on {where}: {held.headline()}")
-    if held.ok or not len(confirm2):
-        return chosen, cal, held, "confirm"
-    say("  missed on held-out: searching again with those samples added to the calibration")
-    notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); searched "
-                 f"again on calibration + those {held.samples} samples")
-    (floor2,) = ev.evaluate([s.floor_p], "calibration+confirm")
-    if floor2.ok:
-        if not s.walk:
-            s.order()
-        chosen, cal = s.find("calibration+confirm")
-    else:
-        chosen, cal = s.floor_p, floor2
-    (held,) = ev.evaluate([chosen], "confirm-2")
-    say(f"  held-out ({held.samples} more) on {where}: {held.headline()}")
-    pending = _fallbacks(s.points, s.share(chosen))
-    while not held.ok and pending and clock.left() > 0:
-        p = _next_fallback(pending, s.share(chosen))
-        chosen, cal = p.placement, p.verdict
-        (held,) = ev.evaluate([chosen], "confirm-2")
-        say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
-    return chosen, cal, held, "confirm-2"
-
-
-def _step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],
-               clock: Budget, notes: list[str], say: Progress, miss: str,
-               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
-    """``chosen`` missed (``miss`` says how) where ``judge`` looks: first ``mended()`` (:mod:`.mend`: a group or
-    two kept fp32 that bring the failing samples back), else the most fp16 point of the walk below it that
-    passes ``judge``, by bisection between the floor (assumed to pass) and the choice (the walk is ordered
-    first when the model as given passed the search); else the floor. ``judge(placement, label)`` says its
-    verdict. Returns (choice, its calibration verdict, its ``judge`` verdict)."""
-    fixed = mended() if mended is not None else None
-    if fixed is not None:
-        notes.append(f"{miss}; {fixed.describe(s.share(fixed.placement))}")
-        (point,) = s.run([(f"mended: {' + '.join(fixed.raised)} fp32", fixed.placement)])
-        return fixed.placement, point.verdict, fixed.verdict
-    best: tuple[int, Verdict] | None = None
-    tries = 0
-
-    def at(j: int) -> Verdict:
-        return judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
-
-    if not s.walk:  # the model as given passed the search: order the walk, try its last point first
-        s.order()
-        s.j = len(s.walk)
-        v = at(s.j)
-        tries += 1
-        if v.ok:
-            best = (s.j, v)
-    lo, hi = (s.j, s.j) if best else (0, s.j)
-    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
-        j = (lo + hi) // 2
-        tries += 1
-        v = at(j)
-        if v.ok:
-            lo, best = j, (j, v)
-        else:
-            hi = j
-    if best is not None:
-        s.j = best[0]  # a later step back starts below this point
-        chosen, verdict = s.at(best[0]), best[1]
-        notes.append(f"{miss}; stepped back to walk {best[0]}/{len(s.walk)} ({100 * s.share(chosen):.1f}%)")
-    else:
-        s.j, chosen = 0, s.floor_p
-        verdict = judge(chosen, "  every layer fp32")
-        notes.append(f"{miss}; no walk point below it passed there: every layer fp32")
-    return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), verdict
-
-
-def _judge_parts(ev: Evaluator, p: Placement, parts: Sequence[str]) -> Verdict:
-    """``p``'s verdict on each of ``parts`` in turn: the first that fails, else the last."""
-    v = None
-    for part in parts:
-        (v,) = ev.evaluate([p], part)
-        if not v.ok:
-            return v
-    assert v is not None
-    return v
-
-
-def _gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget, notes: list[str],
-          say: Progress, before: Sequence[str] = ("calibration", "confirm"), mendable: bool = True
-          ) -> tuple[Placement, Verdict, Verdict]:
-    """The choice on the gate (hundreds of held-out lines on the search target, judged per line as a share:
-    :class:`.criteria.Criteria`); when it misses, the most fp16 walk point below it that passes the parts the
-    choice passed (``before``: its calibration and held-out samples; a walk point need not) and the gate. A rate of changed lines a few dozen samples cannot see (one in a hundred)
-    shows here. ``mendable``: a miss is first mended (:mod:`.mend`); not when the gate runs on a proxy for
-    another target (the emulated A76 changes 2-4 times as many lines as lavapipe: PP-OCRv5's choice mended to
-    pass lavapipe's gate changed 4 of 200 held-out lines there). Returns (choice, its calibration verdict, its
-    gate verdict)."""
-    where = describe_target(ev.target)
-    (gated,) = ev.evaluate([chosen], "gate")
-    say(f"  gate ({gated.samples} held-out) on {where}: {gated.headline()}")
-    if gated.ok or chosen == s.floor_p:
-        return chosen, cal, gated
-
-    def judge(p: Placement, label: str) -> Verdict:
-        v = _judge_parts(ev, p, [*before, "gate"])
-        say(f"{label} on {where} ({v.samples}): {v.headline()}")
-        return v
-
-    miss = f"the gate on {where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(gated.reasons)})"
-    return _step_back(s, chosen, cal, judge, clock, notes, say, miss,
-                      (lambda: mend(s, chosen, gated, ev, "gate", say, lambda p: _judge_parts(ev, p, before)))
-                      if mendable else None)
-
-
-def _verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
-                      notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None
-                      ) -> tuple[Placement, Verdict, Verdict]:
-    """The choice on the held-out verification samples on the target; when it misses, :func:`_step_back`
-    with the target as the judge.
-
-    ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
-    (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
-    where = describe_target(tev.target)
-    (on_target,) = tev.evaluate([chosen], "verify")
-    say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
-    if on_target.ok or chosen == s.floor_p:
-        return chosen, cal, on_target
-    searched = getattr(s.ev, "target", None)
-    searched = describe_target(searched) if searched else "the search target"
-
-    def judge(p: Placement, label: str) -> Verdict:
-        if search_check is not None:
-            pre = search_check(p)
-            if not pre.ok:
-                say(f"{label} on {searched}: {pre.headline()}")
-                return pre
-        (v,) = tev.evaluate([p], "verify")
-        say(f"{label} on {where}: {v.headline()}")
-        return v
-
-    miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
-    return _step_back(s, chosen, cal, judge, clock, notes, say, miss,
-                      lambda: mend(s, chosen, on_target, tev, "verify", say, search_check))
-
-
-def _winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
-                          notes: list[str], say: Progress) -> bool:
-    """Whether the target's fp16 winograd is the loss a proxy cannot see: on the target's verification samples
-    the model as given misses and the same with its winograd convolutions as ``31=64`` (fp16, winograd off)
-    scores at most :data:`WINOGRAD_GAIN` times as badly (a clear gain, not noise on a few samples; winograd
-    off costs the phone speed). ncnn's ARM fp16 winograd F(6,3) has no counterpart on lavapipe (docs/phone.md)."""
-    if not tev.target.startswith("arm") or tev.target == "arm-a57":  # the A57 has no fp16 arithmetic
-        return False
-    wino = winograd_in_fp16(graph, candidates, base)
-    if not wino:
-        return False
-    off = base.merged(dict.fromkeys(wino, NOWINO))
-    given, nowino = tev.evaluate([base, off], "verify")
-    where = describe_target(tev.target)
-    say(f"  on {where}: as given {given.headline()}; {len(wino)} winograd convolution(s) as 31=64: {nowino.headline()}")
-    if given.ok or not nowino.score <= WINOGRAD_GAIN * given.score:
-        return False
-    notes.append(f"{where}: its fp16 winograd is a loss the proxy cannot see (as given: {given.headline()}; "
-                 f"{len(wino)} winograd convolution(s) as 31=64: {nowino.headline()}); the search lowers them as 31=64")
-    return True
 
 
 def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
@@ -500,8 +306,9 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     picked = f" (the most fragile of {len(parts['calibration'])})" if info.kind != "det" else ""
     data = (f"{cal_part.source}: {len(cal_part)} calibration {unit}{picked}, held-out "
             f"{len(confirm)} + {len(confirm2)}" + (f" + a gate of {len(gate_part)}" if len(gate_part) else "")
-            + f" on {searched_on}" + (f", {len(check)}{' (the most fragile)' if picked else ''} on {target}"
-                                      if check else ""))
+            + f" on {searched_on}" + (f", {len(check)} on {target}" + (
+                " (the gate lines the choice comes closest to changing)" if info.kind != "det" and len(gate_part)
+                else " (the most fragile)" if picked else "") if check else ""))
     say(f"  data: {data}")
     # MACs at the model's default input (3x48x320 for rec): shares at other widths differ a little (attention)
     macs = macs_per_layer(graph, runtime.infer_shapes(graph, tuple(info.input_shape), target="isolated"))
@@ -528,7 +335,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             base = base.merged(dict.fromkeys(forced, FP32))
             notes.append(f"fp16 overflow: kept {len(forced)} layer(s) fp32 first ({', '.join(forced[:6])})")
         lap("as given")
-        no_winograd = tev is not None and _winograd_is_the_loss(tev, graph, base, candidates, notes, say)
+        no_winograd = tev is not None and winograd_is_the_loss(tev, graph, base, candidates, notes, say)
         lap("winograd check")
         cpu: set[str] = set()
         if searched_on == "vulkan":
@@ -548,15 +355,19 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         held_part = "confirm"
         reached = result.reached
         if reached and len(confirm):
-            chosen, cal, held, held_part = _confirm(ev, s, chosen, cal, confirm2, clock, notes, say)
+            chosen, cal, held, held_part = confirm_held_out(ev, s, chosen, cal, confirm2, clock, notes, say)
             reached = held.ok
         lap("confirm")
         # what a step back must pass on the search target: the search's calibration and held-out parts, the gate
         passed = ["calibration" if held_part == "confirm" else "calibration+confirm",
                   *([held_part] if len(confirm) else [])]
+        # the target verifies the choice on the gate's lines it came closest to changing on the proxy (rec, cls):
+        # a noisier target changes those first, so a miss the proxy's gate allows, and a mend on it, show there
+        risky = tev is not None and info.kind in ("rec", "cls") and len(gate_part) > 0
         if reached and len(gate_part):
             before = chosen
-            chosen, cal, gated = _gate(ev, s, chosen, cal, clock, notes, say, passed, mendable=searched_on == target)
+            chosen, cal, gated = pass_gate(ev, s, chosen, cal, clock, notes, say, passed,
+                                       mendable=searched_on == target or risky)
             reached = gated.ok
             if chosen != before and len(confirm):
                 (held,) = ev.evaluate([chosen], held_part)
@@ -568,9 +379,17 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             gpu_check = None
             if searched_on == "vulkan" and len(confirm):  # the file must stay right on the phone's GPU too
                 def gpu_check(p: Placement) -> Verdict:
-                    return _judge_parts(ev, p, [*passed, *(["gate"] if len(gate_part) else [])])
+                    return judge_parts(ev, p, [*passed, *(["gate"] if len(gate_part) else [])])
+            vpart = "verify"
+            if risky:
+                (at,) = ev.evaluate([chosen], "gate")  # cached unless the gate mended the choice
+                if len(at.risks) == len(gate_part):
+                    tev.parts["at-risk"] = at_risk(info.kind, gate_part, at, verify_n, "at-risk")
+                    vpart = "at-risk"
+                    say(f"  verifying on {describe_target(target)} on the {len(tev.parts[vpart])} gate lines the "
+                        f"choice comes closest to changing on {describe_target(searched_on)}")
             before = chosen
-            chosen, cal, on_target = _verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check)
+            chosen, cal, on_target = verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check, vpart)
             reached = on_target.ok
             if gpu_check is not None and chosen != before:
                 (held,) = ev.evaluate([chosen], held_part)

@@ -1,0 +1,219 @@
+"""The checks a choice of the phone repair passes after the search (:mod:`.target_repair`), and what happens
+when it misses one: the held-out confirmation on the search target (:func:`confirm_held_out`), the gate
+(:func:`pass_gate`), the verification on the target itself after a proxy search (:func:`verify_on_target`), each
+mending a miss on a few samples (:mod:`.mend`) or stepping back along the walk (:func:`step_back`); and, before
+the search, whether the target's fp16 winograd is a loss the proxy cannot see (:func:`winograd_is_the_loss`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ncnnpass.ir import Graph
+from ncnnpass.ir.runtime import describe_target
+
+from .criteria import Verdict
+from .evaluator import Evaluator, Part
+from .mend import Mended, mend
+from .placement import NOWINO, Placement, winograd_in_fp16
+from .search import Budget, Point, Search
+
+Progress = Callable[[str], None]
+#: a target verification that misses steps back along the curve by at least this much fp16 share per try, and
+#: tries this many times whatever the budget says
+FALLBACK_STEP = 0.05
+#: winograd off for the whole search when it at least halves the target's score of the model as given
+WINOGRAD_GAIN = 0.5
+MIN_TARGET_FALLBACKS = 3
+
+
+def fallbacks(points: Sequence[Point], below: float) -> list[Point]:
+    """Placements that passed every part they were judged on, with less fp16 than ``below``, most fp16 first."""
+    failed = {p.placement for p in points if not p.verdict.ok}
+    seen: dict[Placement, Point] = {}
+    for p in points:
+        if p.verdict.ok and p.placement not in failed and p.fp16_share < below and p.placement not in seen:
+            seen[p.placement] = p
+    return sorted(seen.values(), key=lambda p: -p.fp16_share)
+
+
+def next_fallback(pending: list[Point], share: float) -> Point:
+    """The passing point at least :data:`FALLBACK_STEP` less fp16 than ``share`` (else the next); removes
+    it and every point above it from ``pending``."""
+    pick = next((i for i, p in enumerate(pending) if p.fp16_share <= share - FALLBACK_STEP), 0)
+    p = pending[pick]
+    del pending[:pick + 1]
+    return p
+
+
+def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
+             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, str]:
+    """The choice on the first held-out samples on the search target; when it misses there, the search again
+    on calibration + those samples (walk and refinement) and the new choice on the next held-out samples,
+    stepping down the passing points while that misses. Returns (choice, its calibration verdict, held-out
+    verdict, the part that verdict is on)."""
+    where = describe_target(ev.target)
+    (held,) = ev.evaluate([chosen], "confirm")
+    say(f"  held-out ({held.samples}) on {where}: {held.headline()}")
+    if held.ok or not len(confirm2):
+        return chosen, cal, held, "confirm"
+    say("  missed on held-out: searching again with those samples added to the calibration")
+    notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); searched "
+                 f"again on calibration + those {held.samples} samples")
+    (floor2,) = ev.evaluate([s.floor_p], "calibration+confirm")
+    if floor2.ok:
+        if not s.walk:
+            s.order()
+        chosen, cal = s.find("calibration+confirm")
+    else:
+        chosen, cal = s.floor_p, floor2
+    (held,) = ev.evaluate([chosen], "confirm-2")
+    say(f"  held-out ({held.samples} more) on {where}: {held.headline()}")
+    pending = fallbacks(s.points, s.share(chosen))
+    while not held.ok and pending and clock.left() > 0:
+        p = next_fallback(pending, s.share(chosen))
+        chosen, cal = p.placement, p.verdict
+        (held,) = ev.evaluate([chosen], "confirm-2")
+        say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
+    return chosen, cal, held, "confirm-2"
+
+
+def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],
+               clock: Budget, notes: list[str], say: Progress, miss: str,
+               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
+    """``chosen`` missed (``miss`` says how) where ``judge`` looks: first ``mended()`` (:mod:`.mend`: a group or
+    two kept fp32 that bring the failing samples back), else the most fp16 point of the walk below it that
+    passes ``judge``, by bisection between the floor (assumed to pass) and the choice (the walk is ordered
+    first when the model as given passed the search); else the floor. ``judge(placement, label)`` says its
+    verdict. Returns (choice, its calibration verdict, its ``judge`` verdict)."""
+    fixed = mended() if mended is not None else None
+    if fixed is not None:
+        notes.append(f"{miss}; {fixed.describe(s.share(fixed.placement))}")
+        (point,) = s.run([(f"mended: {' + '.join(fixed.raised)} fp32", fixed.placement)])
+        return fixed.placement, point.verdict, fixed.verdict
+    best: tuple[int, Verdict] | None = None
+    tries = 0
+
+    def at(j: int) -> Verdict:
+        return judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
+
+    if not s.walk:  # the model as given passed the search: order the walk, try its last point first
+        s.order()
+        s.j = len(s.walk)
+        v = at(s.j)
+        tries += 1
+        if v.ok:
+            best = (s.j, v)
+    lo, hi = (s.j, s.j) if best else (0, s.j)
+    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+        j = (lo + hi) // 2
+        tries += 1
+        v = at(j)
+        if v.ok:
+            lo, best = j, (j, v)
+        else:
+            hi = j
+    if best is not None:
+        s.j = best[0]  # a later step back starts below this point
+        chosen, verdict = s.at(best[0]), best[1]
+        notes.append(f"{miss}; stepped back to walk {best[0]}/{len(s.walk)} ({100 * s.share(chosen):.1f}%)")
+    else:
+        s.j, chosen = 0, s.floor_p
+        verdict = judge(chosen, "  every layer fp32")
+        notes.append(f"{miss}; no walk point below it passed there: every layer fp32")
+    return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), verdict
+
+
+def judge_parts(ev: Evaluator, p: Placement, parts: Sequence[str]) -> Verdict:
+    """``p``'s verdict on each of ``parts`` in turn: the first that fails, else the last."""
+    v = None
+    for part in parts:
+        (v,) = ev.evaluate([p], part)
+        if not v.ok:
+            return v
+    assert v is not None
+    return v
+
+
+def pass_gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget, notes: list[str],
+          say: Progress, before: Sequence[str] = ("calibration", "confirm"), mendable: bool = True
+          ) -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the gate (hundreds of held-out lines on the search target, judged per line as a share:
+    :class:`.criteria.Criteria`); when it misses, the most fp16 walk point below it that passes the parts the
+    choice passed (``before``: its calibration and held-out samples; a walk point need not) and the gate. A rate of changed lines a few dozen samples cannot see (one in a hundred)
+    shows here. ``mendable``: a miss is first mended (:mod:`.mend`). On a proxy for a noisier target only when
+    that target then verifies on the gate lines the choice came closest to changing (the emulated A76 changes 2-4
+    times as many lines as lavapipe: PP-OCRv5's choice mended to pass lavapipe's gate changed 4 of 200 held-out
+    lines there, and lavapipe's riskiest lines hold most of them). Returns (choice, its calibration verdict, its
+    gate verdict)."""
+    where = describe_target(ev.target)
+    (gated,) = ev.evaluate([chosen], "gate")
+    say(f"  gate ({gated.samples} held-out) on {where}: {gated.headline()}")
+    if gated.ok or chosen == s.floor_p:
+        return chosen, cal, gated
+
+    def judge(p: Placement, label: str) -> Verdict:
+        v = judge_parts(ev, p, [*before, "gate"])
+        say(f"{label} on {where} ({v.samples}): {v.headline()}")
+        return v
+
+    miss = f"the gate on {where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(gated.reasons)})"
+    return step_back(s, chosen, cal, judge, clock, notes, say, miss,
+                      (lambda: mend(s, chosen, gated, ev, "gate", say, lambda p: judge_parts(ev, p, before)))
+                      if mendable else None)
+
+
+def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
+                      notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None,
+                      part: str = "verify") -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the held-out verification samples (``part`` of ``tev``) on the target; when it misses,
+    :func:`step_back` with the target as the judge.
+
+    ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
+    (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
+    where = describe_target(tev.target)
+    (on_target,) = tev.evaluate([chosen], part)
+    say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
+    if on_target.ok or chosen == s.floor_p:
+        return chosen, cal, on_target
+    searched = getattr(s.ev, "target", None)
+    searched = describe_target(searched) if searched else "the search target"
+
+    def judge(p: Placement, label: str) -> Verdict:
+        if search_check is not None:
+            pre = search_check(p)
+            if not pre.ok:
+                say(f"{label} on {searched}: {pre.headline()}")
+                return pre
+        (v,) = tev.evaluate([p], part)
+        say(f"{label} on {where}: {v.headline()}")
+        return v
+
+    miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
+    return step_back(s, chosen, cal, judge, clock, notes, say, miss,
+                      lambda: mend(s, chosen, on_target, tev, part, say, search_check))
+
+
+def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
+                          notes: list[str], say: Progress) -> bool:
+    """Whether the target's fp16 winograd is the loss a proxy cannot see: on the target's verification samples
+    the model as given misses and the same with its winograd convolutions as ``31=64`` (fp16, winograd off)
+    scores at most :data:`WINOGRAD_GAIN` times as badly (a clear gain, not noise on a few samples; winograd
+    off costs the phone speed). ncnn's ARM fp16 winograd F(6,3) has no counterpart on lavapipe (docs/phone.md)."""
+    if not tev.target.startswith("arm") or tev.target == "arm-a57":  # the A57 has no fp16 arithmetic
+        return False
+    wino = winograd_in_fp16(graph, candidates, base)
+    if not wino:
+        return False
+    off = base.merged(dict.fromkeys(wino, NOWINO))
+    given, nowino = tev.evaluate([base, off], "verify")
+    where = describe_target(tev.target)
+    say(f"  on {where}: as given {given.headline()}; {len(wino)} winograd convolution(s) as 31=64: {nowino.headline()}")
+    if given.ok or not nowino.score <= WINOGRAD_GAIN * given.score:
+        return False
+    notes.append(f"{where}: its fp16 winograd is a loss the proxy cannot see (as given: {given.headline()}; "
+                 f"{len(wino)} winograd convolution(s) as 31=64: {nowino.headline()}); the search lowers them as 31=64")
+    return True
+
+
+__all__ = ["FALLBACK_STEP", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "confirm_held_out", "fallbacks", "judge_parts",
+           "next_fallback", "pass_gate", "step_back", "verify_on_target", "winograd_is_the_loss"]
