@@ -678,3 +678,23 @@ def test_verdicts_carry_per_line_risks_and_at_risk_picks_the_closest_to_changing
         == [5, 1, 2, 0, 4]
     with pytest.raises(ValueError):
         at_risk("rec", part.slice("gate", 0, 3), v, 2, "a")
+
+
+def test_the_search_keeps_time_for_the_checks_after_it() -> None:
+    """The refinement's budget ends early by what the checks after it should cost at the wall time per sample
+    measured so far: the confirmation and gate on the search target, the verification (and the random check)
+    on the target — as the winograd check measured it, else EMULATION_FACTOR times the search target's."""
+    from types import SimpleNamespace
+
+    from ncnnpass.passes.precision.target_repair import EMULATION_FACTOR, checks_cost
+
+    lavapipe = SimpleNamespace(seconds=16.0, inferences=32)  # 0.5 s per line
+    emulator = SimpleNamespace(seconds=240.0, inferences=16)  # 15 s per line
+    assert checks_cost(lavapipe, emulator, 224, 8, True) == pytest.approx(0.5 * 224 + 15 * 9)
+    fresh = SimpleNamespace(seconds=0.0, inferences=0)  # the target not run yet
+    assert checks_cost(lavapipe, fresh, 224, 8, False) == pytest.approx(0.5 * 224 + EMULATION_FACTOR * 0.5 * 8)
+    assert checks_cost(lavapipe, None, 224, 0, True) == pytest.approx(0.5 * 225)  # the target is the search's
+    whole = Budget(600.0)
+    search_part = whole.less(300.0)
+    assert whole.left() - search_part.left() == pytest.approx(300.0, abs=0.1)
+    assert Budget(None).less(300.0).left() == float("inf") and whole.less(-5).deadline == whole.deadline

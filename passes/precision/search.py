@@ -166,6 +166,12 @@ class Budget:
     def left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.perf_counter()
 
+    def less(self, seconds: float) -> Budget:
+        """A budget ending ``seconds`` earlier (time kept for what must run after)."""
+        out = Budget(None)
+        out.deadline = None if self.deadline is None else self.deadline - max(0.0, seconds)
+        return out
+
 
 class Search:
     """The search's state over one evaluator (see :func:`search`); :meth:`find` can run again on a larger

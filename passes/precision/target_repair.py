@@ -162,6 +162,24 @@ class Laps:
         self.last = now
 
 
+#: an emulated ARM inference costs about this many lavapipe ones (PP-OCRv3 rec: ~15 s against ~0.6 s)
+EMULATION_FACTOR = 25.0
+
+
+def checks_cost(ev: Evaluator, tev: Evaluator | None, search_samples: int, target_samples: int,
+                random_check: bool) -> float:
+    """Seconds the checks after the search should take, from the wall time per sample measured so far: the
+    held-out confirmation and the gate on the search target (``search_samples``), the verification on the
+    target (``target_samples``; per sample as measured by the winograd check, else :data:`EMULATION_FACTOR`
+    times the search target's) and the random-input check. Mending and steps back are not foreseen (they
+    stop when the budget is spent, after a minimum of tries)."""
+    per = ev.seconds / ev.inferences if ev.inferences else 0.0
+    per_target = tev.seconds / tev.inferences if tev is not None and tev.inferences else EMULATION_FACTOR * per
+    if tev is None:
+        per_target = per
+    return per * search_samples + per_target * (target_samples + (1 if random_check else 0))
+
+
 def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
     """The model facts when there is no ONNX: ``kind`` (else guessed from the output's shape at the default
     input), the kind's default input shape, no dictionary (strings compared as class ids)."""
@@ -337,6 +355,11 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         lap("as given")
         no_winograd = tev is not None and winograd_is_the_loss(tev, graph, base, candidates, notes, say)
         lap("winograd check")
+        # the refinement ends early enough for the checks after it to end within the budget
+        reserve = checks_cost(ev, tev, len(confirm) + len(gate_part), len(check) if check else 0, random_check)
+        search_clock = clock.less(reserve)
+        if budget is not None:
+            say(f"  the search keeps {reserve:.0f} s of the {budget:.0f} s budget for the checks after it")
         cpu: set[str] = set()
         if searched_on == "vulkan":
             cpu = {n for n, _ in runners.sessions[0].cpu_layers(graph)}
@@ -347,7 +370,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         state: list[Search] = []
         arith = [n for n in candidates if ARITH in choices_for(graph.layer(n), target)] if target == "vulkan" else []
         result = search(ev, graph, candidates, macs, base=base, groups=groups or 16, workers=workers,
-                        budget=clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
+                        budget=search_clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
                         sensitivity_samples=SENSITIVITY_SAMPLES[info.kind], no_winograd=no_winograd)
         s = state[0]
         lap("search")
