@@ -385,12 +385,12 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         passed = ["calibration" if held_part == "confirm" else "calibration+confirm",
                   *([held_part] if len(confirm) else [])]
         # the target verifies the choice on the gate's lines it came closest to changing on the proxy (rec, cls):
-        # a noisier target changes those first, so a miss the proxy's gate allows, and a mend on it, show there
+        # a noisier target changes those first
         risky = tev is not None and info.kind in ("rec", "cls") and len(gate_part) > 0
         if reached and len(gate_part):
             before = chosen
             chosen, cal, gated = pass_gate(ev, s, chosen, cal, clock, notes, say, passed,
-                                       mendable=searched_on == target or risky)
+                                           mendable=searched_on == target)
             reached = gated.ok
             if chosen != before and len(confirm):
                 (held,) = ev.evaluate([chosen], held_part)
