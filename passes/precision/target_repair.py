@@ -12,12 +12,13 @@
 3. the choice confirmed on held-out samples on the search target, then on its gate (200 more held-out lines,
    judged as a share: at most the goal's 0.5% of lines off, :class:`.criteria.Criteria`; a rate of changed
    lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
-   samples); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``, the emulator)
+   samples: for rec and cls the gate lines the choice came closest to changing on the proxy); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``, the emulator)
    is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back, judged on the
    others), else falls back to the next passing point of the walk with more fp32;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
-   error on one seeded random input (no longer the criterion), times and inference counts, and the
+   error on one seeded random input (no longer the criterion), times (per phase; the refinement leaves the
+   checks after it their expected time within the budget) and inference counts, and the
    reference's own noise floor on the calibration part (:mod:`.noise_floor`: what one fp16 rounding of the
    input alone does; a criterion stricter than that is named as such).
 """
