@@ -698,3 +698,37 @@ def test_the_search_keeps_time_for_the_checks_after_it() -> None:
     search_part = whole.less(300.0)
     assert whole.left() - search_part.left() == pytest.approx(300.0, abs=0.1)
     assert Budget(None).less(300.0).left() == float("inf") and whole.less(-5).deadline == whole.deadline
+    # a callable reserve is asked again at each look; reserves add up
+    cost = [100.0]
+    moving = whole.less(lambda: cost[0])
+    first = moving.left()
+    cost[0] = 400.0
+    assert first - moving.left() == pytest.approx(300.0, abs=0.1)
+    assert whole.left() - moving.less(50.0).left() == pytest.approx(450.0, abs=0.1)
+
+
+def test_a_refined_choice_that_misses_steps_back_to_its_walk_point_first(chain) -> None:
+    """The refinement lowered a group on top of walk point j and the gate sees that group's harm: the step back
+    tries walk point j itself first (it was never judged there) and keeps it, rather than bisecting below it."""
+    from ncnnpass.passes.precision.checks import pass_gate
+
+    _, macs = chain
+    res, s = _proxy_search(chain)
+    extra = next(g for g in s.walk[s.j:] if g.macs and all(res.chosen.choice(n) != FP16 for n in g.layers))
+    refined = s.at(s.j, [extra])
+    assert fp16_share(macs, refined) > fp16_share(macs, s.at(s.j))
+
+    class Gated(FakeEvaluator):
+        target = "vulkan"
+
+        def evaluate(self, placements, part="calibration", count=None):
+            out = super().evaluate(placements, part, count)
+            if part == "gate":  # the extra group's harm shows on the gate only
+                out = [Verdict(False, 9.0, {}, ["off"], 200) if any(p.choice(n) == FP16 for n in extra.layers)
+                       else v for p, v in zip(placements, out, strict=True)]
+            return out
+
+    j = s.j
+    ev = Gated({"c4": 2.0, "sm": 5.0})
+    chosen, _, gated = pass_gate(ev, s, refined, res.chosen_verdict, Budget(None), [], print, mendable=False)
+    assert gated.ok and chosen == s.at(j) and s.j == j

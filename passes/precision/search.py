@@ -162,14 +162,20 @@ class Budget:
 
     def __init__(self, seconds: float | None) -> None:
         self.deadline = None if seconds is None else time.perf_counter() + seconds
+        self.reserve: Callable[[], float] = lambda: 0.0
 
     def left(self) -> float:
-        return float("inf") if self.deadline is None else self.deadline - time.perf_counter()
+        if self.deadline is None:
+            return float("inf")
+        return self.deadline - max(0.0, self.reserve()) - time.perf_counter()
 
-    def less(self, seconds: float) -> Budget:
-        """A budget ending ``seconds`` earlier (time kept for what must run after)."""
+    def less(self, seconds: float | Callable[[], float]) -> Budget:
+        """This budget ending ``seconds`` earlier (time kept for what must run after; a callable is asked again
+        at each :meth:`left`, so an estimate can follow what is measured meanwhile)."""
         out = Budget(None)
-        out.deadline = None if self.deadline is None else self.deadline - max(0.0, seconds)
+        out.deadline = self.deadline
+        more = seconds if callable(seconds) else (lambda: float(seconds))
+        out.reserve = lambda: self.reserve() + more()
         return out
 
 

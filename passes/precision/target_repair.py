@@ -357,10 +357,13 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         no_winograd = tev is not None and winograd_is_the_loss(tev, graph, base, candidates, notes, say)
         lap("winograd check")
         # the refinement ends early enough for the checks after it to end within the budget
-        reserve = checks_cost(ev, tev, len(confirm) + len(gate_part), len(check) if check else 0, random_check)
+        # (re-estimated at each look: the first evaluations' cost includes starting the workers)
+        def reserve() -> float:
+            return checks_cost(ev, tev, len(confirm) + len(gate_part), len(check) if check else 0, random_check)
+
         search_clock = clock.less(reserve)
         if budget is not None:
-            say(f"  the search keeps {reserve:.0f} s of the {budget:.0f} s budget for the checks after it")
+            say(f"  the search keeps ~{reserve():.0f} s of the {budget:.0f} s budget for the checks after it")
         cpu: set[str] = set()
         if searched_on == "vulkan":
             cpu = {n for n, _ in runners.sessions[0].cpu_layers(graph)}
@@ -374,6 +377,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
                         budget=search_clock, share_of=share_of, progress=say, state=state, arith_choices=arith,
                         sensitivity_samples=SENSITIVITY_SAMPLES[info.kind], no_winograd=no_winograd)
         s = state[0]
+        if budget is not None:
+            say(f"  kept {reserve():.0f} s for the checks after the search")
         lap("search")
         chosen, cal, held, gated = result.chosen, result.chosen_verdict, None, None
         held_part = "confirm"
