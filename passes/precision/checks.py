@@ -170,17 +170,28 @@ def pass_gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: 
                       if mendable else None)
 
 
+def _first_miss(tev: Evaluator, p: Placement, parts: Sequence[str]) -> tuple[str, Verdict]:
+    """``p`` on each of ``parts`` of ``tev`` in turn: the first part it misses and that verdict, else the last."""
+    for part in parts:
+        (v,) = tev.evaluate([p], part)
+        if not v.ok:
+            return part, v
+    return part, v
+
+
 def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
-                      notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None,
-                      part: str = "verify") -> tuple[Placement, Verdict, Verdict]:
-    """The choice on the held-out verification samples (``part`` of ``tev``) on the target; when it misses,
-    :func:`step_back` with the target as the judge.
+                     notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None,
+                     parts: Sequence[str] = ("verify",)) -> tuple[Placement, Verdict, Verdict]:
+    """The choice on the held-out verification samples on the target (each of ``parts`` of ``tev`` in turn: the
+    reference's most fragile lines, then the gate lines the choice came closest to changing on the proxy); when
+    it misses, :func:`step_back` with the target as the judge, a mend first on the part it missed (which must
+    then pass the other parts too).
 
     ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
     (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
     where = describe_target(tev.target)
-    (on_target,) = tev.evaluate([chosen], part)
-    say(f"  held-out ({on_target.samples}) on {where}: {on_target.headline()}")
+    missed, on_target = _first_miss(tev, chosen, parts)
+    say(f"  held-out ({on_target.samples}{'' if on_target.ok else ', ' + missed}) on {where}: {on_target.headline()}")
     if on_target.ok or chosen == s.floor_p:
         return chosen, cal, on_target
     searched = getattr(s.ev, "target", None)
@@ -192,13 +203,23 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
             if not pre.ok:
                 say(f"{label} on {searched}: {pre.headline()}")
                 return pre
-        (v,) = tev.evaluate([p], part)
+        _, v = _first_miss(tev, p, parts)
         say(f"{label} on {where}: {v.headline()}")
         return v
 
+    others = [q for q in parts if q != missed]
+
+    def passes_the_rest(p: Placement) -> Verdict:
+        if search_check is not None:
+            pre = search_check(p)
+            if not pre.ok or not others:
+                return pre
+        return _first_miss(tev, p, others)[1] if others else Verdict(True, 0.0, {})
+
     miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
     return step_back(s, chosen, cal, judge, clock, notes, say, miss,
-                      lambda: mend(s, chosen, on_target, tev, part, say, search_check))
+                     lambda: mend(s, chosen, on_target, tev, missed, say,
+                                  passes_the_rest if search_check is not None or others else None))
 
 
 def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
