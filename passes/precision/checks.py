@@ -46,7 +46,7 @@ def next_fallback(pending: list[Point], share: float) -> Point:
 
 
 def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
-             notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, str]:
+                     notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, str]:
     """The choice on the first held-out samples on the search target; when it misses there, the search again
     on calibration + those samples (walk and refinement) and the new choice on the next held-out samples,
     stepping down the passing points while that misses. Returns (choice, its calibration verdict, held-out
@@ -78,8 +78,8 @@ def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, 
 
 
 def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],
-               clock: Budget, notes: list[str], say: Progress, miss: str,
-               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
+              clock: Budget, notes: list[str], say: Progress, miss: str,
+              mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
     """``chosen`` missed (``miss`` says how) where ``judge`` looks: first ``mended()`` (:mod:`.mend`: a group or
     two kept fp32 that bring the failing samples back), else the most fp16 point of the walk below it that
     passes ``judge``, by bisection between the floor (assumed to pass) and the choice (the walk is ordered
@@ -131,20 +131,26 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
     return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), verdict
 
 
-def judge_parts(ev: Evaluator, p: Placement, parts: Sequence[str]) -> Verdict:
-    """``p``'s verdict on each of ``parts`` in turn: the first that fails, else the last."""
-    v = None
+def first_miss(ev: Evaluator, p: Placement, parts: Sequence[str]) -> tuple[str, Verdict]:
+    """``p`` on each of ``parts`` of ``ev`` in turn (at least one): the first part it misses and that verdict,
+    else the last part and its verdict."""
+    if not parts:
+        raise ValueError("no part to judge on")
     for part in parts:
         (v,) = ev.evaluate([p], part)
         if not v.ok:
-            return v
-    assert v is not None
-    return v
+            break
+    return part, v
+
+
+def judge_parts(ev: Evaluator, p: Placement, parts: Sequence[str]) -> Verdict:
+    """``p``'s verdict on each of ``parts`` in turn: the first that fails, else the last."""
+    return first_miss(ev, p, parts)[1]
 
 
 def pass_gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget, notes: list[str],
-          say: Progress, before: Sequence[str] = ("calibration", "confirm"), mendable: bool = True
-          ) -> tuple[Placement, Verdict, Verdict]:
+              say: Progress, before: Sequence[str] = ("calibration", "confirm"), mendable: bool = True
+              ) -> tuple[Placement, Verdict, Verdict]:
     """The choice on the gate (hundreds of held-out lines on the search target, judged per line as a share:
     :class:`.criteria.Criteria`); when it misses, the most fp16 walk point below it that passes the parts the
     choice passed (``before``: its calibration and held-out samples; a walk point need not) and the gate. A rate of changed lines a few dozen samples cannot see (one in a hundred)
@@ -170,15 +176,6 @@ def pass_gate(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: 
                       if mendable else None)
 
 
-def _first_miss(tev: Evaluator, p: Placement, parts: Sequence[str]) -> tuple[str, Verdict]:
-    """``p`` on each of ``parts`` of ``tev`` in turn: the first part it misses and that verdict, else the last."""
-    for part in parts:
-        (v,) = tev.evaluate([p], part)
-        if not v.ok:
-            return part, v
-    return part, v
-
-
 def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict, clock: Budget,
                      notes: list[str], say: Progress, search_check: Callable[[Placement], Verdict] | None = None,
                      parts: Sequence[str] = ("verify",)) -> tuple[Placement, Verdict, Verdict]:
@@ -190,7 +187,7 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
     ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
     (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
     where = describe_target(tev.target)
-    missed, on_target = _first_miss(tev, chosen, parts)
+    missed, on_target = first_miss(tev, chosen, parts)
     say(f"  held-out ({on_target.samples}{'' if on_target.ok else ', ' + missed}) on {where}: {on_target.headline()}")
     if on_target.ok or chosen == s.floor_p:
         return chosen, cal, on_target
@@ -203,18 +200,17 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
             if not pre.ok:
                 say(f"{label} on {searched}: {pre.headline()}")
                 return pre
-        _, v = _first_miss(tev, p, parts)
+        v = judge_parts(tev, p, parts)
         say(f"{label} on {where}: {v.headline()}")
         return v
 
     others = [q for q in parts if q != missed]
 
-    def passes_the_rest(p: Placement) -> Verdict:
-        if search_check is not None:
-            pre = search_check(p)
-            if not pre.ok or not others:
-                return pre
-        return _first_miss(tev, p, others)[1] if others else Verdict(True, 0.0, {})
+    def passes_the_rest(p: Placement) -> Verdict:  # asked only when there is a search check or another part
+        pre = search_check(p) if search_check is not None else None
+        if pre is not None and (not pre.ok or not others):
+            return pre
+        return judge_parts(tev, p, others)
 
     miss = f"{where} missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(on_target.reasons)})"
     return step_back(s, chosen, cal, judge, clock, notes, say, miss,
@@ -223,7 +219,7 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
 
 
 def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
-                          notes: list[str], say: Progress) -> bool:
+                         notes: list[str], say: Progress) -> bool:
     """Whether the target's fp16 winograd is the loss a proxy cannot see: on the target's verification samples
     the model as given misses and the same with its winograd convolutions as ``31=64`` (fp16, winograd off)
     scores at most :data:`WINOGRAD_GAIN` times as badly (a clear gain, not noise on a few samples; winograd
@@ -244,5 +240,5 @@ def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidat
     return True
 
 
-__all__ = ["FALLBACK_STEP", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "confirm_held_out", "fallbacks", "judge_parts",
-           "next_fallback", "pass_gate", "step_back", "verify_on_target", "winograd_is_the_loss"]
+__all__ = ["FALLBACK_STEP", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "confirm_held_out", "fallbacks", "first_miss",
+           "judge_parts", "next_fallback", "pass_gate", "step_back", "verify_on_target", "winograd_is_the_loss"]

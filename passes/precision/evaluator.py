@@ -301,10 +301,9 @@ def judge_outputs(kind: str, metric, criteria: Criteria, data: Part, outs: Seque
     numbers = dict(result.numbers)
     diffs = [x.get("max_prob_diff", x.get("max_map_diff", 0.0)) for x in result.per_sample]
     numbers["mean_max_diff"] = float(np.mean(diffs)) if diffs else 0.0
-    if kind == "cls":
-        numbers["per_line"] = [(x["differs"] or x["rotation_flip"], x["score_change"]) for x in result.per_sample]
     risks: list[float] = []
     if kind == "cls":
+        numbers["per_line"] = [(x["differs"] or x["rotation_flip"], x["score_change"]) for x in result.per_sample]
         risks = [float(x["score_change"]) for x in result.per_sample]
     if kind == "rec":
         numbers["per_line"] = [(x["differs"] or x["crosses_drop_score"], x["conf_change"]) for x in result.per_sample]

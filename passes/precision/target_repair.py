@@ -12,9 +12,10 @@
 3. the choice confirmed on held-out samples on the search target, then on its gate (200 more held-out lines,
    judged as a share: at most the goal's 0.5% of lines off, :class:`.criteria.Criteria`; a rate of changed
    lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
-   samples: for rec and cls the gate lines the choice came closest to changing on the proxy); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``, the emulator)
-   is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back, judged on the
-   others), else falls back to the next passing point of the walk with more fp32;
+   samples: the reference's most fragile, then for rec and cls as many gate lines the choice came closest to
+   changing on the proxy); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``,
+   the emulator) is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back,
+   judged on the others), else falls back to the next passing point of the walk with more fp32;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
    error on one seeded random input (no longer the criterion), times (per phase; the refinement leaves the
@@ -64,9 +65,9 @@ PROXIES = ("auto", "none", "vulkan")
 DEFAULT_BUDGET = 600.0
 #: per kind (lines for rec and cls, pages for det): the calibration pool drawn and the calibration set the search
 #: uses from it (the most fragile samples first, :func:`.evaluator.stressed`); held-out samples to confirm on the
-#: search target (two rounds at most); the held-out pool the target's first lines are picked from (the winograd
-#: check; det: also the verification pages), and the size of the target's verification set (rec, cls: the gate lines
-#: the choice comes closest to changing on the proxy, :func:`.evaluator.at_risk`);
+#: search target (two rounds at most); the held-out pool the target's verification set is picked from (the most
+#: fragile; the winograd check runs on it), and its size (rec, cls: then as many gate lines the choice comes closest
+#: to changing on the proxy, :func:`.evaluator.at_risk`);
 #: the gate: held-out samples on the search target judged as a share (:class:`.criteria.Criteria`; det: none, its
 #: pages cost seconds each and F is already a share of boxes)
 SENSITIVITY_SAMPLES = {"rec": 4, "cls": 8, "det": 1}
@@ -175,9 +176,10 @@ def checks_cost(ev: Evaluator, tev: Evaluator | None, search_samples: int, targe
     times the search target's) and the random-input check. Mending and steps back are not foreseen (they
     stop when the budget is spent, after a minimum of tries)."""
     per = ev.seconds / ev.inferences if ev.inferences else 0.0
-    per_target = tev.seconds / tev.inferences if tev is not None and tev.inferences else EMULATION_FACTOR * per
-    if tev is None:
+    if tev is None:  # the search target is the target
         per_target = per
+    else:
+        per_target = tev.seconds / tev.inferences if tev.inferences else EMULATION_FACTOR * per
     return per * search_samples + per_target * (target_samples + (1 if random_check else 0))
 
 
