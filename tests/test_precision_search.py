@@ -160,6 +160,26 @@ def test_search_cost_is_logarithmic_in_the_walk(chain) -> None:
     assert len(walk_probes) <= 1 + 2 * 3  # the last point, then at most 3 rounds of 2 over 8 groups
 
 
+def test_refinement_tests_groups_in_runs(chain) -> None:
+    """The walk stops at its first group (c1 alone harms too much); the other groups pass on top of the floor
+    but c5 does not: the refinement keeps every group but c1 and c5 in fp16, in runs that double while they pass
+    and halve around c5 — fewer evaluations than groups (in pairs plus their union it took three per two)."""
+    from ncnnpass.passes.precision.search import Search
+
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    ev = FakeEvaluator({"c1": 2.0, "c5": 1.5, **{n: 0.05 for n in CONVS if n not in ("c1", "c5")}})
+    s = Search(ev, g, cands, macs, groups=8, workers=2)
+    s.order()
+    s.walk.sort(key=lambda grp: grp.layers[0] != "c1")  # c1's group first: the walk stops at 0
+    chosen, verdict = s.find()
+    assert s.j == 0 and verdict.ok
+    assert set(chosen.names(FP32)) == {"c1", "c5"}
+    refinement = [p for p in s.points if p.label.startswith("walk 0 + ")]
+    assert any("groups)" in p.label and p.verdict.ok for p in refinement)  # a run of several groups kept whole
+    assert len(s.walk) - 1 == 7 and len(refinement) == 3  # runs of 2 and 4 kept, c5 alone missed
+
+
 def test_placement_forms_and_choices(chain) -> None:
     g, macs = chain
     assert choices_for(g.layer("c3"), "arm") == (FP16, NOWINO, ARITH, FP32)
