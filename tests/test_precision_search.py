@@ -180,6 +180,24 @@ def test_refinement_tests_groups_in_runs(chain) -> None:
     assert len(s.walk) - 1 == 7 and len(refinement) == 3  # runs of 2 and 4 kept, c5 alone missed
 
 
+def test_refinement_cuts_the_groups_that_stay_fp32_in_halves(chain) -> None:
+    """Only c4 harms, in the group c4..c5: the refinement tries that group's halves and keeps c4 alone fp32 (the
+    whole group before); halves split a group by MACs, and a group with one MAC-carrying layer is not cut."""
+    from ncnnpass.passes.precision.search import halves
+
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    groups = make_groups(g, cands, macs, 2)
+    wide = next(grp for grp in groups if grp.layers == ["c2", "c3", "c4", "c5"])
+    assert [(h.layers, h.winograd) for h in halves(wide, macs)] == [(["c2", "c3"], ["c3"]), (["c4", "c5"], [])]
+    assert halves(groups[0], macs) == [] and halves(groups[-1], macs) == []  # c1 alone; the MAC-free head
+    ev = FakeEvaluator({"c4": 2.0, **{n: 0.05 for n in CONVS if n != "c4"}})
+    res = search(ev, g, cands, macs, groups=3, workers=2)
+    assert any(grp.layers == ["c4", "c5"] for grp in res.groups)
+    assert res.reached and res.chosen.names(FP32) == ["c4"]
+    assert res.fp16_share == pytest.approx(1 - macs["c4"] / sum(macs.values()))
+
+
 def test_placement_forms_and_choices(chain) -> None:
     g, macs = chain
     assert choices_for(g.layer("c3"), "arm") == (FP16, NOWINO, ARITH, FP32)

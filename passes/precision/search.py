@@ -18,7 +18,7 @@ AIMET's AMP scheme adapted to ncnn's featmask (docs/phone.md, "The search"):
    walk (``workers`` probes per round), on every calibration sample.
 5. **Refinement** while the budget lasts: the groups the walk left fp32 are tried lowered on top of the
    choice, in walk order, in runs that double while they pass and halve when they miss (group testing: a
-   single group that misses stays fp32); then the MAC-free groups in fp16 (fewer casts), and on
+   single group that misses stays fp32); then the halves of those that stayed fp32, down to single layers; then the MAC-free groups in fp16 (fewer casts), and on
    Vulkan the fp32 layers as ``31=1`` (fp32 arithmetic on fp16 storage: they stay on the GPU).
 
 Every evaluated placement is a point of the Pareto curve (fp16 MAC share, score, ok). The evaluator is
@@ -112,6 +112,29 @@ def make_groups(graph: Graph, candidates: Sequence[str], macs: Mapping[str, int]
         out.append(Group(tail, 0))
     for g in out:
         g.winograd = [n for n in g.layers if winograd_eligible(graph.layer(n))]
+    return out
+
+
+def halves(group: Group, macs: Mapping[str, int]) -> list[Group]:
+    """``group`` cut in two contiguous parts of about half its MACs each (the layers before the cut's first
+    MAC-carrying layer go with the first part); the parts that carry MACs. A group with one MAC-carrying layer
+    is not cut (nothing smaller lowers any of its MACs)."""
+    carriers = [n for n in group.layers if macs.get(n, 0) > 0]
+    if len(carriers) < 2:
+        return []
+    total, run, cut = group.macs, 0, 1
+    for i, n in enumerate(group.layers):
+        run += macs.get(n, 0)
+        if run * 2 >= total:
+            cut = i + 1
+            break
+    if not any(macs.get(n, 0) for n in group.layers[cut:]):  # one layer holds most of the MACs: cut before it
+        cut = group.layers.index(carriers[-1])
+    out = []
+    for part in (group.layers[:cut], group.layers[cut:]):
+        m = sum(macs.get(n, 0) for n in part)
+        if m:
+            out.append(Group(part, m, [n for n in part if n in group.winograd], group.lowered, group.harm))
     return out
 
 
@@ -253,6 +276,32 @@ class Search:
         self.walk = sorted(weighed, key=lambda g: (g.harm / g.macs, -g.macs))
         self.say("  walk: " + ", ".join(f"{g.name} ({g.harm:.2g})" for g in self.walk))
 
+    def lower_in_runs(self, lo: int, extra: list[Group], groups: Sequence[Group], part: str, chosen: Placement,
+                      verdict: Verdict) -> tuple[list[Group], Placement, Verdict]:
+        """``groups`` tried lowered on top of walk point ``lo`` and ``extra`` (which grows by those kept), in order,
+        in runs (group testing: most of them pass, PP-OCRv4's 18 of 23): a run that passes is kept whole and the
+        next is twice as long, a run that misses is halved, a single group that misses stays fp32. One placement
+        per round (its samples are split over the workers): about one evaluation per kept run and log2(run) per
+        group that stays fp32 (in pairs plus their union: three per two groups). Returns the groups that stayed
+        fp32 (or were not tried: the budget ended), the choice and its verdict."""
+        rest, kept = list(groups), []
+        size, grow = 2, True
+        while rest and self.budget.left() > 0:
+            run = rest[:size]
+            what = run[0].name if len(run) == 1 else f"{run[0].name} .. {run[-1].name} ({len(run)} groups)"
+            (p,) = self.run([(f"walk {lo} + {what}", self.at(lo, [*extra, *run]))], part)
+            if p.verdict.ok:
+                extra += run
+                rest = rest[len(run):]
+                chosen, verdict = p.placement, p.verdict
+                size = size * 2 if grow else size
+                grow = True
+            elif len(run) == 1:
+                kept.append(rest.pop(0))  # this group stays fp32
+            else:
+                size, grow = len(run) // 2, False
+        return kept + rest, chosen, verdict
+
     def find(self, part: str = "calibration") -> tuple[Placement, Verdict]:
         """Phases 4 and 5 on ``part``: the last passing point of the walk, refined, then the MAC-free groups
         tried in fp16. Needs :meth:`order` first; the floor must pass on ``part``."""
@@ -281,29 +330,14 @@ class Search:
         chosen, verdict = self.at(lo), known[lo].verdict
         self.say(f"  walk on {part}: {lo} of {len(walk)} groups lowered, {100 * self.share(chosen):.1f}% fp16: "
                  f"{verdict.headline()}")
-        # refinement: the groups the walk left fp32 tried on top of the choice in runs (group testing: most of
-        # them pass, PP-OCRv4's 18 of 23); a run that passes is kept whole and the next one is twice as long, a run
-        # that misses is halved, a single group that misses stays fp32. One placement per round (its samples are
-        # split over the workers): about one evaluation per kept run and log2(run) per group that stays fp32,
-        # where trying the groups in pairs cost three evaluations per two groups
+        # refinement: the groups the walk left fp32 tried on top of the choice (:meth:`lower_in_runs`); then the
+        # halves of those that stayed fp32, and so on down to single layers, while the budget lasts
+        # (the walk's group lo missed on top of point lo: its halves are tried with the others')
         extra: list[Group] = []
-        rest = walk[lo + 1:]
-        size, grow = 2, True
-        while rest and self.budget.left() > 0:
-            run = rest[:size]
-            label = f"walk {lo} + " + (run[0].name if len(run) == 1 else f"{run[0].name} .. {run[-1].name} "
-                                                                       f"({len(run)} groups)")
-            (p,) = self.run([(label, self.at(lo, [*extra, *run]))], part)
-            if p.verdict.ok:
-                extra += run
-                rest = rest[len(run):]
-                chosen, verdict = p.placement, p.verdict
-                size = size * 2 if grow else size
-                grow = True
-            elif len(run) == 1:
-                rest = rest[1:]  # this group stays fp32
-            else:
-                size, grow = len(run) // 2, False
+        rest, missed = walk[lo + 1:], walk[lo:lo + 1]
+        while (rest or missed) and self.budget.left() > 0:
+            kept, chosen, verdict = self.lower_in_runs(lo, extra, rest, part, chosen, verdict)
+            rest, missed = [h for g in missed + kept for h in halves(g, self.macs)], []
         if extra:
             self.say(f"  refined: {len(extra)} more group(s) lowered, {100 * self.share(chosen):.1f}% fp16")
         # MAC-free groups cost no fp16 share when fp32, but each fp32 layer is a cast (and a trip off the GPU)
