@@ -577,6 +577,38 @@ def test_a_gate_miss_on_a_few_lines_is_mended_not_stepped_back(chain) -> None:
     assert {part for p, part in ev.seen if p == chosen} >= {"calibration", "confirm"}
 
 
+def test_a_held_out_miss_on_a_line_is_mended_then_judged_on_the_next_held_out_lines(chain) -> None:
+    """One of the first 24 held-out lines is off while c5 is fp16: the mend keeps c5's group fp32 (chosen on
+    that line), the result must pass the calibration and is judged on the next 24 held-out lines — no second
+    search (with the budget spent on the first, it stopped at its walk). When those next lines miss too, the
+    second search runs as before."""
+    from ncnnpass.passes.precision.checks import confirm_held_out
+
+    res, s = _proxy_search(chain)
+    assert res.chosen.choice("c5") == FP16
+    parts = {"calibration": 32, "confirm": 24, "confirm-2": 24, "calibration+confirm": 56}
+    ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, parts, {"confirm": {3: {"c5": 1.0}}})
+    s.ev = ev
+    notes: list[str] = []
+    chosen, cal, held, part = confirm_held_out(ev, s, res.chosen, res.chosen_verdict, ev.parts["confirm-2"],
+                                               Budget(None), notes, print)
+    assert part == "confirm-2" and held.ok and held.samples == 24 and cal.ok
+    assert chosen == res.chosen.merged({"c5": FP32}) and "mended" in notes[0]
+    assert {q for _, q in ev.seen if "-mend" in q} and not any(q == "calibration+confirm" for _, q in ev.seen)
+    # the next held-out lines see c5 too: the mend is not taken, the search runs again on calibration + confirm
+    class NextMisses(LineEvaluator):
+        def evaluate(self, placements, part="calibration", count=None):
+            out = super().evaluate(placements, part, count)
+            return [Verdict(False, 9.0, {}, ["off"], v.samples, failing=(0,)) if part == "confirm-2" and q == chosen
+                    else v for q, v in zip(placements, out, strict=True)]
+
+    ev2 = NextMisses({"c4": 2.0, "sm": 5.0}, parts, {"confirm": {3: {"c5": 1.0}}})
+    s.ev = ev2
+    _, _, held2, part2 = confirm_held_out(ev2, s, res.chosen, res.chosen_verdict, ev2.parts["confirm-2"],
+                                          Budget(None), [], print)
+    assert part2 == "confirm-2" and any(q == "calibration+confirm" for _, q in ev2.seen)
+
+
 def test_a_mend_may_leave_a_line_off_that_then_counts_against_it(chain) -> None:
     """PP-OCRv5's case: of 3 gate lines off, two come back with c5 fp32 and one (a near tie) only with most of
     the network fp32. The mend takes c5; the line still off stays in the judged lines (it counts against the
