@@ -290,6 +290,7 @@ class Search:
             run = rest[:size]
             what = run[0].name if len(run) == 1 else f"{run[0].name} .. {run[-1].name} ({len(run)} groups)"
             (p,) = self.run([(f"walk {lo} + {what}", self.at(lo, [*extra, *run]))], part)
+            self.say(f"  + {what}: {'kept' if p.verdict.ok else 'missed'} ({100 * p.fp16_share:.1f}% fp16)")
             if p.verdict.ok:
                 extra += run
                 rest = rest[len(run):]
