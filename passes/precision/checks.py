@@ -46,12 +46,15 @@ def next_fallback(pending: list[Point], share: float) -> Point:
 
 
 def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, confirm2: Part, clock: Budget,
-                     notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, str]:
+                     notes: list[str], say: Progress) -> tuple[Placement, Verdict, Verdict, list[str]]:
     """The choice on the first held-out samples on the search target; when it misses there on a few samples, a
     mend on them (:mod:`.mend`: a group or two kept fp32; it must still pass the calibration) judged on the
     next held-out samples; else (or when that misses) the search again on calibration + the first samples
     (walk and refinement) and the new choice on the next held-out samples, stepping down the passing points
-    while that misses. Returns (choice, its calibration verdict, held-out verdict, the part that verdict is on).
+    while that misses. Returns (choice, its calibration verdict, held-out verdict, the parts the choice passed,
+    the held-out verdict's last: what a step back must pass too — a mended choice passed the calibration and both
+    held-out parts, each at its own tolerance; a second search's, calibration + the first held-out samples at
+    the calibration's).
 
     The mend first: PP-OCRv4's 89.2% choice missed its 24 held-out lines by one line's confidence change
     (5.8e-3 for 5e-3, every string right), and the second search, with the budget spent on the first, stopped
@@ -60,7 +63,7 @@ def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, 
     (held,) = ev.evaluate([chosen], "confirm")
     say(f"  held-out ({held.samples}) on {where}: {held.headline()}")
     if held.ok or not len(confirm2):
-        return chosen, cal, held, "confirm"
+        return chosen, cal, held, ["calibration", "confirm"]
     fixed = mend(s, chosen, held, ev, "confirm", say, lambda p: judge_parts(ev, p, ["calibration"]))
     if fixed is not None:
         (point,) = s.run([(f"mended: {' + '.join(fixed.raised)} fp32", fixed.placement)])
@@ -69,7 +72,7 @@ def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, 
         if held2.ok:
             notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); "
                          f"{fixed.describe(s.share(fixed.placement))}; the next {held2.samples} held-out pass")
-            return fixed.placement, point.verdict, held2, "confirm-2"
+            return fixed.placement, point.verdict, held2, ["calibration", "confirm", "confirm-2"]
     say("  missed on held-out: searching again with those samples added to the calibration")
     notes.append(f"held-out missed at {100 * s.share(chosen):.1f}% fp16 ({'; '.join(held.reasons)}); searched "
                  f"again on calibration + those {held.samples} samples")
@@ -88,7 +91,7 @@ def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, 
         chosen, cal = p.placement, p.verdict
         (held,) = ev.evaluate([chosen], "confirm-2")
         say(f"  fallback {p.label} ({100 * p.fp16_share:.1f}%): {held.headline()}")
-    return chosen, cal, held, "confirm-2"
+    return chosen, cal, held, ["calibration+confirm", "confirm-2"]
 
 
 def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],

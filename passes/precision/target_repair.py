@@ -390,14 +390,14 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         lap("search")
         chosen, cal, held, gated = result.chosen, result.chosen_verdict, None, None
         held_part = "confirm"
+        # what a step back must pass on the search target: what the choice passed there (and then the gate)
+        passed = ["calibration", *(["confirm"] if len(confirm) else [])]
         reached = result.reached
         if reached and len(confirm):
-            chosen, cal, held, held_part = confirm_held_out(ev, s, chosen, cal, confirm2, clock, notes, say)
+            chosen, cal, held, passed = confirm_held_out(ev, s, chosen, cal, confirm2, clock, notes, say)
+            held_part = passed[-1]
             reached = held.ok
         lap("confirm")
-        # what a step back must pass on the search target: the search's calibration and held-out parts, the gate
-        passed = ["calibration" if held_part == "confirm" else "calibration+confirm",
-                  *([held_part] if len(confirm) else [])]
         if reached and len(gate_part):
             before = chosen
             # mended on a proxy too: stepping back along the walk gives up the refinement's whole gain (PP-OCRv4:
