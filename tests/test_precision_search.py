@@ -198,6 +198,41 @@ def test_refinement_cuts_the_groups_that_stay_fp32_in_halves(chain) -> None:
     assert res.fp16_share == pytest.approx(1 - macs["c4"] / sum(macs.values()))
 
 
+def test_a_refined_choice_steps_back_along_the_refinement(chain) -> None:
+    """The walk stops at its first group (c1); the refinement keeps the 7 others, in runs. The gate sees harm in
+    the group kept last only: the step back raises the refinement's groups from the last kept, by bisection,
+    and keeps the other 6 in fp16 (the walk's point below the refinement keeps 0 of them)."""
+    from ncnnpass.passes.precision.checks import pass_gate
+    from ncnnpass.passes.precision.search import Search
+
+    g, macs = chain
+    cands = [ly.name for ly in g.layers if ly.type != "Input"]
+    s = Search(FakeEvaluator({"c1": 2.0, **{n: 0.05 for n in CONVS if n != "c1"}}), g, cands, macs, groups=8)
+    s.order()
+    s.walk.sort(key=lambda grp: grp.layers[0] != "c1")
+    chosen, verdict = s.find()
+    assert s.j == 0 and len(s.refined) == 7 and chosen.names(FP32) == ["c1"]
+    last = s.refined[-1]
+
+    class Gated(FakeEvaluator):
+        target = "vulkan"
+
+        def evaluate(self, placements, part="calibration", count=None):
+            out = super().evaluate(placements, part, count)
+            if part == "gate":
+                out = [Verdict(False, 9.0, {}, ["off"], 200) if any(p.choice(n) == FP16 for n in last.layers)
+                       else v for p, v in zip(placements, out, strict=True)]
+            return out
+
+    s.ev = Gated({"c1": 2.0})
+    notes: list[str] = []
+    stepped, _, gated = pass_gate(s.ev, s, chosen, verdict, Budget(None), notes, print, mendable=False)
+    assert gated.ok and "along the refinement to 6 of its 7" in notes[0]
+    assert set(stepped.names(FP32)) == {"c1", *last.layers}
+    assert len(s.refined) == 6 and last not in s.refined  # a later step back starts there
+    assert fp16_share(macs, stepped) > fp16_share(macs, s.at(s.j))
+
+
 def test_placement_forms_and_choices(chain) -> None:
     g, macs = chain
     assert choices_for(g.layer("c3"), "arm") == (FP16, NOWINO, ARITH, FP32)

@@ -14,7 +14,7 @@ from ncnnpass.ir.runtime import describe_target
 from .criteria import Verdict
 from .evaluator import Evaluator, Part
 from .mend import Mended, mend
-from .placement import NOWINO, Placement, winograd_in_fp16
+from .placement import FP16_ARITHMETIC, FP32, NOWINO, Placement, winograd_in_fp16
 from .search import Budget, Point, Search
 
 Progress = Callable[[str], None]
@@ -98,12 +98,15 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
               clock: Budget, notes: list[str], say: Progress, miss: str,
               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
     """``chosen`` missed (``miss`` says how) where ``judge`` looks: first ``mended()`` (:mod:`.mend`: a group or
-    two kept fp32 that bring the failing samples back), else the most fp16 point of the walk below it that
-    passes ``judge``, by bisection between the floor (assumed to pass) and the choice (the walk is ordered
-    first when the model as given passed the search; a choice the refinement built on walk point ``s.j`` tries
-    that point first: PP-OCRv5's 66.6% refinement missed lavapipe's gate, its 36.4% walk point passes it, and
-    the bisection below it used to land on 21.9%); else the floor. ``judge(placement, label)`` says its
-    verdict. Returns (choice, its calibration verdict, its ``judge`` verdict)."""
+    two kept fp32 that bring the failing samples back); else, for a choice the refinement built on walk point
+    ``s.j``, back along the refinement: the choice with the groups it kept last raised back to fp32, by
+    bisection over the order it kept them, when the choice with all of them raised passes (PP-OCRv4's 74.8%
+    choice missed lavapipe's gate by a line and its walk point was 52.6%; before, PP-OCRv5's 66.6% refinement
+    missed there, its 36.4% walk point passed, and the bisection below it landed on 21.9%); else the most fp16
+    point of the walk below it that passes ``judge``, by bisection between the floor (assumed to pass) and the
+    choice (the walk is ordered first when the model as given passed the search); else the floor.
+    ``judge(placement, label)`` says its verdict. Returns (choice, its calibration verdict, its ``judge``
+    verdict)."""
     fixed = mended() if mended is not None else None
     if fixed is not None:
         notes.append(f"{miss}; {fixed.describe(s.share(fixed.placement))}")
@@ -111,6 +114,34 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
         return fixed.placement, point.verdict, fixed.verdict
     best: tuple[int, Verdict] | None = None
     tries = 0
+    # the refinement's groups still lowered in the choice, in the order it kept them: point k raises all after
+    # the k-th back to fp32 (the choice's other fp32 layers, mends included, stay)
+    refined = [g for g in s.refined if any(chosen.choice(n) in FP16_ARITHMETIC for n in g.layers)]
+
+    def along(k: int) -> tuple[Placement, Verdict]:
+        p = chosen.merged(dict.fromkeys([n for g in refined[k:] for n in g.layers], FP32))
+        return p, judge(p, f"  refinement {k}/{len(refined)} ({100 * s.share(p):.1f}%)")
+
+    if refined:
+        tries += 1
+        p0, v0 = along(0)
+        if v0.ok:
+            lo, hi, kept = 0, len(refined), (p0, v0)
+            while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+                k = (lo + hi) // 2
+                tries += 1
+                p, v = along(k)
+                if v.ok:
+                    lo, kept = k, (p, v)
+                else:
+                    hi = k
+            s.refined = refined[:lo]  # a later step back starts below this point
+            chosen, verdict = kept
+            notes.append(f"{miss}; stepped back along the refinement to {lo} of its {len(refined)} group(s) "
+                         f"({100 * s.share(chosen):.1f}%)")
+            (point,) = s.run([(f"refinement {lo}/{len(refined)}", chosen)])
+            return chosen, point.verdict, verdict
+        s.refined = []
 
     def at(j: int) -> Verdict:
         return judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
@@ -122,7 +153,7 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
         tries += 1
         if v.ok:
             best = (s.j, v)
-    elif chosen != s.at(s.j) and s.share(s.at(s.j)) < s.share(chosen):
+    elif not refined and chosen != s.at(s.j) and s.share(s.at(s.j)) < s.share(chosen):
         # the choice refined walk point j (groups lowered on top of it): that point was not judged here; first
         v = at(s.j)
         tries += 1

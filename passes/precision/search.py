@@ -231,6 +231,8 @@ class Search:
         self.groups = make_groups(graph, free, macs, groups)
         self.walk: list[Group] = []
         self.j = 0
+        #: the groups the refinement lowered on top of walk point :attr:`j`, in the order it kept them
+        self.refined: list[Group] = []
         wino = winograd_in_fp16(graph, free, self.base)
         #: the model as given, its winograd convolutions lowered as ``31=64`` when ``no_winograd``
         self.start_p = self.base.merged(dict.fromkeys(wino, NOWINO)) if no_winograd and wino else self.base
@@ -335,6 +337,7 @@ class Search:
         # halves of those that stayed fp32, and so on down to single layers, while the budget lasts
         # (the walk's group lo missed on top of point lo: its halves are tried with the others')
         extra: list[Group] = []
+        self.refined = extra
         rest, missed = walk[lo + 1:], walk[lo:lo + 1]
         while (rest or missed) and self.budget.left() > 0:
             kept, chosen, verdict = self.lower_in_runs(lo, extra, rest, part, chosen, verdict)
