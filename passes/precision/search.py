@@ -18,8 +18,10 @@ AIMET's AMP scheme adapted to ncnn's featmask (docs/phone.md, "The search"):
    walk (``workers`` probes per round), on every calibration sample.
 5. **Refinement** while the budget lasts: the groups the walk left fp32 are tried lowered on top of the
    choice, in walk order, in runs that double while they pass and halve when they miss (group testing: a
-   single group that misses stays fp32); then the halves of those that stayed fp32, down to single layers; then the MAC-free groups in fp16 (fewer casts), and on
-   Vulkan the fp32 layers as ``31=1`` (fp32 arithmetic on fp16 storage: they stay on the GPU).
+   single group that misses stays fp32); then the halves of those that stayed fp32, down to single layers;
+   then the MAC-free groups in fp16 (fewer casts), and on Vulkan the fp32 layers as ``31=1`` (fp32
+   arithmetic on fp16 storage: they stay on the GPU). A choice that later misses steps back along the
+   refinement first (:func:`.checks.step_back`).
 
 Every evaluated placement is a point of the Pareto curve (fp16 MAC share, score, ok). The evaluator is
 anything with ``evaluate(placements, part, count) -> [Verdict]`` (:class:`.evaluator.Evaluator`).
