@@ -231,6 +231,21 @@ def test_a_refined_choice_steps_back_along_the_refinement(chain) -> None:
     assert set(stepped.names(FP32)) == {"c1", *last.layers}
     assert len(s.refined) == 6 and last not in s.refined  # a later step back starts there
     assert fp16_share(macs, stepped) > fp16_share(macs, s.at(s.j))
+    # not monotone: raising the first group kept breaks the calibration lines (the walk point below the choice
+    # misses where the choice passed); the step back comes down from the choice, not up from the walk point
+    s.refined = [*s.refined, last]
+    first = s.refined[0]
+
+    class NotMonotone(Gated):
+        def evaluate(self, placements, part="calibration", count=None):
+            out = super().evaluate(placements, part, count)
+            return [Verdict(False, 5.0, {}, ["off"], 32) if part == "calibration" and all(
+                p.choice(n) == FP32 for n in first.layers) else v for p, v in zip(placements, out, strict=True)]
+
+    s.ev = NotMonotone({"c1": 2.0})
+    notes = []
+    again, _, gated = pass_gate(s.ev, s, chosen, verdict, Budget(None), notes, print, mendable=False)
+    assert gated.ok and "along the refinement to 6 of its 7" in notes[0] and again == stepped
 
 
 def test_placement_forms_and_choices(chain) -> None:

@@ -99,9 +99,9 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
     """``chosen`` missed (``miss`` says how) where ``judge`` looks: first ``mended()`` (:mod:`.mend`: a group or
     two kept fp32 that bring the failing samples back); else, for a choice the refinement built on walk point
-    ``s.j``, back along the refinement: the choice with the groups it kept last raised back to fp32, by
-    bisection over the order it kept them, when the choice with all of them raised passes (PP-OCRv4's 74.8%
-    choice missed lavapipe's gate by a line and its walk point was 52.6%; before, PP-OCRv5's 66.6% refinement
+    ``s.j``, back along the refinement: the choice with the groups it kept last raised back to fp32 (the
+    last 1, 2, 4, ... until one passes, then bisection above it; PP-OCRv4's 74.8% choice missed lavapipe's
+    gate by a line and its walk point was 52.6%; before, PP-OCRv5's 66.6% refinement
     missed there, its 36.4% walk point passed, and the bisection below it landed on 21.9%); else the most fp16
     point of the walk below it that passes ``judge``, by bisection between the floor (assumed to pass) and the
     choice (the walk is ordered first when the model as given passed the search); else the floor.
@@ -123,10 +123,20 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
         return p, judge(p, f"  refinement {k}/{len(refined)} ({100 * s.share(p):.1f}%)")
 
     if refined:
-        tries += 1
-        p0, v0 = along(0)
-        if v0.ok:
-            lo, hi, kept = 0, len(refined), (p0, v0)
+        # from the choice down: the last 1, 2, 4, ... kept groups raised until a point passes (the refinement's
+        # points are not monotone: PP-OCRv4's walk point below an 85.0% choice missed the held-out lines that
+        # choice passed), then bisection between that point and the last that missed
+        n, hi, found, step = len(refined), len(refined), None, 1
+        while hi > 0 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+            k = max(n - step, 0)
+            tries += 1
+            p, v = along(k)
+            if v.ok:
+                found = (k, p, v)
+                break
+            hi, step = k, step * 2
+        if found is not None:
+            lo, kept = found[0], found[1:]
             while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
                 k = (lo + hi) // 2
                 tries += 1
@@ -137,11 +147,12 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
                     hi = k
             s.refined = refined[:lo]  # a later step back starts below this point
             chosen, verdict = kept
-            notes.append(f"{miss}; stepped back along the refinement to {lo} of its {len(refined)} group(s) "
+            notes.append(f"{miss}; stepped back along the refinement to {lo} of its {n} group(s) "
                          f"({100 * s.share(chosen):.1f}%)")
-            (point,) = s.run([(f"refinement {lo}/{len(refined)}", chosen)])
+            (point,) = s.run([(f"refinement {lo}/{n}", chosen)])
             return chosen, point.verdict, verdict
         s.refined = []
+        tries = 0  # the walk below gets its own minimum of tries
 
     def at(j: int) -> Verdict:
         return judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
