@@ -7,6 +7,7 @@ the search, whether the target's fp16 winograd is a loss the proxy cannot see (:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ncnnpass.ir import Graph
 from ncnnpass.ir.runtime import describe_target
@@ -18,6 +19,7 @@ from .placement import FP16_ARITHMETIC, FP32, NOWINO, Placement, winograd_in_fp1
 from .search import Budget, Point, Search
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 #: a target verification that misses steps back along the curve by at least this much fp16 share per try, and
 #: tries this many times whatever the budget says
 FALLBACK_STEP = 0.05
@@ -94,6 +96,21 @@ def confirm_held_out(ev: Evaluator, s: Search, chosen: Placement, cal: Verdict, 
     return chosen, cal, held, ["calibration+confirm", "confirm-2"]
 
 
+def bisect_passing(lo: int, hi: int, probe: Callable[[int], tuple[bool, T]], more: Callable[[], bool]
+                   ) -> tuple[int, T | None]:
+    """Bisection between ``lo`` (passes, or is taken to) and ``hi`` (misses) while ``more()``: the highest index
+    whose ``probe`` passed and what that probe gave (None when none passed: ``lo`` as it came)."""
+    best = None
+    while hi - lo > 1 and more():
+        k = (lo + hi) // 2
+        ok, got = probe(k)
+        if ok:
+            lo, best = k, got
+        else:
+            hi = k
+    return lo, best
+
+
 def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Placement, str], Verdict],
               clock: Budget, notes: list[str], say: Progress, miss: str,
               mended: Callable[[], Mended | None] | None = None) -> tuple[Placement, Verdict, Verdict]:
@@ -112,41 +129,38 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
         notes.append(f"{miss}; {fixed.describe(s.share(fixed.placement))}")
         (point,) = s.run([(f"mended: {' + '.join(fixed.raised)} fp32", fixed.placement)])
         return fixed.placement, point.verdict, fixed.verdict
-    best: tuple[int, Verdict] | None = None
     tries = 0
+
+    def more() -> bool:  # a minimum of tries whatever the budget says
+        return tries < MIN_TARGET_FALLBACKS or clock.left() > 0
+
     # the refinement's groups still lowered in the choice, in the order it kept them: point k raises all after
     # the k-th back to fp32 (the choice's other fp32 layers, mends included, stay)
     refined = [g for g in s.refined if any(chosen.choice(n) in FP16_ARITHMETIC for n in g.layers)]
 
-    def along(k: int) -> tuple[Placement, Verdict]:
+    def along(k: int) -> tuple[bool, tuple[Placement, Verdict]]:
+        nonlocal tries
+        tries += 1
         p = chosen.merged(dict.fromkeys([n for g in refined[k:] for n in g.layers], FP32))
-        return p, judge(p, f"  refinement {k}/{len(refined)} ({100 * s.share(p):.1f}%)")
+        v = judge(p, f"  refinement {k}/{len(refined)} ({100 * s.share(p):.1f}%)")
+        return v.ok, (p, v)
 
     if refined:
         # from the choice down: the last 1, 2, 4, ... kept groups raised until a point passes (the refinement's
         # points are not monotone: PP-OCRv4's walk point below an 85.0% choice missed the held-out lines that
         # choice passed), then bisection between that point and the last that missed
         n, hi, found, step = len(refined), len(refined), None, 1
-        while hi > 0 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
+        while hi > 0 and more():
             k = max(n - step, 0)
-            tries += 1
-            p, v = along(k)
-            if v.ok:
-                found = (k, p, v)
+            ok, got = along(k)
+            if ok:
+                found = (k, got)
                 break
             hi, step = k, step * 2
         if found is not None:
-            lo, kept = found[0], found[1:]
-            while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
-                k = (lo + hi) // 2
-                tries += 1
-                p, v = along(k)
-                if v.ok:
-                    lo, kept = k, (p, v)
-                else:
-                    hi = k
+            lo, kept = bisect_passing(found[0], hi, along, more)
             s.refined = refined[:lo]  # a later step back starts below this point
-            chosen, verdict = kept
+            chosen, verdict = kept or found[1]
             notes.append(f"{miss}; stepped back along the refinement to {lo} of its {n} group(s) "
                          f"({100 * s.share(chosen):.1f}%)")
             (point,) = s.run([(f"refinement {lo}/{n}", chosen)])
@@ -154,31 +168,24 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
         s.refined = []
         tries = 0  # the walk below gets its own minimum of tries
 
-    def at(j: int) -> Verdict:
-        return judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
+    def at(j: int) -> tuple[bool, tuple[int, Verdict]]:
+        nonlocal tries
+        tries += 1
+        v = judge(s.at(j), f"  walk {j}/{len(s.walk)} ({100 * s.share(s.at(j)):.1f}%)")
+        return v.ok, (j, v)
 
+    best: tuple[int, Verdict] | None = None
     if not s.walk:  # the model as given passed the search: order the walk, try its last point first
         s.order()
         s.j = len(s.walk)
-        v = at(s.j)
-        tries += 1
-        if v.ok:
-            best = (s.j, v)
+        ok, got = at(s.j)
+        best = got if ok else None
     elif not refined and chosen != s.at(s.j) and s.share(s.at(s.j)) < s.share(chosen):
         # the choice refined walk point j (groups lowered on top of it): that point was not judged here; first
-        v = at(s.j)
-        tries += 1
-        if v.ok:
-            best = (s.j, v)
-    lo, hi = (s.j, s.j) if best else (0, s.j)
-    while hi - lo > 1 and (tries < MIN_TARGET_FALLBACKS or clock.left() > 0):
-        j = (lo + hi) // 2
-        tries += 1
-        v = at(j)
-        if v.ok:
-            lo, best = j, (j, v)
-        else:
-            hi = j
+        ok, got = at(s.j)
+        best = got if ok else None
+    _, below = bisect_passing(s.j if best else 0, s.j, at, more)
+    best = below or best
     if best is not None:
         s.j = best[0]  # a later step back starts below this point
         chosen, verdict = s.at(best[0]), best[1]

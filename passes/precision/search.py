@@ -339,11 +339,11 @@ class Search:
         # halves of those that stayed fp32, and so on down to single layers, while the budget lasts
         # (the walk's group lo missed on top of point lo: its halves are tried with the others')
         extra: list[Group] = []
-        self.refined = extra
         rest, missed = walk[lo + 1:], walk[lo:lo + 1]
         while (rest or missed) and self.budget.left() > 0:
             kept, chosen, verdict = self.lower_in_runs(lo, extra, rest, part, chosen, verdict)
             rest, missed = [h for g in missed + kept for h in halves(g, self.macs)], []
+        self.refined = extra
         if extra:
             self.say(f"  refined: {len(extra)} more group(s) lowered, {100 * self.share(chosen):.1f}% fp16")
         # MAC-free groups cost no fp16 share when fp32, but each fp32 layer is a cast (and a trip off the GPU)

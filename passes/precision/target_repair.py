@@ -389,13 +389,12 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             say(f"  kept {reserve():.0f} s for the checks after the search")
         lap("search")
         chosen, cal, held, gated = result.chosen, result.chosen_verdict, None, None
-        held_part = "confirm"
-        # what a step back must pass on the search target: what the choice passed there (and then the gate)
+        # what a step back must pass on the search target: what the choice passed there (and then the gate); the
+        # last is the held-out part its held-out verdict is on
         passed = ["calibration", *(["confirm"] if len(confirm) else [])]
         reached = result.reached
         if reached and len(confirm):
             chosen, cal, held, passed = confirm_held_out(ev, s, chosen, cal, confirm2, clock, notes, say)
-            held_part = passed[-1]
             reached = held.ok
         lap("confirm")
         if reached and len(gate_part):
@@ -405,7 +404,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             chosen, cal, gated = pass_gate(ev, s, chosen, cal, clock, notes, say, passed)
             reached = gated.ok
             if chosen != before and len(confirm):
-                (held,) = ev.evaluate([chosen], held_part)
+                (held,) = ev.evaluate([chosen], passed[-1])
                 reached = reached and held.ok
         lap("gate")
         on_target = None
@@ -430,7 +429,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             chosen, cal, on_target = verify_on_target(tev, s, chosen, cal, clock, notes, say, gpu_check, vparts)
             reached = on_target.ok
             if gpu_check is not None and chosen != before:
-                (held,) = ev.evaluate([chosen], held_part)
+                (held,) = ev.evaluate([chosen], passed[-1])
                 say(f"  held-out ({held.samples}) on {describe_target(searched_on)}: {held.headline()}")
                 reached = reached and held.ok
                 if len(gate_part):
