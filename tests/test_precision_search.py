@@ -482,6 +482,12 @@ def test_the_target_decides_whether_winograd_is_the_loss(chain) -> None:
     a57 = Target({"c3": 3.0}, nowino_harm={"c3": 0.0})
     a57.target = "arm-a57"
     assert not winograd_is_the_loss(a57, g, Placement(), cands, [], print) and a57.calls == 0
+    # with the MACs: checked only when the winograd convolutions hold at least 10% of them
+    macs = {n: 100 for n in cands}
+    small = Target({"c3": 3.0}, nowino_harm={"c3": 0.0})
+    assert not winograd_is_the_loss(small, g, Placement(), cands, [], print, {**macs, "c3": 5, "c6": 5})
+    assert small.calls == 0
+    assert winograd_is_the_loss(Target({"c3": 3.0}, nowino_harm={"c3": 0.0}), g, Placement(), cands, [], print, macs)
 
 
 def test_the_gate_judges_lines_as_a_share() -> None:

@@ -6,7 +6,7 @@ the search, whether the target's fp16 winograd is a loss the proxy cannot see (:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from ncnnpass.ir import Graph
@@ -25,6 +25,11 @@ T = TypeVar("T")
 FALLBACK_STEP = 0.05
 #: winograd off for the whole search when it at least halves the target's score of the model as given
 WINOGRAD_GAIN = 0.5
+#: the winograd check (two placements on the target's verification samples, ~2 min on the emulated A76) runs only
+#: when the winograd convolutions hold at least this share of the MACs: below it, at most that share of fp16 is at
+#: stake (kept fp32 instead of ``31=64`` if the verification on the target misses there) - PP-OCRv3 rec: 2
+#: convolutions, 5.4%, 142 s for no gain; the detectors: 5 convolutions, 54-65%
+WINOGRAD_MIN_SHARE = 0.10
 MIN_TARGET_FALLBACKS = 3
 
 
@@ -286,16 +291,27 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
 
 
 def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidates: Sequence[str],
-                         notes: list[str], say: Progress) -> bool:
+                         notes: list[str], say: Progress, macs: Mapping[str, int] | None = None,
+                         min_share: float = WINOGRAD_MIN_SHARE) -> bool:
     """Whether the target's fp16 winograd is the loss a proxy cannot see: on the target's verification samples
     the model as given misses and the same with its winograd convolutions as ``31=64`` (fp16, winograd off)
     scores at most :data:`WINOGRAD_GAIN` times as badly (a clear gain, not noise on a few samples; winograd
-    off costs the phone speed). ncnn's ARM fp16 winograd F(6,3) has no counterpart on lavapipe (docs/phone.md)."""
+    off costs the phone speed). ncnn's ARM fp16 winograd F(6,3) has no counterpart on lavapipe (docs/phone.md).
+    With ``macs`` (per layer), not checked when the winograd convolutions hold less than ``min_share`` of them
+    (:data:`WINOGRAD_MIN_SHARE`)."""
     if not tev.target.startswith("arm") or tev.target == "arm-a57":  # the A57 has no fp16 arithmetic
         return False
     wino = winograd_in_fp16(graph, candidates, base)
     if not wino:
         return False
+    total = sum(macs.values()) if macs else 0
+    if total:
+        share = sum(macs.get(n, 0) for n in wino) / total
+        if share < min_share:
+            say(f"  winograd check skipped: the {len(wino)} winograd convolution(s) hold {share:.1%} of the MACs "
+                f"(< {min_share:.0%}); if they are the loss on {describe_target(tev.target)}, its verification keeps "
+                f"them fp32")
+            return False
     off = base.merged(dict.fromkeys(wino, NOWINO))
     given, nowino = tev.evaluate([base, off], "verify")
     where = describe_target(tev.target)
@@ -307,5 +323,5 @@ def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidat
     return True
 
 
-__all__ = ["FALLBACK_STEP", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "confirm_held_out", "fallbacks", "first_miss",
+__all__ = ["FALLBACK_STEP", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "WINOGRAD_MIN_SHARE", "confirm_held_out", "fallbacks", "first_miss",
            "judge_parts", "next_fallback", "pass_gate", "step_back", "verify_on_target", "winograd_is_the_loss"]

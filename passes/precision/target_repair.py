@@ -356,7 +356,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             base = base.merged(dict.fromkeys(forced, FP32))
             notes.append(f"fp16 overflow: kept {len(forced)} layer(s) fp32 first ({', '.join(forced[:6])})")
         lap("as given")
-        no_winograd = tev is not None and winograd_is_the_loss(tev, graph, base, candidates, notes, say)
+        no_winograd = tev is not None and winograd_is_the_loss(tev, graph, base, candidates, notes, say, macs)
         lap("winograd check")
         # the refinement ends early enough for the checks after it to end within the budget
         # the target verifies the choice on the reference's most fragile lines and, for rec and cls, on the gate's
