@@ -809,7 +809,7 @@ def test_verdicts_carry_per_line_risks_and_at_risk_picks_the_closest_to_changing
 
 def test_the_search_keeps_time_for_the_checks_after_it() -> None:
     """The refinement's budget ends early by what the checks after it should cost at the wall time per sample
-    measured so far: the confirmation and gate on the search target, the verification (and the random check)
+    measured so far: the confirmation and gate (with one mend) on the search target, the verification (and the random check)
     on the target — as the winograd check measured it, else EMULATION_FACTOR times the search target's."""
     from types import SimpleNamespace
 
@@ -821,6 +821,8 @@ def test_the_search_keeps_time_for_the_checks_after_it() -> None:
     fresh = SimpleNamespace(seconds=0.0, inferences=0)  # the target not run yet
     assert checks_cost(lavapipe, fresh, 224, 8, False) == pytest.approx(0.5 * 224 + EMULATION_FACTOR * 0.5 * 8)
     assert checks_cost(lavapipe, None, 224, 0, True) == pytest.approx(0.5 * 225)  # the target is the search's
+    # a gate of 200 lines is foreseen with one mend: judged again on its other lines
+    assert checks_cost(lavapipe, emulator, 24, 8, False, gate=200) == pytest.approx(0.5 * (24 + 400) + 15 * 8)
     whole = Budget(600.0)
     search_part = whole.less(300.0)
     assert whole.left() - search_part.left() == pytest.approx(300.0, abs=0.1)
