@@ -239,6 +239,18 @@ def test_the_emulated_phone_finds_the_fp16_winograd_loss_the_proxy_cannot_see() 
     assert "31=64" in notes[0]
 
 
+def _right_on_lavapipe(graph: Graph, part, info, tolerance: float) -> tuple[list[bool], list]:
+    """``graph`` run on its own on lavapipe (one worker, outside any evaluator) on ``part``'s lines: per line,
+    whether it keeps the reference's string, stays on its side of drop_score and moves the confidence by at
+    most ``tolerance``; and (line, confidence change, string differs) per line for the failure message."""
+    with TargetPool("vulkan", 1) as pool:
+        runs = pool.run([Job(graph, [i.tensor[0] for i in part.inputs], [graph.outputs[0]])])
+    outs = [next(iter(o.values())).reshape(r.shape) for o, r in zip(runs[0].outputs, part.references, strict=True)]
+    per = metric_for("rec", dictionary=info.dictionary).evaluate(part.references, outs, part.inputs).per_sample
+    right = [not (x["differs"] or x["crosses_drop_score"]) and x["conf_change"] <= tolerance for x in per]
+    return right, [(i, x["conf_change"], x["differs"]) for i, x in enumerate(per)]
+
+
 def test_a_miss_on_a_few_real_lines_is_mended_and_the_rest_judged_independently(v3) -> None:
     """PP-OCRv3 rec as given on lavapipe, judged at a confidence tolerance of 1e-3 on 8 held-out lines of which
     the model as given misses 1 to 4: the mend keeps a group or two fp32 chosen on the lines it missed only,
@@ -275,15 +287,8 @@ def test_a_miss_on_a_few_real_lines_is_mended_and_the_rest_judged_independently(
     print(fixed.describe(s.share(fixed.placement)), fixed.verdict.headline())
     assert fixed.verdict.ok and 0 < s.share(fixed.placement) < 1
     assert fixed.verdict.samples == 8 - fixed.used  # all the lines used came back and left the judged part
-    mended = apply_placement(g, fixed.placement)
-    refs = ev.parts["verify"].references
-    lines = ev.parts["verify"].inputs
-    with TargetPool("vulkan", 1) as pool2:
-        runs = pool2.run([Job(mended, [i.tensor[0] for i in lines], [mended.outputs[0]])])
-    outs = [next(iter(o.values())).reshape(r.shape) for o, r in zip(runs[0].outputs, refs, strict=True)]
-    per = metric_for("rec", dictionary=info.dictionary).evaluate(refs, outs, lines).per_sample
-    right = [not (x["differs"] or x["crosses_drop_score"]) and x["conf_change"] <= 1e-3 for x in per]
-    assert all(right), [(i, x["conf_change"], x["differs"]) for i, x in enumerate(per)]  # every line, both kinds
+    right, per = _right_on_lavapipe(apply_placement(g, fixed.placement), ev.parts["verify"], info, 1e-3)
+    assert all(right), per  # every line, both kinds
 
 
 def test_a_held_out_miss_on_real_lines_is_mended_and_judged_on_the_next_lines(v3) -> None:
@@ -328,13 +333,7 @@ def test_a_held_out_miss_on_real_lines_is_mended_and_judged_on_the_next_lines(v3
     assert chosen != base and 0 < s.share(chosen) < 1 and cal2.ok
     assert held.ok and held.samples == len(parts["confirm-2"]) and "held-out missed" in notes[0]
     assert not s.walk  # the second search (walk and refinement) never ran
-    mended = apply_placement(g, chosen)
     judged = parts["confirm-2"] + parts["confirm"]  # the next lines, then the ones it was chosen on
-    with TargetPool("vulkan", 1) as pool2:
-        runs = pool2.run([Job(mended, [i.tensor[0] for i in judged.inputs], [mended.outputs[0]])])
-    outs = [next(iter(o.values())).reshape(r.shape) for o, r in zip(runs[0].outputs, judged.references, strict=True)]
-    per = metric_for("rec", dictionary=info.dictionary).evaluate(judged.references, outs, judged.inputs).per_sample
-    right = [not (x["differs"] or x["crosses_drop_score"]) and x["conf_change"] <= criteria.conf_tolerance
-             for x in per]
-    assert all(right[:len(parts["confirm-2"])]), [(i, x["conf_change"], x["differs"]) for i, x in enumerate(per)]
+    right, per = _right_on_lavapipe(apply_placement(g, chosen), judged, info, criteria.conf_tolerance)
+    assert all(right[:len(parts["confirm-2"])]), per
     assert sum(right[len(parts["confirm-2"]):]) > len(parts["confirm"]) - len(off[:2])  # a line brought back
