@@ -43,10 +43,12 @@ def rapidocr() -> types.SimpleNamespace:
         from rapidocr_onnxruntime.ch_ppocr_v3_det.text_detect import TextDetector
         from rapidocr_onnxruntime.ch_ppocr_v3_rec.text_recognize import TextRecognizer
         from rapidocr_onnxruntime.ch_ppocr_v3_rec.utils import CTCLabelDecode
+        from rapidocr_onnxruntime.utils import read_yaml
 
+        config = read_yaml(str(root / "rapidocr_onnxruntime" / "config.yaml"))
         return types.SimpleNamespace(det=det_utils, TextDetector=TextDetector, TextRecognizer=TextRecognizer,
                                      CTCLabelDecode=CTCLabelDecode, TextClassifier=TextClassifier,
-                                     ClsPostProcess=ClsPostProcess)
+                                     ClsPostProcess=ClsPostProcess, config=config)
 
     return fixtures.require(load, "rapidocr 1.2.3 importable (needs shapely, six, pyclipper: pip install -e .[test])")
 
@@ -195,3 +197,38 @@ def test_cls_preprocessing_and_metric_equal_the_oracle(rapidocr, builtin) -> Non
     truth = [s.orientation for s in data.samples]
     assert res.numbers["accuracy_reference"] == pytest.approx(sum(a == t for (a, _), t in zip(theirs, truth, strict=True)) / 60)
     assert res.numbers["accuracy_reference"] > 0.9  # the turned lines are really turned
+
+
+def test_cls_rotation_decisions_equal_the_oracle(rapidocr, builtin) -> None:
+    """PaddleOCR turns a crop when the label is 180 *and* its score passes cls_thresh: the metric's
+    ``rotation_flips`` must count the lines whose turn differs, including those whose label stays 180 while its
+    score crosses the threshold. Oracle: rapidocr's TextClassifier itself (its own cls_thresh from its config,
+    its own turning of the image), fed the model's outputs. The candidate is the same model on the input at a
+    tenth of its contrast: a strong, real perturbation that changes turns both ways (5 of 60 lines, 2 labels)."""
+    onnx = str(fixtures.require(fixtures.ppocrv2_cls_onnx, "mobile v2 cls ONNX (rapidocr_onnxruntime 1.2.3)"))
+    data = builtin.data("cls", 60, seed=2)
+    inputs = prepare_inputs(data.samples, "cls")
+    sess = _session(onnx)
+    name = sess.get_inputs()[0].name
+
+    def turned(contrast: float) -> list[bool]:
+        clf = rapidocr.TextClassifier.__new__(rapidocr.TextClassifier)
+        cls_cfg = rapidocr.config["Cls"]
+        clf.cls_image_shape, clf.cls_batch_num = cls_cfg["cls_image_shape"], 1
+        clf.cls_thresh = cls_cfg["cls_thresh"]
+        clf.postprocess_op = rapidocr.ClsPostProcess(cls_cfg["label_list"])
+        clf.infer = lambda batch: sess.run(None, {name: (batch * contrast).astype(np.float32)})
+        images = [s.image() for s in data.samples]
+        out, _, _ = clf(images)
+        return [not np.array_equal(a, b) for a, b in zip(images, out, strict=True)]
+
+    ref_turns, cand_turns = turned(1.0), turned(0.1)
+    ref = _run(onnx, inputs)
+    cand = [sess.run(None, {name: (i.tensor * 0.1).astype(np.float32)})[0] for i in inputs]
+    res = metric_for("cls").evaluate(ref, cand, inputs)
+    theirs = [a != b for a, b in zip(ref_turns, cand_turns, strict=True)]
+    assert [p["rotation_flip"] for p in res.per_sample] == theirs
+    assert res.numbers["rotation_flips"] == sum(theirs) > 0
+    label_flips = res.numbers["lines"] - res.numbers["agreement"]
+    assert sum(theirs) > label_flips  # some turns flip with the label unchanged: the score crossed cls_thresh
+    assert sum(ref_turns) > 10  # the built-in data has turned lines, and the reference turns them
