@@ -515,7 +515,7 @@ def test_the_gate_judges_lines_as_a_share() -> None:
     three_off = [(False, 1e-4)] * 197 + [(True, 1e-4)] * 3
     bad = c.judge("rec", {**base, "per_line": three_off}, 200, part="gate")
     assert not bad.ok and "3 of 200 lines" in bad.reasons[0]
-    # confidence changes beyond the tolerance alone do not count there; elsewhere the largest one fails it
+    # confidence changes beyond the tolerance alone do not count there; without per-line numbers the largest fails
     assert c.judge("rec", {**base, "per_line": [(False, 2e-2)] * 200}, 200, part="gate").ok
     assert not c.judge("rec", {**base, "identical": 200}, 200, part="confirm").ok
     # 12 lines allow none; NaN fails whatever the count
@@ -528,6 +528,27 @@ def test_the_gate_judges_lines_as_a_share() -> None:
                                           part="gate").ok is False
     with pytest.raises(Exception, match="gate"):
         Criteria(gate_share=1.0)
+
+
+def test_held_out_confidence_is_judged_as_a_share_and_calibration_line_by_line() -> None:
+    """On held-out parts the lines whose confidence moves beyond the tolerance (string unchanged) are counted
+    with the gate's binomial rule (24 lines allow 1, 8 allow none); the calibration part keeps the per-line
+    limit; a changed string still fails any part; without per-line numbers the largest change decides."""
+    c = Criteria(conf_tolerance=5e-3)
+    base = {"lines": 24, "identical": 24, "identical_share": 1.0, "max_conf_change": 3e-2,
+            "mean_conf_change": 1.5e-3, "drop_score_crossings": 0}
+    one = [(False, 1e-4)] * 23 + [(False, 3e-2)]
+    two = [(False, 1e-4)] * 22 + [(False, 3e-2), (False, 6e-3)]
+    v = c.judge("rec", {**base, "per_line": one}, 24, part="confirm")
+    assert v.ok and (v.numbers["conf_beyond"], v.numbers["conf_beyond_allowed"]) == (1, 1)
+    assert v.failing == (23,) and "1 beyond the confidence tolerance (1 allowed)" in v.headline()
+    bad = c.judge("rec", {**base, "per_line": two}, 24, part="confirm-2")
+    assert not bad.ok and bad.failing == (22, 23) and "2 of 24 lines change confidence" in bad.reasons[0]
+    assert not c.judge("rec", {**base, "per_line": one}, 24, part="calibration").ok  # every line there
+    assert not c.judge("rec", {**base, "per_line": one[-8:]}, 8, part="verify").ok  # 8 lines allow none
+    changed = {**base, "identical": 23, "per_line": [(False, 1e-4)] * 23 + [(True, 1e-4)]}
+    assert not c.judge("rec", changed, 24, part="confirm").ok
+    assert not c.judge("rec", base, 24, part="confirm").ok  # no per-line numbers: the largest change decides
 
 
 def test_the_gate_steps_back_to_a_point_that_passes_it(chain) -> None:

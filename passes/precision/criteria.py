@@ -4,8 +4,8 @@
 :class:`Verdict`: ``ok`` (the acceptance test of the search) and ``score`` (a continuous badness to rank
 placements; lower is better):
 
-- rec: every string identical, no line crossing PaddleOCR's drop_score (0.5), the largest line-confidence
-  change within ``conf_tolerance`` (default 5e-3); score = changed strings + crossings + a quarter per line
+- rec: every string identical, no line crossing PaddleOCR's drop_score (0.5), the line-confidence change
+  within ``conf_tolerance`` (default 5e-3; on held-out parts as a share, below); score = changed strings + crossings + a quarter per line
   whose frame argmax flipped + the mean frame risk (:func:`.evaluator.frame_risk`, clipped to 1) + (max +
   mean confidence change) / ``conf_tolerance``;
 - det: F >= ``min_det_f`` (0.99) of the candidate's DB boxes against the reference's; score =
@@ -15,6 +15,14 @@ placements; lower is better):
   ``conf_tolerance``.
 
 A candidate with NaN/Inf on any sample fails, whatever the metric says (score += 1000 per such sample).
+
+On the calibration part (the most fragile lines, what the search chooses on) every line's confidence change
+must be within the tolerance. On a held-out part (the confirmation lines, the emulator's) the lines beyond it
+are counted as the gate counts lines off (below: at most as many as show no rate above ``gate_share``; 24 lines
+allow 1, 8 allow none): a line's confidence is a coin flip where a CTC run can start one frame earlier or a
+short line's few scores move (PP-OCRv4 as given on lavapipe moves 13 of 312 lines beyond 5e-3 with the string
+unchanged; its searches chose 44% or 88.5% fp16 by whether one such line was among the 24 held out), and a
+share is what the goal states for strings (99.5% of the lines). Strings and drop_score stay per line.
 
 On the calibration part the confidence tolerance is ``calibration_margin`` (default 1) times
 ``conf_tolerance``: a margin below 1 keeps room for the held-out data. The search's calibration set is
@@ -93,6 +101,8 @@ class Verdict:
             text = f"score {self.score:.3g}"
         if "lines_off" in n:
             text += f"; lines off {n['lines_off']} ({n['lines_off_allowed']} allowed)"
+        if n.get("conf_beyond"):
+            text += f"; {n['conf_beyond']} beyond the confidence tolerance ({n['conf_beyond_allowed']} allowed)"
         return text + (f", {self.nonfinite} NaN/Inf" if self.nonfinite else "")
 
 
@@ -161,13 +171,21 @@ class Criteria:
                 reasons.append(f"{changed} of {numbers['lines']} strings change")
             if crossings > self.drop_score_crossings:
                 reasons.append(f"{crossings} lines cross drop_score")
-            if numbers["max_conf_change"] > tol:
+            if per and not part.startswith("calibration"):  # held-out lines: confidence as a share (docstring)
+                beyond = sum(1 for off, conf in per if not off and conf > tol)
+                allowed = self.gate_allows(len(per))
+                if beyond > allowed:
+                    reasons.append(f"{beyond} of {len(per)} lines change confidence by more than {tol:g} (largest "
+                                   f"{numbers['max_conf_change']:.2e}); {allowed} allowed")
+                numbers = {**numbers, "conf_beyond": beyond, "conf_beyond_allowed": allowed}
+            elif numbers["max_conf_change"] > tol:
                 reasons.append(f"confidence changes by {numbers['max_conf_change']:.2e} > {tol:g}")
             score = (changed + crossings + 0.25 * numbers.get("frame_flip_lines", 0)
                      + numbers.get("mean_frame_risk", 0.0)
                      + (numbers["max_conf_change"] + numbers["mean_conf_change"]) / self.conf_tolerance)
             keep = ("lines", "identical", "identical_share", "max_conf_change", "mean_conf_change",
-                    "drop_score_crossings", "max_prob_diff", "frame_flip_lines", "mean_frame_risk", "mean_max_diff")
+                    "drop_score_crossings", "max_prob_diff", "frame_flip_lines", "mean_frame_risk", "mean_max_diff",
+                    "conf_beyond", "conf_beyond_allowed")
         elif kind == "det":
             if numbers["f"] < self.min_det_f:
                 reasons.append(f"det F {numbers['f']:.4f} < {self.min_det_f:g}")
