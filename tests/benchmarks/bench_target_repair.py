@@ -350,7 +350,9 @@ def cmd_table(args) -> dict:
             n = c["numbers"]
             before = d["rows"].get("as given", {}).get("numbers", {})
             if "identical" in n:
-                fid = (f"{100 * n['identical_share']:.1f}% | {n['max_conf_change']:.1e} | {n['drop_score_crossings']} | –")
+                beyond = f" ({n['conf_beyond']} lines beyond)" if "conf_beyond" in n else ""
+                fid = (f"{100 * n['identical_share']:.1f}% | {n['max_conf_change']:.1e}{beyond} | "
+                       f"{n['drop_score_crossings']} | –")
                 was = (f"{100 * before['identical_share']:.1f}%, {before['max_conf_change']:.1e}" if before else "–")
             elif "f" in n:
                 fid = f"– | – | – | {n['f']:.4f}"
