@@ -115,9 +115,14 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
         outs = [next(iter(o.values())).reshape(r.shape) for o, r in zip(runs[0].outputs, refs, strict=True)]
         return metric.evaluate(refs, outs, lines)
 
-    numbers = fresh(confirm).numbers
+    judged = fresh(confirm)
+    numbers = judged.numbers
     assert numbers["identical"] == res.held_out.numbers["identical"]
     assert numbers["max_conf_change"] == pytest.approx(res.held_out.numbers["max_conf_change"], abs=1e-6)
+    # held-out confidence is counted as a share: the lines beyond the tolerance with the string kept (2 lines
+    # allow none)
+    beyond = sum(not (x["differs"] or x["crosses_drop_score"]) and x["conf_change"] > 1e-3 for x in judged.per_sample)
+    assert (res.held_out.numbers["conf_beyond"], res.held_out.numbers["conf_beyond_allowed"]) == (beyond, 0)
     # the gate: the next held-out lines, a line off when its string changes or it crosses drop_score; of 12
     # lines none is allowed
     per = fresh(parts["held-out"].inputs[2 * n:2 * n + gate]).per_sample

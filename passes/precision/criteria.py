@@ -5,9 +5,9 @@
 placements; lower is better):
 
 - rec: every string identical, no line crossing PaddleOCR's drop_score (0.5), the line-confidence change
-  within ``conf_tolerance`` (default 5e-3; on held-out parts as a share, below); score = changed strings + crossings + a quarter per line
-  whose frame argmax flipped + the mean frame risk (:func:`.evaluator.frame_risk`, clipped to 1) + (max +
-  mean confidence change) / ``conf_tolerance``;
+  within ``conf_tolerance`` (default 5e-3; on held-out parts as a share, below); score = changed strings +
+  crossings + a quarter per line whose frame argmax flipped + the mean frame risk
+  (:func:`.evaluator.frame_risk`, clipped to 1) + (max + mean confidence change) / ``conf_tolerance``;
 - det: F >= ``min_det_f`` (0.99) of the candidate's DB boxes against the reference's; score =
   (1 - F) / (1 - ``min_det_f``) + share of map pixels flipping at the threshold / 1e-3;
 - cls: every label identical and no rotation decision flipped (label 180 with a score above PaddleOCR's
