@@ -530,10 +530,10 @@ def test_the_gate_judges_lines_as_a_share() -> None:
         Criteria(gate_share=1.0)
 
 
-def test_held_out_confidence_is_judged_as_a_share_and_calibration_line_by_line() -> None:
-    """On held-out parts the lines whose confidence moves beyond the tolerance (string unchanged) are counted
-    with the gate's binomial rule (24 lines allow 1, 8 allow none); the calibration part keeps the per-line
-    limit; a changed string still fails any part; without per-line numbers the largest change decides."""
+def test_confidence_is_judged_as_a_share_on_every_part_but_the_gate() -> None:
+    """The lines whose confidence moves beyond the tolerance (string unchanged) are counted with the gate's
+    binomial rule on the calibration and held-out parts alike (32 or 24 lines allow 1, 8 allow none); a changed
+    string still fails a part of its own; without per-line numbers the largest change decides."""
     c = Criteria(conf_tolerance=5e-3)
     base = {"lines": 24, "identical": 24, "identical_share": 1.0, "max_conf_change": 3e-2,
             "mean_conf_change": 1.5e-3, "drop_score_crossings": 0}
@@ -544,11 +544,48 @@ def test_held_out_confidence_is_judged_as_a_share_and_calibration_line_by_line()
     assert v.failing == (23,) and "1 beyond the confidence tolerance (1 allowed)" in v.headline()
     bad = c.judge("rec", {**base, "per_line": two}, 24, part="confirm-2")
     assert not bad.ok and bad.failing == (22, 23) and "2 of 24 lines change confidence" in bad.reasons[0]
-    assert not c.judge("rec", {**base, "per_line": one}, 24, part="calibration").ok  # every line there
+    assert c.judge("rec", {**base, "per_line": one}, 24, part="calibration").ok  # a share there too
+    assert not c.judge("rec", {**base, "per_line": two}, 24, part="calibration").ok
+    # the calibration margin still scales the tolerance: 6e-3 is beyond 0.5 * 5e-3 and 3e-3 is too
+    tight = Criteria(conf_tolerance=5e-3, calibration_margin=0.5)
+    assert not tight.judge("rec", {**base, "per_line": [(False, 3e-3)] * 2 + one[2:]}, 24, part="calibration").ok
+    assert tight.judge("rec", {**base, "per_line": [(False, 3e-3)] * 2 + one[2:]}, 24, part="confirm").ok
     assert not c.judge("rec", {**base, "per_line": one[-8:]}, 8, part="verify").ok  # 8 lines allow none
     changed = {**base, "identical": 23, "per_line": [(False, 1e-4)] * 23 + [(True, 1e-4)]}
     assert not c.judge("rec", changed, 24, part="confirm").ok
+    assert not c.judge("rec", changed, 24, part="calibration").ok
     assert not c.judge("rec", base, 24, part="confirm").ok  # no per-line numbers: the largest change decides
+
+
+def test_the_riskiest_lines_of_a_pool_are_judged_as_the_gate_would_judge_the_pool() -> None:
+    """A part drawn as the riskiest of a larger held-out pool fails when its lines off (string or drop_score;
+    cls: label or rotation) or its lines beyond the confidence tolerance are more than the gate allows on the
+    pool (64 lines allow 1, 200 allow 2), less the pool's lines known off already; the calibration part
+    ignores a pool (its strings stay per line)."""
+    c = Criteria(conf_tolerance=5e-3)
+    base = {"lines": 8, "identical": 7, "identical_share": 7 / 8, "max_conf_change": 1.6e-1,
+            "mean_conf_change": 2e-2, "drop_score_crossings": 0}
+    one_off = [(False, 1e-4)] * 6 + [(False, 8e-3), (True, 1.6e-1)]
+    assert not c.judge("rec", {**base, "per_line": one_off}, 8, part="verify").ok  # itself: none of 8
+    v = c.judge("rec", {**base, "per_line": one_off}, 8, part="verify", pool=64)
+    assert v.ok and (v.numbers["lines_off"], v.numbers["lines_off_allowed"], v.numbers["stands_for"]) == (1, 1, 64)
+    assert v.failing == (6, 7) and "lines off 1 (1 allowed of the 64 they stand for)" in v.headline()
+    two_off = [(False, 1e-4)] * 6 + [(True, 8e-3), (True, 1.6e-1)]
+    bad = c.judge("rec", {**base, "identical": 6, "per_line": two_off}, 8, part="verify", pool=64)
+    assert not bad.ok and "2 of 8 lines change for users" in bad.reasons[0] and "64 lines" in bad.reasons[0]
+    assert c.judge("rec", {**base, "identical": 6, "per_line": two_off}, 8, part="verify", pool=200).ok
+    assert not c.judge("rec", {**base, "per_line": one_off}, 8, part="verify", pool=200, pool_off=2).ok
+    assert not c.judge("rec", {**base, "per_line": one_off}, 8, part="calibration", pool=160).ok
+    two_beyond = [(False, 1e-4)] * 6 + [(False, 8e-3), (False, 9e-3)]
+    assert not c.judge("rec", {**base, "identical": 8, "per_line": two_beyond}, 8, part="verify", pool=64).ok
+    gate = c.judge("rec", {**base, "per_line": two_off}, 8, part="gate-at-risk", pool=200)
+    assert gate.ok and gate.numbers["stands_for"] == 200
+    assert not c.judge("rec", {**base, "per_line": two_off}, 8, part="gate-at-risk", pool=200, pool_off=1).ok
+    cls = {"lines": 16, "agreement": 15, "agreement_share": 15 / 16, "max_score_change": 0.2, "rotation_flips": 0,
+           "max_prob_diff": 0.2}
+    flips = [(False, 1e-3)] * 15 + [(True, 0.2)]
+    assert not c.judge("cls", {**cls, "per_line": flips}, 16, part="verify").ok
+    assert c.judge("cls", {**cls, "per_line": flips}, 16, part="verify", pool=64).ok
 
 
 def test_the_gate_steps_back_to_a_point_that_passes_it(chain) -> None:
@@ -822,6 +859,8 @@ def test_verdicts_carry_per_line_risks_and_at_risk_picks_the_closest_to_changing
     assert picked.name == "at-risk"
     order = [next(i for i, r in enumerate(refs) if r is x) for x in picked.references]
     assert order == [5, 1, 2, 0]  # 90%, 60%, 30%, 10%; the changed line out, the tie after them
+    assert (picked.pool, picked.pool_off) == (6, 1)  # stands for the part, its changed line off already
+    assert picked.slice("at-risk", 0, 2).pool == 6 and picked.pick("x", [0]).pool_off == 1
     assert [next(i for i, r in enumerate(refs) if r is x) for x in at_risk("rec", part, v, 9, "a").references] \
         == [5, 1, 2, 0, 4]
     with pytest.raises(ValueError):

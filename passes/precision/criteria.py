@@ -16,13 +16,23 @@ placements; lower is better):
 
 A candidate with NaN/Inf on any sample fails, whatever the metric says (score += 1000 per such sample).
 
-On the calibration part (the most fragile lines, what the search chooses on) every line's confidence change
-must be within the tolerance. On a held-out part (the confirmation lines, the emulator's) the lines beyond it
-are counted as the gate counts lines off (below: at most as many as show no rate above ``gate_share``; 24 lines
-allow 1, 8 allow none): a line's confidence is a coin flip where a CTC run can start one frame earlier or a
-short line's few scores move (PP-OCRv4 as given on lavapipe moves 13 of 312 lines beyond 5e-3 with the string
-unchanged; its searches chose 44% or 88.5% fp16 by whether one such line was among the 24 held out), and a
-share is what the goal states for strings (99.5% of the lines). Strings and drop_score stay per line.
+On every part but a gate the lines whose confidence moves beyond the tolerance with the string unchanged are
+counted as the gate counts lines off (below: at most as many as show no rate above ``gate_share``; 32 lines
+allow 1, 24 allow 1, 8 allow none): a line's confidence is a coin flip where a CTC run can start one frame
+earlier or a short line's few scores move (PP-OCRv4 as given on lavapipe moves 13 of 312 held-out lines beyond
+5e-3 with the string unchanged; its searches chose 44% or 88.5% fp16 by whether one such line was among the 24
+held out; PP-OCRv3's mends on the GPU each moved one of 32 calibration lines to 1.1e-2 while bringing a
+held-out string back, and the search fell from 98.7% to 63.2%), and a share is what the goal states for strings
+(99.5% of the lines). Strings and drop_score stay per line.
+
+A part drawn as the riskiest samples of a larger held-out *pool* (``pool``: the emulator's 8 most fragile of
+64 lines, the 8 gate lines a proxy came closest to changing of 200) stands for that pool: it fails when the
+lines it changes, and those beyond the confidence tolerance, are more than the gate would allow on the whole
+pool (64 lines allow 1, 200 allow 2; together 3 of 264, as the gate's rule allows on 264; the pool's lines a
+proxy changed already count against it). The goal allows the
+pool that many changes, and the riskiest lines are where they fall: judged line by line, one near-tie the
+emulated A76 flips at scattered placements decided PP-OCRv4's phone result (12.5% fp16 kept; the same file at
+81.3% changed 1 of the 8 most fragile lines, an earlier search's 88.5% changed 1 of 200).
 
 On the calibration part the confidence tolerance is ``calibration_margin`` (default 1) times
 ``conf_tolerance``: a margin below 1 keeps room for the held-out data. The search's calibration set is
@@ -100,7 +110,8 @@ class Verdict:
         else:
             text = f"score {self.score:.3g}"
         if "lines_off" in n:
-            text += f"; lines off {n['lines_off']} ({n['lines_off_allowed']} allowed)"
+            text += f"; lines off {n['lines_off']} ({n['lines_off_allowed']} allowed"
+            text += f" of the {n['stands_for']} they stand for)" if "stands_for" in n else ")"
         if n.get("conf_beyond"):
             text += f"; {n['conf_beyond']} beyond the confidence tolerance ({n['conf_beyond_allowed']} allowed)"
         return text + (f", {self.nonfinite} NaN/Inf" if self.nonfinite else "")
@@ -145,35 +156,49 @@ class Criteria:
         return Verdict(False, float("inf"), {}, [f"did not run: {error}"], samples, 0, error)
 
     def judge(self, kind: str, numbers: dict[str, Any], samples: int, nonfinite: int = 0,
-              part: str = "held-out") -> Verdict:
+              part: str = "held-out", pool: int = 0, pool_off: int = 0) -> Verdict:
         """The verdict on a metric result's ``numbers`` (:attr:`MetricResult.numbers`) for ``part``; a gate
         (module docstring) needs ``numbers["per_line"]``: (string/label changed or drop_score crossed,
-        confidence/score change) per line."""
+        confidence/score change) per line. ``pool``: the held-out samples a part of the riskiest stands for
+        (module docstring; 0 or fewer than its samples: itself), ``pool_off`` of them known to be off (on a
+        proxy) and not in the part: they count against the pool's allowance."""
         reasons: list[str] = []
-        tol = self.conf_tolerance * (self.calibration_margin if part.startswith("calibration") else 1.0)
+        calibration = part.startswith("calibration")
+        tol = self.conf_tolerance * (self.calibration_margin if calibration else 1.0)
         gate = part.startswith("gate") and kind in ("rec", "cls")
         per = numbers["per_line"] if gate else numbers.get("per_line", ())
         failing = tuple(i for i, (changed, conf) in enumerate(per) if changed or not gate and conf > tol)
+        stands_for = len(per) if calibration else max(len(per), pool)
+        pooled = stands_for > len(per)
+        allowed = max(0, self.gate_allows(stands_for) - (pool_off if pooled else 0))
         if gate:
             off = len(failing)
-            allowed = self.gate_allows(len(per))
             if off > allowed:
                 what = "string or drop_score" if kind == "rec" else "label or rotation"
                 reasons.append(f"{off} of {len(per)} lines change for users ({what}); {allowed} allowed (more "
-                               f"shows a rate above {self.gate_share:.1%} at {self.gate_confidence:.0%} confidence)")
+                               f"shows a rate above {self.gate_share:.1%} at {self.gate_confidence:.0%} confidence"
+                               + (f" on the {stands_for} lines these stand for)" if pooled else ")"))
             score = off + float(np.mean([c for _, c in per])) / self.conf_tolerance
             numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed}
+            if pooled:
+                numbers["stands_for"] = stands_for
             keep = tuple(k for k in numbers if k != "per_line")  # every number of the metric, and the count
         elif kind == "rec":
             changed = numbers["lines"] - numbers["identical"]
             crossings = numbers["drop_score_crossings"]
-            if changed:
-                reasons.append(f"{changed} of {numbers['lines']} strings change")
-            if crossings > self.drop_score_crossings:
-                reasons.append(f"{crossings} lines cross drop_score")
-            if per and not part.startswith("calibration"):  # held-out lines: confidence as a share (docstring)
-                beyond = sum(1 for off, conf in per if not off and conf > tol)
-                allowed = self.gate_allows(len(per))
+            if pooled:  # strings and drop_score as the gate counts them, over the pool
+                off = sum(1 for c, _ in per if c)
+                if off > allowed:
+                    reasons.append(f"{off} of {len(per)} lines change for users (string or drop_score); {allowed} "
+                                   f"allowed on the {stands_for} lines these stand for")
+                numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed, "stands_for": stands_for}
+            else:
+                if changed:
+                    reasons.append(f"{changed} of {numbers['lines']} strings change")
+                if crossings > self.drop_score_crossings:
+                    reasons.append(f"{crossings} lines cross drop_score")
+            if per:  # confidence as a share (module docstring)
+                beyond = sum(1 for off_, conf in per if not off_ and conf > tol)
                 if beyond > allowed:
                     reasons.append(f"{beyond} of {len(per)} lines change confidence by more than {tol:g} (largest "
                                    f"{numbers['max_conf_change']:.2e}); {allowed} allowed")
@@ -185,7 +210,7 @@ class Criteria:
                      + (numbers["max_conf_change"] + numbers["mean_conf_change"]) / self.conf_tolerance)
             keep = ("lines", "identical", "identical_share", "max_conf_change", "mean_conf_change",
                     "drop_score_crossings", "max_prob_diff", "frame_flip_lines", "mean_frame_risk", "mean_max_diff",
-                    "conf_beyond", "conf_beyond_allowed")
+                    "conf_beyond", "conf_beyond_allowed", "lines_off", "lines_off_allowed", "stands_for")
         elif kind == "det":
             if numbers["f"] < self.min_det_f:
                 reasons.append(f"det F {numbers['f']:.4f} < {self.min_det_f:g}")
@@ -195,12 +220,20 @@ class Criteria:
         elif kind == "cls":
             flips = numbers["lines"] - numbers["agreement"]
             turns = numbers.get("rotation_flips", 0)
-            if flips:
-                reasons.append(f"{flips} of {numbers['lines']} labels flip")
-            if turns:
-                reasons.append(f"{turns} rotation decisions flip")
+            if pooled:  # labels and rotation decisions as the gate counts them, over the pool
+                off = sum(1 for c, _ in per if c)
+                if off > allowed:
+                    reasons.append(f"{off} of {len(per)} lines change for users (label or rotation); {allowed} "
+                                   f"allowed on the {stands_for} lines these stand for")
+                numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed, "stands_for": stands_for}
+            else:
+                if flips:
+                    reasons.append(f"{flips} of {numbers['lines']} labels flip")
+                if turns:
+                    reasons.append(f"{turns} rotation decisions flip")
             score = flips + turns + numbers["max_score_change"] / self.conf_tolerance
-            keep = ("lines", "agreement", "agreement_share", "max_score_change", "rotation_flips", "max_prob_diff", "mean_max_diff")
+            keep = ("lines", "agreement", "agreement_share", "max_score_change", "rotation_flips", "max_prob_diff",
+                    "mean_max_diff", "lines_off", "lines_off_allowed", "stands_for")
         else:
             raise NcnnpassError(f"no acceptance test for model kind {kind!r} (rec, det or cls)")
         if nonfinite:

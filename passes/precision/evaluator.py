@@ -50,22 +50,32 @@ ALLOWED_FLIPS = 0.005
 
 @dataclass
 class Part:
-    """Prepared inputs of one part of the data and the reference's first output for each."""
+    """Prepared inputs of one part of the data and the reference's first output for each. ``pool``: the
+    held-out samples a part of the riskiest stands for (judged as the gate would judge them:
+    :class:`.criteria.Criteria`; 0: itself), ``pool_off`` of them known to be off already."""
 
     name: str
     inputs: list[ModelInput]
     references: list[np.ndarray] = field(default_factory=list)
     source: str = ""
+    pool: int = 0
+    pool_off: int = 0
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def slice(self, name: str, start: int, stop: int | None = None) -> Part:
-        """Samples ``start:stop`` as a part of their own."""
-        return Part(name, self.inputs[start:stop], self.references[start:stop], self.source)
+        """Samples ``start:stop`` as a part of their own (standing for the same pool)."""
+        return Part(name, self.inputs[start:stop], self.references[start:stop], self.source, self.pool,
+                    self.pool_off)
 
-    def pick(self, name: str, indices: Sequence[int]) -> Part:
-        return Part(name, [self.inputs[i] for i in indices], [self.references[i] for i in indices], self.source)
+    def pick(self, name: str, indices: Sequence[int], pool: int | None = None, pool_off: int = 0) -> Part:
+        """Samples ``indices`` as a part of their own, standing for ``pool`` with ``pool_off`` off (default:
+        this part's pool)."""
+        if pool is None:
+            pool, pool_off = self.pool, self.pool_off
+        return Part(name, [self.inputs[i] for i in indices], [self.references[i] for i in indices], self.source,
+                    pool, pool_off)
 
     def __add__(self, other: Part) -> Part:
         return Part(f"{self.name}+{other.name}", self.inputs + other.inputs, self.references + other.references,
@@ -174,13 +184,14 @@ def at_risk(kind: str, part: Part, verdict: Verdict, count: int, name: str, floo
     riskiest first. The samples it changed are left out (its verdict on ``part`` counts them already), and the
     reference's ties (decision margin below ``floor``, flipped by any rounding) come last. A noisier target than
     the one ``verdict`` ran on changes these first: of the 9 lines (of 200) the emulated A76 got wrong with
-    PP-OCRv5 at 66% fp16, 6 were among lavapipe's 7 riskiest there (4 among the reference's 8 most fragile)."""
+    PP-OCRv5 at 66% fp16, 6 were among lavapipe's 7 riskiest there (4 among the reference's 8 most fragile).
+    The part stands for ``part`` (its pool), with the samples ``verdict`` changed off already."""
     if len(verdict.risks) != len(part):
         raise ValueError(f"{len(verdict.risks)} risks for a part of {len(part)} samples")
     off = set(verdict.failing)
     tie = {i for i, r in enumerate(part.references) if decision_margin(kind, r) < floor}
     order = sorted((i for i in range(len(part)) if i not in off), key=lambda i: (i in tie, -verdict.risks[i]))
-    return part.pick(name, order[:count])
+    return part.pick(name, order[:count], pool=len(part), pool_off=len(off))
 
 
 def reference_outputs(inputs: Sequence[ModelInput], *, onnx: str | os.PathLike | None = None,
@@ -310,7 +321,8 @@ def judge_outputs(kind: str, metric, criteria: Criteria, data: Part, outs: Seque
         risks = [frame_risk(refs[k], c) for k, c in zip(keep, safe, strict=True)]
         numbers["frame_flip_lines"] = sum(r >= 1.0 for r in risks)
         numbers["mean_frame_risk"] = float(np.mean(np.minimum(risks, 1.0)))
-    verdict = criteria.judge(kind, numbers, n, nonfinite, part=data.name)
+    verdict = criteria.judge(kind, numbers, n, nonfinite, part=data.name, pool=data.pool,
+                             pool_off=data.pool_off)
     verdict.risks = tuple(risks)
     return verdict
 

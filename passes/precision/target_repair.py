@@ -13,7 +13,7 @@
    judged as a share: at most the goal's 0.5% of lines off, :class:`.criteria.Criteria`; a rate of changed
    lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
    samples: the reference's most fragile, then for rec and cls as many gate lines the choice came closest to
-   changing on the proxy); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``,
+   changing on the proxy; each stands for the pool it was drawn from, :class:`.criteria.Criteria`); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``,
    the emulator) is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back,
    judged on the others), else falls back to the next passing point of the walk with more fp32;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
@@ -319,7 +319,9 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     check = None
     if verify_n:
         rest = held_all.slice("verify", 2 * confirm_n, 2 * confirm_n + verify_pool)
-        check = stressed(info.kind, rest if len(rest) else held_all, verify_n, "verify")
+        drawn = rest if len(rest) else held_all
+        # the most fragile of the pool stand for it: judged as the gate would judge the pool (criteria)
+        check = replace(stressed(info.kind, drawn, verify_n, "verify"), pool=len(drawn))
     gate_part = held_all.slice("gate", 2 * confirm_n + verify_pool)
     lap = Laps(t0)
     lap("data")
