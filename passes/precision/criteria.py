@@ -16,23 +16,26 @@ placements; lower is better):
 
 A candidate with NaN/Inf on any sample fails, whatever the metric says (score += 1000 per such sample).
 
-On every part but a gate the lines whose confidence moves beyond the tolerance with the string unchanged are
-counted as the gate counts lines off (below: at most as many as show no rate above ``gate_share``; 32 lines
-allow 1, 24 allow 1, 8 allow none): a line's confidence is a coin flip where a CTC run can start one frame
-earlier or a short line's few scores move (PP-OCRv4 as given on lavapipe moves 13 of 312 held-out lines beyond
-5e-3 with the string unchanged; its searches chose 44% or 88.5% fp16 by whether one such line was among the 24
-held out; PP-OCRv3's mends on the GPU each moved one of 32 calibration lines to 1.1e-2 while bringing a
-held-out string back, and the search fell from 98.7% to 63.2%), and a share is what the goal states for strings
-(99.5% of the lines). Strings and drop_score stay per line.
+On the calibration part (the most fragile lines, what the search chooses on) every line's confidence change
+must be within the tolerance. On a held-out part (the confirmation lines, the emulator's) the lines beyond it
+are counted as the gate counts lines off (below: at most as many as show no rate above ``gate_share``; 24 lines
+allow 1, 8 allow none): a line's confidence is a coin flip where a CTC run can start one frame earlier or a
+short line's few scores move (PP-OCRv4 as given on lavapipe moves 13 of 312 held-out lines beyond 5e-3 with the
+string unchanged; its searches chose 44% or 88.5% fp16 by whether one such line was among the 24 held out), and
+a share is what the goal states for strings (99.5% of the lines). Strings and drop_score stay per line. The
+calibration part keeps the per-line limit because the search chooses on it: counted as a share there (32 lines
+allow 1), PP-OCRv4's walk on lavapipe lowered all 25 groups at once (100% fp16, 1 line beyond), the first 24
+held-out lines then changed a string, no mend passed, and the second search ended at 52.6% (81.3% with the
+per-line limit, the last campaign).
 
 A part drawn as the riskiest samples of a larger held-out *pool* (``pool``: the emulator's 8 most fragile of
 64 lines, the 8 gate lines a proxy came closest to changing of 200) stands for that pool: it fails when the
-lines it changes, and those beyond the confidence tolerance, are more than the gate would allow on the whole
-pool (64 lines allow 1, 200 allow 2; together 3 of 264, as the gate's rule allows on 264; the pool's lines a
-proxy changed already count against it). The goal allows the
-pool that many changes, and the riskiest lines are where they fall: judged line by line, one near-tie the
-emulated A76 flips at scattered placements decided PP-OCRv4's phone result (12.5% fp16 kept; the same file at
-81.3% changed 1 of the 8 most fragile lines, an earlier search's 88.5% changed 1 of 200).
+lines it changes, or those beyond the confidence tolerance, are more than the gate would allow on the whole
+pool (64 lines allow 1, 200 allow 2; together 3 of 264, what the gate's rule allows on 264), the pool's lines
+a proxy changed already counted against it. The goal allows the pool that many changes, and the riskiest lines
+are where they fall: judged line by line, one near-tie the emulated A76 flips at scattered placements decided
+PP-OCRv4's phone result (12.5% fp16 kept; the same model at 81.3% changed 1 of the 8 most fragile lines, an
+earlier search's 88.5% changed 1 of 200).
 
 On the calibration part the confidence tolerance is ``calibration_margin`` (default 1) times
 ``conf_tolerance``: a margin below 1 keeps room for the held-out data. The search's calibration set is
@@ -168,7 +171,7 @@ class Criteria:
         gate = part.startswith("gate") and kind in ("rec", "cls")
         per = numbers["per_line"] if gate else numbers.get("per_line", ())
         failing = tuple(i for i, (changed, conf) in enumerate(per) if changed or not gate and conf > tol)
-        stands_for = len(per) if calibration else max(len(per), pool)
+        stands_for = len(per) if calibration else max(len(per), pool)  # a calibration set is chosen on
         pooled = stands_for > len(per)
         allowed = max(0, self.gate_allows(stands_for) - (pool_off if pooled else 0))
         if gate:
@@ -197,7 +200,7 @@ class Criteria:
                     reasons.append(f"{changed} of {numbers['lines']} strings change")
                 if crossings > self.drop_score_crossings:
                     reasons.append(f"{crossings} lines cross drop_score")
-            if per:  # confidence as a share (module docstring)
+            if per and not calibration:  # held-out confidence as a share (module docstring)
                 beyond = sum(1 for off_, conf in per if not off_ and conf > tol)
                 if beyond > allowed:
                     reasons.append(f"{beyond} of {len(per)} lines change confidence by more than {tol:g} (largest "
