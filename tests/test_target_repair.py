@@ -162,6 +162,8 @@ def test_arm_repair_through_the_cli_runs_right_on_every_path(v3, tmp_path: Path,
     assert code != 0 or f"gate on vulkan (lavapipe) ({SMALL['gate']})" in text.out  # the option reaches the search
     # the emulator verified on the gate lines the choice came closest to changing on lavapipe
     assert code != 0 or "gate lines the choice comes closest to changing" in text.out + text.err
+    # those 2 stand for the gate's 12 lines and are judged as the gate would judge them (none off allowed there)
+    assert code != 0 or "lines off 0 (0 allowed of the 12 they stand for)" in text.out + text.err
     assert (tmp_path / "curve.json").exists() and (tmp_path / "curve.png").exists()
     if code != 0:  # the criteria missed even at the floor: nothing may be written
         assert "nothing written" in text.err and not Path(out[0]).exists()

@@ -259,8 +259,13 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
     ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
     (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
     where = describe_target(tev.target)
-    missed, on_target = first_miss(tev, chosen, parts)
-    say(f"  held-out ({on_target.samples}{'' if on_target.ok else ', ' + missed}) on {where}: {on_target.headline()}")
+    if not parts:
+        raise ValueError("no part to verify on")
+    for missed in parts:  # as first_miss, saying each part's verdict
+        (on_target,) = tev.evaluate([chosen], missed)
+        say(f"  held-out ({on_target.samples}, {missed}) on {where}: {on_target.headline()}")
+        if not on_target.ok:
+            break
     if on_target.ok or chosen == s.floor_p:
         return chosen, cal, on_target
     searched = getattr(s.ev, "target", None)
