@@ -155,6 +155,17 @@ class Criteria:
             below += math.comb(lines, k) * p ** k * (1 - p) ** (lines - k)
         return lines
 
+    def _lines_off(self, kind: str, per: list, allowed: int, stands_for: int, reasons: list[str]) -> dict[str, int]:
+        """The lines off in ``per`` (string/label changed or drop_score/rotation crossed) against ``allowed``, a
+        reason added when more; ``stands_for``: the pool they stand for (0: themselves)."""
+        off = sum(1 for changed, _ in per if changed)
+        if off > allowed:
+            what = "string or drop_score" if kind == "rec" else "label or rotation"
+            why = (f"on the {stands_for} lines these stand for" if stands_for else
+                   f"more shows a rate above {self.gate_share:.1%} at {self.gate_confidence:.0%} confidence")
+            reasons.append(f"{off} of {len(per)} lines change for users ({what}); {allowed} allowed ({why})")
+        return {"lines_off": off, "lines_off_allowed": allowed, **({"stands_for": stands_for} if stands_for else {})}
+
     def failed(self, error: str, samples: int = 0) -> Verdict:
         return Verdict(False, float("inf"), {}, [f"did not run: {error}"], samples, 0, error)
 
@@ -175,26 +186,14 @@ class Criteria:
         pooled = stands_for > len(per)
         allowed = max(0, self.gate_allows(stands_for) - (pool_off if pooled else 0))
         if gate:
-            off = len(failing)
-            if off > allowed:
-                what = "string or drop_score" if kind == "rec" else "label or rotation"
-                reasons.append(f"{off} of {len(per)} lines change for users ({what}); {allowed} allowed (more "
-                               f"shows a rate above {self.gate_share:.1%} at {self.gate_confidence:.0%} confidence"
-                               + (f" on the {stands_for} lines these stand for)" if pooled else ")"))
-            score = off + float(np.mean([c for _, c in per])) / self.conf_tolerance
-            numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed}
-            if pooled:
-                numbers["stands_for"] = stands_for
+            numbers = {**numbers, **self._lines_off(kind, per, allowed, stands_for if pooled else 0, reasons)}
+            score = numbers["lines_off"] + float(np.mean([c for _, c in per])) / self.conf_tolerance
             keep = tuple(k for k in numbers if k != "per_line")  # every number of the metric, and the count
         elif kind == "rec":
             changed = numbers["lines"] - numbers["identical"]
             crossings = numbers["drop_score_crossings"]
             if pooled:  # strings and drop_score as the gate counts them, over the pool
-                off = sum(1 for c, _ in per if c)
-                if off > allowed:
-                    reasons.append(f"{off} of {len(per)} lines change for users (string or drop_score); {allowed} "
-                                   f"allowed on the {stands_for} lines these stand for")
-                numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed, "stands_for": stands_for}
+                numbers = {**numbers, **self._lines_off(kind, per, allowed, stands_for, reasons)}
             else:
                 if changed:
                     reasons.append(f"{changed} of {numbers['lines']} strings change")
@@ -224,11 +223,7 @@ class Criteria:
             flips = numbers["lines"] - numbers["agreement"]
             turns = numbers.get("rotation_flips", 0)
             if pooled:  # labels and rotation decisions as the gate counts them, over the pool
-                off = sum(1 for c, _ in per if c)
-                if off > allowed:
-                    reasons.append(f"{off} of {len(per)} lines change for users (label or rotation); {allowed} "
-                                   f"allowed on the {stands_for} lines these stand for")
-                numbers = {**numbers, "lines_off": off, "lines_off_allowed": allowed, "stands_for": stands_for}
+                numbers = {**numbers, **self._lines_off(kind, per, allowed, stands_for, reasons)}
             else:
                 if flips:
                     reasons.append(f"{flips} of {numbers['lines']} labels flip")
