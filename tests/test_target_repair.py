@@ -142,7 +142,7 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
 def test_arm_repair_through_the_cli_runs_right_on_every_path(v3, tmp_path: Path, capsys) -> None:
     """`ncnnpass run ... repair-for-target[target=arm]`: searched on lavapipe, verified on the emulated A76; the
     written file then runs on x86, on the emulated phone and on Vulkan without NaN, and decodes held-out lines
-    (another data seed) as onnxruntime does on x86 and on the phone it was verified for."""
+    (another data seed) as onnxruntime does on x86, and on the phone within what its verification allowed."""
     from ncnnpass.cli.main import main
 
     _arm()
@@ -174,8 +174,11 @@ def test_arm_repair_through_the_cli_runs_right_on_every_path(v3, tmp_path: Path,
         numbers, outs = _strings(fixed, onnx, target, lines)
         assert all(np.all(np.isfinite(o)) for o in outs), target
         print(target, numbers)
-        if target != "vulkan":  # x86 computes in fp32; the phone is what the search verified
+        if target == "x86":  # x86 computes in fp32
             assert numbers["identical"] == numbers["lines"], (target, numbers)
+        elif target == "arm":  # the phone as the search verified it: its 2 most fragile lines stood for the pool's
+            # 24, where the gate's rule allows 1 off (the model as given changes ~2% of lines on the A76)
+            assert numbers["lines"] - numbers["identical"] <= Criteria().gate_allows(SMALL["pool"]), numbers
 
 
 def test_fp16_overflow_is_located_and_kept_fp32(v3) -> None:
