@@ -202,13 +202,16 @@ def step_back(s: Search, chosen: Placement, cal: Verdict, judge: Callable[[Place
     return chosen, next((q.verdict for q in s.points if q.placement == chosen), cal), verdict
 
 
-def first_miss(ev: Evaluator, p: Placement, parts: Sequence[str]) -> tuple[str, Verdict]:
+def first_miss(ev: Evaluator, p: Placement, parts: Sequence[str],
+               report: Callable[[str, Verdict], None] | None = None) -> tuple[str, Verdict]:
     """``p`` on each of ``parts`` of ``ev`` in turn (at least one): the first part it misses and that verdict,
-    else the last part and its verdict."""
+    else the last part and its verdict. ``report`` is told each part's verdict as it comes."""
     if not parts:
         raise ValueError("no part to judge on")
     for part in parts:
         (v,) = ev.evaluate([p], part)
+        if report is not None:
+            report(part, v)
         if not v.ok:
             break
     return part, v
@@ -259,13 +262,8 @@ def verify_on_target(tev: Evaluator, s: Search, chosen: Placement, cal: Verdict,
     ``search_check`` judges a walk point on the search target's held-out samples before the target runs it
     (cheap): a point the file must also pass there (the proxy is the phone's GPU: one file, every path)."""
     where = describe_target(tev.target)
-    if not parts:
-        raise ValueError("no part to verify on")
-    for missed in parts:  # as first_miss, saying each part's verdict
-        (on_target,) = tev.evaluate([chosen], missed)
-        say(f"  held-out ({on_target.samples}, {missed}) on {where}: {on_target.headline()}")
-        if not on_target.ok:
-            break
+    missed, on_target = first_miss(tev, chosen, parts, lambda part, v: say(
+        f"  held-out ({v.samples}, {part}) on {where}: {v.headline()}"))
     if on_target.ok or chosen == s.floor_p:
         return chosen, cal, on_target
     searched = getattr(s.ev, "target", None)

@@ -13,8 +13,8 @@
    judged as a share: at most the goal's 0.5% of lines off, :class:`.criteria.Criteria`; a rate of changed
    lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
    samples: the reference's most fragile, then for rec and cls as many gate lines the choice came closest to
-   changing on the proxy; each stands for the pool it was drawn from, :class:`.criteria.Criteria`); a choice that misses on a few samples of the target itself (lavapipe for ``vulkan``,
-   the emulator) is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back,
+   changing on the proxy; each stands for the pool it was drawn from, :class:`.criteria.Criteria`); a choice
+   that misses on a few samples of the target itself (lavapipe for ``vulkan``, the emulator) is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back,
    judged on the others), else falls back to the next passing point of the walk with more fp32;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
