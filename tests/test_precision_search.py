@@ -571,6 +571,8 @@ def test_the_riskiest_lines_of_a_pool_are_judged_as_the_gate_would_judge_the_poo
     assert c.judge("rec", {**base, "identical": 6, "per_line": two_off}, 8, part="verify", pool=200).ok
     assert not c.judge("rec", {**base, "per_line": one_off}, 8, part="verify", pool=200, pool_off=2).ok
     assert not c.judge("rec", {**base, "per_line": one_off}, 8, part="calibration", pool=160).ok
+    quiet = {**base, "max_conf_change": 1e-4, "mean_conf_change": 1e-5}  # 1 of 8 strings changed, no per-line
+    assert not c.judge("rec", quiet, 8, part="verify", pool=64).ok  # numbers: every string counts, as before
     two_beyond = [(False, 1e-4)] * 6 + [(False, 8e-3), (False, 9e-3)]
     assert not c.judge("rec", {**base, "identical": 8, "per_line": two_beyond}, 8, part="verify", pool=64).ok
     gate = c.judge("rec", {**base, "per_line": two_off}, 8, part="gate-at-risk", pool=200)

@@ -183,7 +183,7 @@ class Criteria:
         per = numbers["per_line"] if gate else numbers.get("per_line", ())
         failing = tuple(i for i, (changed, conf) in enumerate(per) if changed or not gate and conf > tol)
         stands_for = len(per) if calibration else max(len(per), pool)  # a calibration set is chosen on
-        pooled = stands_for > len(per)
+        pooled = bool(per) and stands_for > len(per)  # without per-line numbers: every line, as before
         allowed = max(0, self.gate_allows(stands_for) - (pool_off if pooled else 0))
         if gate:
             numbers = {**numbers, **self._lines_off(kind, per, allowed, stands_for if pooled else 0, reasons)}
