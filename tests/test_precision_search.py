@@ -918,3 +918,59 @@ def test_a_refined_choice_that_misses_steps_back_to_its_walk_point_first(chain) 
     ev = Gated({"c4": 2.0, "sm": 5.0})
     chosen, _, gated = pass_gate(ev, s, refined, res.chosen_verdict, Budget(None), [], print, mendable=False)
     assert gated.ok and chosen == s.at(j) and s.j == j
+
+
+
+def _rec_lines(n: int):
+    """``n`` lines of 4 frames x 3 classes reading "ab" at confidence 0.9, as a calibration part."""
+    from ncnnpass.passes.measure.model_input import ModelInput
+    from ncnnpass.passes.measure.samples import Provenance, Sample
+    from ncnnpass.passes.precision.evaluator import Part
+
+    frames = np.full((4, 3), 0.05, np.float32)
+    frames[np.arange(4), [1, 0, 2, 0]] = 0.9
+    inputs = [ModelInput(Sample(Provenance("builtin-lines", "t", seed=0, index=i, key=str(i))),
+                         np.zeros((1, 3, 8, 8), np.float32), (8, 8)) for i in range(n)]
+    return Part("calibration", inputs, [frames.copy() for _ in range(n)])
+
+
+def test_the_checks_after_the_search_judge_calibration_lines_as_held_out_from_one_run(chain, monkeypatch) -> None:
+    """A mend is not chosen on the calibration lines: what it must still pass judges them as held-out lines
+    (32 lines allow 1 beyond the confidence tolerance; per line, 1 fails), from the same run as the search's
+    per-line verdict; strings still count per line."""
+    from types import SimpleNamespace
+
+    from ncnnpass.passes.precision import evaluator as E
+    from ncnnpass.passes.precision.checks import mended_calibration, unchosen
+
+    g, _ = chain
+    cal = _rec_lines(32)
+    runs: list[int] = []
+
+    def outputs(graphs, inputs, pool):  # candidate k moves the confidence of lines 5 (and 9); the third a string
+        got = []
+        for k, _graph in enumerate(graphs):
+            outs = [r.copy() for r in cal.references]
+            for i in ([5], [5, 9], [5])[k]:
+                outs[i][0] = [0.05, 0.87, 0.08]  # confidence 0.9 -> 0.8925 (beyond 5e-3)
+            if k == 2:
+                outs[9][2] = [0.05, 0.9, 0.05]  # "aa" for "ab"
+            runs.append(len(inputs))
+            got.append((outs, None))
+        return got
+
+    monkeypatch.setattr(E, "candidate_outputs", outputs)
+    ev = E.Evaluator(g, "rec", {"calibration": cal}, SimpleNamespace(name="x86", workers=1))
+    one, two, string = (Placement(((c, FP32),)) for c in ("c1", "c2", "c3"))
+    assert unchosen(ev, ["calibration", "confirm", "held:calibration"]) == ["held:calibration", "confirm",
+                                                                             "held:calibration"]
+    strict = ev.evaluate([one, two, string])
+    assert [v.ok for v in strict] == [False, False, False] and runs == [32, 32, 32]
+    assert "confidence changes by" in strict[0].reasons[0]
+    held = ev.evaluate([one, two, string], "held:calibration")
+    assert runs == [32, 32, 32], "the view is judged from the calibration's run"
+    assert [v.ok for v in held] == [True, False, False]
+    assert held[0].numbers["conf_beyond"] == 1 and held[0].numbers["conf_beyond_allowed"] == 1
+    assert held[1].numbers["conf_beyond"] == 2 and "1 of 32 strings change" in held[2].reasons[0]
+    assert mended_calibration(ev, one) is held[0]
+    assert unchosen(FakeEvaluator({}), ["calibration"]) == ["calibration"]  # no views: judged as they are

@@ -253,6 +253,7 @@ class Evaluator:
         self.say = progress or (lambda _m: None)
         self.cache: dict[tuple[Placement, str, int], Verdict] = {}
         self.nonfinite: dict[tuple[Placement, str, int], list[int]] = {}  # samples with NaN/Inf outputs
+        self.views: dict[str, list[str]] = {}  # part -> parts with the same samples, judged by another name
         self.inferences = 0
         self.seconds = 0.0
 
@@ -271,14 +272,26 @@ class Evaluator:
             graphs = [self.transform(apply_placement(self.graph, p)) for p in todo]
             runs = candidate_outputs(graphs, data.inputs[:n], self.pool)
             for p, (outs, error) in zip(todo, runs, strict=True):
-                self.cache[(p, part, n)] = self._judge(data, n, outs, error)
-                self.nonfinite[(p, part, n)] = [k for k, o in enumerate(outs)
-                                                if o is not None and not np.all(np.isfinite(o))]
+                bad = [k for k, o in enumerate(outs) if o is not None and not np.all(np.isfinite(o))]
+                for name in [part, *self.views.get(part, ())]:  # one run, judged under each name
+                    self.cache[(p, name, n)] = self._judge(self.parts[name], n, outs, error)
+                    self.nonfinite[(p, name, n)] = bad
             took = time.perf_counter() - t0
             self.seconds += took
             self.inferences += len(todo) * n
             self.say(f"  {len(todo)} placement(s) x {n} {part} samples on {self.target}: {took:.0f} s")
         return [self.cache[(p, part, n)] for p in placements]
+
+    def view(self, part: str, name: str) -> str:
+        """Registers ``name`` (once): the samples of ``part`` judged as a part named ``name`` is (e.g. calibration
+        lines judged as held-out ones, :class:`.criteria.Criteria`), itself, not standing for a pool; evaluating
+        either judges both from one run. Returns ``name``."""
+        if name not in self.parts:
+            src = self.parts[part]
+            self.parts[name] = src.pick(name, range(len(src)), pool=0)
+            self.views.setdefault(part, []).append(name)
+            self.views.setdefault(name, []).append(part)
+        return name
 
     def nonfinite_samples(self, placement: Placement, part: str = "calibration", count: int | None = None
                           ) -> list[int]:

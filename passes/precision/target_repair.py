@@ -44,7 +44,7 @@ from ncnnpass.ir.runtime import Job, TargetPool, describe_target, normalize_targ
 from ncnnpass.passes.measure.dynamic_sizes import runs_at_other_widths
 from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, ModelInfo
 
-from .checks import confirm_held_out, judge_parts, pass_gate, verify_on_target, winograd_is_the_loss
+from .checks import confirm_held_out, judge_parts, pass_gate, unchosen, verify_on_target, winograd_is_the_loss
 from .criteria import Criteria, Verdict
 from .evaluator import Evaluator, Part, at_risk, prepare_parts, reference_outputs, stressed
 from .macs import macs_per_layer
@@ -352,6 +352,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
             tpool = stack.enter_context(TargetPool(target, workers))
             tev = Evaluator(graph, info.kind, {"verify": check}, tpool, criteria=criteria,
                             dictionary=info.dictionary, progress=say)
+        # the checks after the search judge the calibration lines as held-out ones: each run judges both
+        unchosen(ev, ["calibration", "calibration+confirm"])
         (as_given,) = ev.evaluate([base])
         if as_given.nonfinite:
             say(f"  the model as given returns NaN/Inf on {as_given.nonfinite} samples: locating the overflow")
@@ -396,7 +398,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         chosen, cal, held, gated = result.chosen, result.chosen_verdict, None, None
         # what a step back must pass on the search target: what the choice passed there (and then the gate); the
         # last is the held-out part its held-out verdict is on
-        passed = ["calibration", *(["confirm"] if len(confirm) else [])]
+        passed = unchosen(ev, ["calibration", *(["confirm"] if len(confirm) else [])])
         reached = result.reached
         if reached and len(confirm):
             chosen, cal, held, passed = confirm_held_out(ev, s, chosen, cal, confirm2, clock, notes, say)
