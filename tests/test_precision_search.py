@@ -645,7 +645,7 @@ class LineEvaluator(FakeEvaluator):
         self.seen: list[tuple[Placement, str]] = []
 
     def line_harm(self, p, part, i):
-        harms = self.lines.get(part.split("-")[0], {}).get(i, {})
+        harms = self.lines.get(part if part in self.lines else part.split("-")[0], {}).get(i, {})
         return sum(h for name, h in harms.items()
                    if (p.choice(name[1:]) != FP16 if name.startswith("!") else p.choice(name) == FP16))
 
@@ -686,6 +686,29 @@ def test_a_gate_miss_on_a_few_lines_is_mended_not_stepped_back(chain) -> None:
     assert cal.ok and any(p.label.startswith("mended") and p.placement == chosen for p in s.points)
     # everything the choice passed is judged again on the mended placement
     assert {part for p, part in ev.seen if p == chosen} >= {"calibration", "confirm"}
+
+
+def test_a_gate_mend_must_pass_fresh_gate_lines_it_never_saw(chain) -> None:
+    """The mend is chosen on the gate's lines off: it passes the gate's other lines, and must then pass as many
+    fresh held-out lines. When c7 (fp16 in the choice) changes 4 of 200 fresh lines (the mend fitted the gate's 3),
+    the choice steps back instead; when the fresh lines pass, the gate's verdict is theirs."""
+    from ncnnpass.passes.precision.checks import FRESH_GATE, pass_gate
+
+    res, s = _proxy_search(chain)
+    sizes = {"calibration": 32, "confirm": 24, "gate": 200, FRESH_GATE: 200}
+    gate = {"gate": {5: {"c5": 1.0}, 17: {"c5": 1.0}, 100: {"c5": 1.0}}}
+    for fresh_off, mended in ((4, False), (1, True)):
+        ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes, {**gate, FRESH_GATE: {i: {"c7": 1.0} for i in range(fresh_off)}})
+        notes: list[str] = []
+        s.j = len(s.walk)
+        s.refined = []
+        chosen, _, gated = pass_gate(ev, s, res.chosen, res.chosen_verdict, Budget(None), notes, print)
+        assert (res.chosen.merged({"c5": FP32}), FRESH_GATE) in ev.seen  # the mended choice ran on the fresh lines
+        assert ("mended" in notes[0]) == mended and gated.ok
+        if mended:
+            assert chosen == res.chosen.merged({"c5": FP32}) and gated.samples == 200 and "200 fresh" in notes[0]
+        else:
+            assert "stepped back" in notes[0] and chosen.choice("c5") != FP16 and chosen.choice("c7") != FP16
 
 
 def test_a_held_out_miss_on_a_line_is_mended_then_judged_on_the_next_held_out_lines(chain) -> None:
@@ -880,6 +903,9 @@ def test_the_search_keeps_time_for_the_checks_after_it() -> None:
     assert checks_cost(lavapipe, None, 224, 0, True) == pytest.approx(0.5 * 225)  # the target is the search's
     # a gate of 200 lines is foreseen with one mend: judged again on its other lines
     assert checks_cost(lavapipe, emulator, 24, 8, False, gate=200) == pytest.approx(0.5 * (24 + 400) + 15 * 8)
+    # ... and then on as many fresh lines
+    assert checks_cost(lavapipe, emulator, 24, 8, False, gate=200, fresh=200) == pytest.approx(
+        0.5 * (24 + 600) + 15 * 8)
     whole = Budget(600.0)
     search_part = whole.less(300.0)
     assert whole.left() - search_part.left() == pytest.approx(300.0, abs=0.1)

@@ -41,10 +41,12 @@ class Mended:
     raised: list[str]  # the groups kept fp32, in the order they were raised
     used: int  # samples of the part the mend was chosen on
     back: int  # of those, the ones it brought back (they left the judged part)
+    fresh: Verdict | None = None  # on samples of the same kind the mend never saw, where the caller has them
 
     def describe(self, share: float) -> str:
         return (f"mended by keeping {', '.join(self.raised)} fp32 ({100 * share:.1f}% fp16): {self.back} of the "
-                f"{self.used} sample(s) off brought back, the other {self.verdict.samples} pass")
+                f"{self.used} sample(s) off brought back, the other {self.verdict.samples} pass"
+                + (f", and {self.fresh.samples} fresh ones" if self.fresh is not None else ""))
 
 
 def lowered_groups(s: Search, placement: Placement) -> list[Group]:

@@ -44,7 +44,15 @@ from ncnnpass.ir.runtime import Job, TargetPool, describe_target, normalize_targ
 from ncnnpass.passes.measure.dynamic_sizes import runs_at_other_widths
 from ncnnpass.passes.measure.model_info import DEFAULT_SHAPES, VARIABLE_DIMS, ModelInfo
 
-from .checks import confirm_held_out, judge_parts, pass_gate, unchosen, verify_on_target, winograd_is_the_loss
+from .checks import (
+    FRESH_GATE,
+    confirm_held_out,
+    judge_parts,
+    pass_gate,
+    unchosen,
+    verify_on_target,
+    winograd_is_the_loss,
+)
 from .criteria import Criteria, Verdict
 from .evaluator import Evaluator, Part, at_risk, prepare_parts, reference_outputs, stressed
 from .macs import macs_per_layer
@@ -170,11 +178,11 @@ EMULATION_FACTOR = 25.0
 
 
 def checks_cost(ev: Evaluator, tev: Evaluator | None, search_samples: int, target_samples: int,
-                random_check: bool, gate: int = 0) -> float:
+                random_check: bool, gate: int = 0, fresh: int = 0) -> float:
     """Seconds the checks after the search should take, from the wall time per sample measured so far: the
     held-out confirmation on the search target (``search_samples``), the ``gate`` and one mend of it (a
     miss on a few of its lines is mended and judged again on the others: PP-OCRv5 on lavapipe, 194 s for a gate
-    foreseen at ~90 s), the verification on the target (``target_samples``; per sample as measured by the
+    foreseen at ~90 s; then on ``fresh`` lines), the verification on the target (``target_samples``; per sample as measured by the
     winograd check, else :data:`EMULATION_FACTOR` times the search target's) and the random-input check. Other
     mends and steps back are not foreseen (they stop when the budget is spent, after a minimum of tries)."""
     per = ev.seconds / ev.inferences if ev.inferences else 0.0
@@ -182,7 +190,7 @@ def checks_cost(ev: Evaluator, tev: Evaluator | None, search_samples: int, targe
         per_target = per
     else:
         per_target = tev.seconds / tev.inferences if tev.inferences else EMULATION_FACTOR * per
-    return per * (search_samples + 2 * gate) + per_target * (target_samples + (1 if random_check else 0))
+    return per * (search_samples + 2 * gate + fresh) + per_target * (target_samples + (1 if random_check else 0))
 
 
 def guess_info(graph: Graph, kind: str | None = None) -> ModelInfo:
@@ -308,7 +316,7 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
     gate_n = size["gate"] if gate is None else gate
     verify_pool = max(verify_n, min(size["verify_pool"], pool or 10**9)) if verify_n else 0
     parts = prepare_parts(info, images=images, calibration=max(cal_n, pool or size["pool"]),
-                          held_out=2 * confirm_n + verify_pool + gate_n, seed=seed, model_dir=model_dir)
+                          held_out=2 * confirm_n + verify_pool + 2 * gate_n, seed=seed, model_dir=model_dir)
     ref_graph = graph.copy()
     for part in parts.values():
         part.references = reference_outputs(part.inputs, onnx=onnx, graph=None if onnx else ref_graph)
@@ -322,15 +330,18 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
         drawn = rest if len(rest) else held_all
         # the most fragile of the pool stand for it: judged as the gate would judge the pool (criteria)
         check = replace(stressed(info.kind, drawn, verify_n, "verify"), pool=len(drawn))
-    gate_part = held_all.slice("gate", 2 * confirm_n + verify_pool)
+    gate_at = 2 * confirm_n + verify_pool
+    gate_part = held_all.slice("gate", gate_at, gate_at + gate_n)
+    fresh_gate = held_all.slice(FRESH_GATE, gate_at + gate_n, gate_at + 2 * gate_n)  # a gate mend is judged on
     lap = Laps(t0)
     lap("data")
     work = {"calibration": cal_part, "confirm": confirm, "confirm-2": confirm2, "calibration+confirm": cal_part + confirm,
-            "gate": gate_part}
+            "gate": gate_part, FRESH_GATE: fresh_gate}
     unit = "pages" if info.kind == "det" else "lines"
     picked = f" (the most fragile of {len(parts['calibration'])})" if info.kind != "det" else ""
     data = (f"{cal_part.source}: {len(cal_part)} calibration {unit}{picked}, held-out "
             f"{len(confirm)} + {len(confirm2)}" + (f" + a gate of {len(gate_part)}" if len(gate_part) else "")
+            + (f" (+ {len(fresh_gate)} fresh for a mend of it)" if len(fresh_gate) else "")
             + f" on {searched_on}" + (f", {len(check)} on {target}" + (
                 " (the most fragile; then as many gate lines the choice comes closest to changing)"
                 if info.kind != "det" and len(gate_part) else " (the most fragile)" if picked else "") if check else ""))
@@ -374,7 +385,8 @@ def repair_for_target(graph: Graph, target: str = "arm", *, onnx: str | os.PathL
 
         # (re-estimated at each look: the first evaluations' cost includes starting the workers)
         def reserve() -> float:
-            return checks_cost(ev, tev, len(confirm), target_n, random_check, gate=len(gate_part))
+            return checks_cost(ev, tev, len(confirm), target_n, random_check, gate=len(gate_part),
+                               fresh=len(fresh_gate))
 
         search_clock = clock.less(reserve)
         if budget is not None:
