@@ -26,7 +26,8 @@ a share is what the goal states for strings (99.5% of the lines). Strings and dr
 calibration part keeps the per-line limit because the search chooses on it: counted as a share there (32 lines
 allow 1), PP-OCRv4's walk on lavapipe lowered all 25 groups at once (100% fp16, 1 line beyond), the first 24
 held-out lines then changed a string, no mend passed, and the second search ended at 52.6% (81.3% with the
-per-line limit, the last campaign).
+per-line limit, the last campaign). The checks after the search judge the calibration lines by another name
+(``held:calibration``, :func:`.checks.unchosen`): as held-out lines, since a mend is not chosen on them.
 
 A part drawn as the riskiest samples of a larger held-out *pool* (``pool``: the emulator's 8 most fragile of
 64 lines, the 8 gate lines a proxy came closest to changing of 200) stands for that pool: it fails when the
