@@ -101,7 +101,7 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     assert res.held_out is not None and res.held_out.samples == SMALL["held_out"]
     info = read_model_info(onnx)
     n, gate = SMALL["held_out"], SMALL["gate"]
-    parts = prepare_parts(info, calibration=SMALL["pool"], held_out=2 * n + gate)
+    parts = prepare_parts(info, calibration=SMALL["pool"], held_out=2 * n + 2 * gate)
     # missed, then mended or searched again: the verdict is on the next held-out lines
     again = "held-out missed" in " ".join(res.notes)
     confirm = parts["held-out"].inputs[n:2 * n] if again else parts["held-out"].inputs[:n]
@@ -129,8 +129,10 @@ def test_vulkan_repair_is_measured_as_it_reports(v3) -> None:
     off = sum(x["differs"] or x["crosses_drop_score"] for x in per)
     if res.gate is None:  # judged only when the search and the held-out lines passed
         assert not (res.search.reached and res.held_out.ok) and not res.reached
-    elif any("gate" in note and "mended" in note for note in res.notes):  # judged without the lines brought back
-        assert res.gate.samples < gate and res.gate.ok and res.reached
+    elif any("gate" in note and "mended" in note for note in res.notes):  # then judged on as many fresh lines
+        per2 = fresh(parts["held-out"].inputs[2 * n + gate:2 * n + 2 * gate]).per_sample
+        off2 = sum(x["differs"] or x["crosses_drop_score"] for x in per2)
+        assert res.gate.samples == gate and res.gate.numbers["lines_off"] == off2 == 0 and res.reached
     else:
         assert res.gate.samples == gate and res.gate.numbers["lines_off"] == off and res.gate.ok == (off == 0)
         assert res.reached == (res.held_out.ok and res.gate.ok and res.search.reached)
@@ -343,8 +345,9 @@ def test_a_held_out_miss_on_real_lines_is_mended_and_judged_on_the_next_lines(v3
         s = Search(ev, g, candidates, macs, base=base, groups=8)
         chosen, cal2, held, passed = confirm_held_out(ev, s, base, cal, parts["confirm-2"], Budget(None), notes, print)
     print(notes)
-    assert passed == ["calibration", "confirm", "confirm-2"], "mended and judged on the next lines, no second search"
-    assert chosen != base and 0 < s.share(chosen) < 1 and cal2.ok
+    assert passed == ["held:calibration", "confirm", "confirm-2"], "mended, judged on the next lines, no second search"
+    # after the search the calibration lines are judged as held-out ones (confidence as a share)
+    assert chosen != base and 0 < s.share(chosen) < 1 and cal2.ok and "conf_beyond" in cal2.numbers
     assert held.ok and held.samples == len(parts["confirm-2"]) and "held-out missed" in notes[0]
     assert not s.walk  # the second search (walk and refinement) never ran
     judged = parts["confirm-2"] + parts["confirm"]  # the next lines, then the ones it was chosen on
