@@ -363,6 +363,6 @@ def winograd_is_the_loss(tev: Evaluator, graph: Graph, base: Placement, candidat
     return True
 
 
-__all__ = ["FALLBACK_STEP", "FRESH_GATE", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "WINOGRAD_MIN_SHARE", "confirm_held_out", "fallbacks", "first_miss",
-           "judge_parts", "mended_calibration", "next_fallback", "pass_gate", "step_back", "unchosen", "verify_on_target",
-           "winograd_is_the_loss"]
+__all__ = ["FALLBACK_STEP", "FRESH_GATE", "MIN_TARGET_FALLBACKS", "WINOGRAD_GAIN", "WINOGRAD_MIN_SHARE",
+           "confirm_held_out", "fallbacks", "first_miss", "judge_parts", "mended_calibration", "next_fallback",
+           "pass_gate", "step_back", "unchosen", "verify_on_target", "winograd_is_the_loss"]

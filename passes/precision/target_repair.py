@@ -14,8 +14,9 @@
    lines a few dozen samples cannot see), and, with a proxy, on the target itself (``verify`` held-out
    samples: the reference's most fragile, then for rec and cls as many gate lines the choice came closest to
    changing on the proxy; each stands for the pool it was drawn from, :class:`.criteria.Criteria`); a choice
-   that misses on a few samples of the target itself (lavapipe for ``vulkan``, the emulator) is first mended (:mod:`.mend`: the group or two kept fp32 that bring those samples back,
-   judged on the others), else falls back to the next passing point of the walk with more fp32;
+   that misses on a few samples of the target itself (lavapipe for ``vulkan``, the emulator) is first mended
+   (:mod:`.mend`: the group or two kept fp32 that bring those samples back, judged on the others), else falls
+   back to the next passing point of the walk with more fp32;
 4. the report: the chosen placement and its fp16 MAC share (on the GPU for Vulkan: layers with bit 4 or
    without a Vulkan implementation run on the CPU), every evaluated point (the Pareto curve), the max
    error on one seeded random input (no longer the criterion), times (per phase; the refinement leaves the
@@ -182,9 +183,10 @@ def checks_cost(ev: Evaluator, tev: Evaluator | None, search_samples: int, targe
     """Seconds the checks after the search should take, from the wall time per sample measured so far: the
     held-out confirmation on the search target (``search_samples``), the ``gate`` and one mend of it (a
     miss on a few of its lines is mended and judged again on the others: PP-OCRv5 on lavapipe, 194 s for a gate
-    foreseen at ~90 s; then on ``fresh`` lines), the verification on the target (``target_samples``; per sample as measured by the
-    winograd check, else :data:`EMULATION_FACTOR` times the search target's) and the random-input check. Other
-    mends and steps back are not foreseen (they stop when the budget is spent, after a minimum of tries)."""
+    foreseen at ~90 s; then on ``fresh`` lines), the verification on the target (``target_samples``; per sample
+    as measured by the winograd check, else :data:`EMULATION_FACTOR` times the search target's) and the
+    random-input check. Other mends and steps back are not foreseen (they stop when the budget is spent, after a
+    minimum of tries)."""
     per = ev.seconds / ev.inferences if ev.inferences else 0.0
     if tev is None:  # the search target is the target
         per_target = per
