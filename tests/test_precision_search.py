@@ -698,7 +698,8 @@ def test_a_gate_mend_must_pass_fresh_gate_lines_it_never_saw(chain) -> None:
     sizes = {"calibration": 32, "confirm": 24, "gate": 200, FRESH_GATE: 200}
     gate = {"gate": {5: {"c5": 1.0}, 17: {"c5": 1.0}, 100: {"c5": 1.0}}}
     for fresh_off, mended in ((4, False), (1, True)):
-        ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes, {**gate, FRESH_GATE: {i: {"c7": 1.0} for i in range(fresh_off)}})
+        fresh = {FRESH_GATE: {i: {"c7": 1.0} for i in range(fresh_off)}}
+        ev = LineEvaluator({"c4": 2.0, "sm": 5.0}, sizes, {**gate, **fresh})
         notes: list[str] = []
         s.j = len(s.walk)
         s.refined = []
@@ -944,7 +945,6 @@ def test_a_refined_choice_that_misses_steps_back_to_its_walk_point_first(chain) 
     ev = Gated({"c4": 2.0, "sm": 5.0})
     chosen, _, gated = pass_gate(ev, s, refined, res.chosen_verdict, Budget(None), [], print, mendable=False)
     assert gated.ok and chosen == s.at(j) and s.j == j
-
 
 
 def _rec_lines(n: int):
